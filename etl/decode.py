@@ -1,0 +1,400 @@
+"""Decode: JSON pages -> Arrow tables of typed records, with every bad record captured.
+
+Each page is decoded whole by one reused strict ``msgspec`` decoder (the fast path). Only a page
+that fails is split into its records (``list[msgspec.Raw]``) and decoded one record at a time, so
+one bad record costs one record. A page that cannot be split at all -- not JSON, or a top level of
+the wrong shape -- is an :class:`~etl.errors.InputError`: the day's snapshot is incomplete.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+import pyarrow as pa
+
+from etl.errors import InputError
+from etl.source import InputFile
+
+MAX_ID = 2**63 - 1
+Id = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]
+Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
+Name = Annotated[str, msgspec.Meta(pattern=r"\S")]  # not empty, not only white space
+BOM = b"\xef\xbb\xbf"
+
+
+class Contact(msgspec.Struct):
+    active: bool | None = None
+    name: str | None = None
+    email: str | None = None
+
+
+class Agent(msgspec.Struct):
+    id: Id
+    deactivated: bool | None = None
+    contact: Contact | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class AgentDetail(msgspec.Struct):
+    id: Id
+    role_ids: list[Id] | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class Role(msgspec.Struct):
+    id: Id
+    name: Name
+    description: str | None = None
+    default: bool | None = None
+    agent_type: Int32 | None = None
+    agent_ids: list[Id] | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class Group(msgspec.Struct):
+    id: Id
+    name: Name
+    description: str | None = None
+    parent_group_id: Id | None = None
+    agent_ids: list[Id] | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+# The same records with mapping-array elements left untyped: a record whose only fault is a bad
+# element still loads, and each bad element is reported on its own (INVALID_MAPPING).
+class LenientAgentDetail(AgentDetail):
+    role_ids: list[Any] | None = None
+
+
+class LenientRole(Role):
+    agent_ids: list[Any] | None = None
+
+
+class LenientGroup(Group):
+    agent_ids: list[Any] | None = None
+
+
+class IdProbe(msgspec.Struct):
+    id: Any = None
+
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+ID_LIST = pa.list_(pa.int64())
+POSITION_FIELDS = [
+    pa.field("source_file", pa.string()),
+    pa.field("record_index", pa.int32()),
+    pa.field("record_path", pa.string()),
+]
+
+
+@dataclass(frozen=True)
+class RecordKind:
+    """What one kind of input record is and how it becomes a row."""
+
+    name: str  # as stored in error rows' record_kind
+    folder: str
+    strict: type[msgspec.Struct]
+    lenient: type[msgspec.Struct] | None
+    mapping: str | None  # the JSON field of the mapping array, if any
+    object_page: bool  # a file may hold one object instead of an array (agent_details)
+    schema: pa.Schema  # the row's columns, without the position columns
+    row: Callable[[Any], tuple[Any, ...]]
+    string_fields: dict[str, str]  # column -> JSON path, for strings checked for NUL
+
+
+def _agent_row(a: Agent) -> tuple[Any, ...]:
+    c = a.contact
+    if c is None:
+        return (a.id, None, None, a.deactivated, None, a.created_at, a.updated_at)
+    return (a.id, c.name, c.email, a.deactivated, c.active, a.created_at, a.updated_at)
+
+
+AGENT = RecordKind(
+    name="agent",
+    folder="agents",
+    strict=Agent,
+    lenient=None,
+    mapping=None,
+    object_page=False,
+    schema=pa.schema([
+        ("agent_id", pa.int64()), ("name", pa.string()), ("email", pa.string()),
+        ("deactivated", pa.bool_()), ("contact_active", pa.bool_()),
+        ("created_at", TIMESTAMP), ("updated_at", TIMESTAMP),
+    ]),
+    row=_agent_row,
+    string_fields={"name": "contact.name", "email": "contact.email"},
+)
+
+AGENT_DETAILS = RecordKind(
+    name="agent_details",
+    folder="agent_details",
+    strict=AgentDetail,
+    lenient=LenientAgentDetail,
+    mapping="role_ids",
+    object_page=True,
+    schema=pa.schema([
+        ("agent_id", pa.int64()), ("role_ids", ID_LIST),
+        ("created_at", TIMESTAMP), ("updated_at", TIMESTAMP),
+    ]),
+    row=lambda d: (d.id, d.role_ids, d.created_at, d.updated_at),
+    string_fields={},
+)
+
+ROLE = RecordKind(
+    name="role",
+    folder="roles",
+    strict=Role,
+    lenient=LenientRole,
+    mapping="agent_ids",
+    object_page=False,
+    schema=pa.schema([
+        ("role_id", pa.int64()), ("name", pa.string()), ("description", pa.string()),
+        ("is_default", pa.bool_()), ("agent_type", pa.int32()), ("agent_ids", ID_LIST),
+        ("created_at", TIMESTAMP), ("updated_at", TIMESTAMP),
+    ]),
+    row=lambda r: (
+        r.id, r.name, r.description, r.default, r.agent_type, r.agent_ids,
+        r.created_at, r.updated_at,
+    ),
+    string_fields={"name": "name", "description": "description"},
+)
+
+GROUP = RecordKind(
+    name="group",
+    folder="admin_groups",
+    strict=Group,
+    lenient=LenientGroup,
+    mapping="agent_ids",
+    object_page=False,
+    schema=pa.schema([
+        ("group_id", pa.int64()), ("name", pa.string()), ("description", pa.string()),
+        ("parent_group_id", pa.int64()), ("agent_ids", ID_LIST),
+        ("created_at", TIMESTAMP), ("updated_at", TIMESTAMP),
+    ]),
+    row=lambda g: (
+        g.id, g.name, g.description, g.parent_group_id, g.agent_ids, g.created_at, g.updated_at,
+    ),
+    string_fields={"name": "name", "description": "description"},
+)
+
+
+@dataclass(frozen=True)
+class RecordError:
+    """One quarantined record or mapping element, located precisely."""
+
+    record_kind: str
+    error_type: str
+    field: str | None
+    message: str  # starts with the JSON location: "$[3].agent_ids[1]: ..."
+    record_id: int | None
+    source_file: str
+    record_index: int
+
+
+@dataclass(frozen=True)
+class Decoded:
+    records: pa.Table  # kind.schema + source_file, record_index, record_path
+    errors: list[RecordError]
+
+
+def _page_type(kind: RecordKind) -> Any:
+    return kind.strict | list[kind.strict] if kind.object_page else list[kind.strict]  # type: ignore[name-defined]
+
+
+_PAGE_DECODERS = {k.name: msgspec.json.Decoder(_page_type(k)) for k in (AGENT, AGENT_DETAILS, ROLE, GROUP)}
+_RECORD_DECODERS = {k.name: msgspec.json.Decoder(k.strict) for k in (AGENT, AGENT_DETAILS, ROLE, GROUP)}
+_LENIENT_DECODERS = {
+    k.name: msgspec.json.Decoder(k.lenient) for k in (AGENT_DETAILS, ROLE, GROUP) if k.lenient
+}
+_RAW_ARRAY = msgspec.json.Decoder(list[msgspec.Raw])
+_RAW_ANY = msgspec.json.Decoder(list[msgspec.Raw] | dict[str, msgspec.Raw])
+_ID_PROBE = msgspec.json.Decoder(IdProbe)
+_DECODE_FAILURES = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError)
+
+
+def decode_files(kind: RecordKind, files: Iterable[InputFile]) -> Decoded:
+    """Decode every page of one record kind, in file order, into one table plus errors."""
+    rows: list[tuple[Any, ...]] = []
+    errors: list[RecordError] = []
+    for file in files:
+        decode_page(kind, file, rows, errors)
+    return Decoded(records=_to_table(kind, rows), errors=errors)
+
+
+def decode_page(
+    kind: RecordKind, file: InputFile, rows: list[tuple[Any, ...]], errors: list[RecordError]
+) -> None:
+    """Append the page's good records to ``rows`` and its bad ones to ``errors``."""
+    data = file.data[len(BOM) :] if file.data.startswith(BOM) else file.data
+    try:
+        page = _PAGE_DECODERS[kind.name].decode(data)
+    except _DECODE_FAILURES:
+        _decode_records(kind, file, split_records(kind, file), rows, errors)
+        return
+    if isinstance(page, list):
+        rows.extend(kind.row(r) + (file.name, i, f"$[{i}]") for i, r in enumerate(page))
+    else:
+        rows.append(kind.row(page) + (file.name, 0, "$"))
+
+
+def split_records(kind: RecordKind, file: InputFile) -> list[tuple[str, msgspec.Raw]]:
+    """The page's records as (JSON path, exact raw text); InputError if it has no such shape."""
+    bom = len(BOM) if file.data.startswith(BOM) else 0
+    data = file.data[bom:]
+    try:
+        page = (_RAW_ANY if kind.object_page else _RAW_ARRAY).decode(data)
+    except msgspec.ValidationError as error:
+        expected = "an object or an array of objects" if kind.object_page else "an array"
+        got = re.search(r"got `(\w+)`", str(error))
+        shape = _JSON_SHAPES.get(got.group(1), got.group(1)) if got else "of another type"
+        raise InputError(
+            f"{file.name}: top level is {shape}, expected {expected} of {kind.folder} records"
+        ) from error
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{file.name}: not valid JSON: {_parser_message(error, data, bom)}") from error
+    if isinstance(page, dict):
+        return [("$", msgspec.Raw(data))]
+    return [(f"$[{i}]", raw) for i, raw in enumerate(page)]
+
+
+_JSON_SHAPES = {
+    "object": "an object", "array": "an array", "str": "a string", "int": "a number",
+    "float": "a number", "bool": "a boolean", "null": "null",
+}
+
+
+def _parser_message(error: Exception, data: bytes, bom: int) -> str:
+    text = str(error)
+    if not data.strip():
+        return "the file is empty (byte 0)"
+    if text == "Input data was truncated":
+        return f"input ends early, truncated at byte {len(data) + bom} (end of file)"
+    return re.sub(r"\(byte (\d+)\)", lambda m: f"(byte {int(m.group(1)) + bom})", text)
+
+
+def _decode_records(
+    kind: RecordKind,
+    file: InputFile,
+    records: list[tuple[str, msgspec.Raw]],
+    rows: list[tuple[Any, ...]],
+    errors: list[RecordError],
+) -> None:
+    strict = _RECORD_DECODERS[kind.name]
+    for index, (path, raw) in enumerate(records):
+        try:
+            rows.append(kind.row(strict.decode(raw)) + (file.name, index, path))
+            continue
+        except _DECODE_FAILURES as error:
+            first_error: Exception = error
+        if kind.lenient is not None:
+            try:
+                record = _LENIENT_DECODERS[kind.name].decode(raw)
+            except _DECODE_FAILURES:
+                pass
+            else:
+                errors.extend(_clean_mapping(kind, record, file.name, index, path))
+                rows.append(kind.row(record) + (file.name, index, path))
+                continue
+        field, message = describe(first_error, path)
+        errors.append(
+            RecordError(kind.name, "VALIDATION_ERROR", field, message, probe_id(raw), file.name, index)
+        )
+
+
+def _clean_mapping(
+    kind: RecordKind, record: Any, source_file: str, index: int, path: str
+) -> list[RecordError]:
+    """Null out bad mapping elements in place (positions kept) and report each one."""
+    assert kind.mapping is not None
+    values = getattr(record, kind.mapping)
+    errors = []
+    for position, value in enumerate(values):
+        if type(value) is int and 1 <= value <= MAX_ID:
+            continue
+        values[position] = None
+        field = f"{kind.mapping}[{position}]"
+        errors.append(RecordError(
+            kind.name, "INVALID_MAPPING", field,
+            f"{path}.{field}: Expected an integer id in 1..2^63-1, got {_show(value)}",
+            record.id, source_file, index,
+        ))
+    return errors
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_MESSAGE_REWRITES = {
+    "Expected `str` matching regex '\\\\S'": "Expected a non-empty `str`, got an empty or blank one",
+}
+
+
+def describe(error: Exception, path: str) -> tuple[str | None, str]:
+    """(field, message) for a record that failed to decode; the message starts with its location."""
+    if isinstance(error, UnicodeDecodeError):
+        return None, f"{path}: invalid UTF-8 in a string ({error.reason})"
+    if not isinstance(error, msgspec.ValidationError):
+        return None, f"{path}: invalid JSON text: {error}"
+    problem, _, where = str(error).partition(" - at `")
+    where = where.rstrip("`") or "$"
+    missing = re.fullmatch(r"Object missing required field `(.+)`", problem)
+    if missing:
+        where = f"{where}.{missing.group(1)}"
+    problem = _MESSAGE_REWRITES.get(problem, problem)
+    field = where[1:].lstrip(".") or None
+    return field, f"{path}{where[1:]}: {problem}"
+
+
+def probe_id(raw: msgspec.Raw | bytes) -> int | None:
+    """The record's ``id`` if it can be read as a valid id, else None."""
+    try:
+        value = _ID_PROBE.decode(raw).id
+    except _DECODE_FAILURES:
+        return None
+    return value if type(value) is int and 1 <= value <= MAX_ID else None
+
+
+_NOT_IN_JSONB = re.compile("[\x00\ud800-\udfff]")
+
+
+def jsonb_compatible(raw: bytes) -> bool:
+    """Whether PostgreSQL's jsonb can hold this JSON text (no \\u0000, no lone surrogates)."""
+    try:
+        value = json.loads(raw.decode("utf-8"), parse_constant=_reject)
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return not any(_NOT_IN_JSONB.search(s) for s in _strings(value))
+
+
+def _reject(constant: str) -> Any:
+    raise ValueError(constant)
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def _to_table(kind: RecordKind, rows: list[tuple[Any, ...]]) -> pa.Table:
+    schema = pa.schema(list(kind.schema) + POSITION_FIELDS)
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
+    return pa.table([pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)], schema=schema)

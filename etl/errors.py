@@ -1,0 +1,33 @@
+"""The errors etl raises on purpose. Each message is written for the person running etl."""
+
+
+class EtlError(Exception):
+    """Base class: the run could not do what was asked. ``str(error)`` is the one-line reason."""
+
+    exit_code = 1
+
+
+class UsageError(EtlError):
+    """Raised when options or their values are wrong (an unknown day format, a bad timestamp)."""
+
+    exit_code = 2
+
+
+class InputError(EtlError):
+    """Raised when a day's input for an entity is incomplete: a missing folder, a folder with no
+    .json files, a file that is not JSON or whose top level has the wrong shape. Nothing of that
+    entity is applied, and later entities of the run are not either."""
+
+
+class RefusedError(EtlError):
+    """Raised when a safety guard refuses a run: a day older than the last applied one without
+    --force, or a mass removal without --allow-mass-removal. Nothing of the step is applied."""
+
+
+class DatabaseError(EtlError):
+    """Raised when the database fails: it cannot be reached, a statement fails, or the apply
+    procedure finds a broken invariant. Driver errors are wrapped in it at the boundary."""
+
+
+class LockTimeoutError(DatabaseError):
+    """Raised when another etl run holds the advisory lock for longer than --lock-timeout."""

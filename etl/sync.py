@@ -1,0 +1,180 @@
+"""One sync run: for each entity of a day, read -> decode -> plan -> stage -> apply.
+
+Each (entity, day) gets a ledger row before any work, one staging transaction and one apply
+transaction. The first entity that fails stops the run: later entities are not applied.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from etl import db, source
+from etl.apply import apply_run
+from etl.decode import AGENT, AGENT_DETAILS, GROUP, ROLE, RecordKind, decode_files
+from etl.decode import jsonb_compatible, split_records
+from etl.errors import EtlError, RefusedError
+from etl.log import get_logger
+from etl.plan import Plan, plan_agents, plan_roles
+from etl.source import InputFile
+from etl.stage import stage_frames
+
+ENTITIES = ("agents", "roles", "groups")  # the order of --entity all
+SUPPORTED = ("agents", "roles")
+ENTITY_KINDS: dict[str, tuple[RecordKind, ...]] = {
+    "agents": (AGENT,),
+    "roles": (ROLE, AGENT_DETAILS),
+    "groups": (GROUP,),
+}
+KINDS = {k.name: k for k in (AGENT, AGENT_DETAILS, ROLE, GROUP)}
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    data_dir: Path
+    synced_at: datetime | None = None
+    force: bool = False
+    allow_mass_removal: bool = False
+
+
+@dataclass
+class RunResult:
+    entity: str
+    day: str
+    run_id: int
+    counts: dict[str, Any]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class Stopwatch:
+    """Seconds spent per stage, for the summary line."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - start, 4)
+
+
+def sync_day(
+    conn: db.Connection, day: str, entities: tuple[str, ...], options: SyncOptions
+) -> list[RunResult]:
+    """Sync the given entities of ``day`` in order; raises on the first one that fails."""
+    return [sync_entity(conn, day, entity, options) for entity in entities]
+
+
+def sync_entity(
+    conn: db.Connection, day: str, entity: str, options: SyncOptions
+) -> RunResult:
+    log = get_logger().bind(day=day, entity=entity)
+    synced_at = (
+        options.synced_at or db.first_synced_at(conn, entity, day) or datetime.now(UTC)
+    )
+    run_id = db.start_run(conn, day, entity, synced_at, options.force)
+    log = log.bind(run_id=run_id)
+    watch = Stopwatch()
+    try:
+        check_day_order(conn, entity, day, options.force)
+        with watch.stage("read"):
+            inputs = read_inputs(options.data_dir, day, ENTITY_KINDS[entity])
+        files = [f.ledger_entry() for kind_files in inputs.values() for f in kind_files]
+        log.debug("read", files=len(files))
+        with watch.stage("decode_plan"):
+            plan = plan_entity(conn, entity, inputs)
+            errors = attach_raw(plan, inputs)
+        with watch.stage("stage"):
+            db.set_run_files(conn, run_id, files)
+            stage_frames(conn, entity, {**plan.tables, "stg_errors": errors})
+            conn.commit()
+        with watch.stage("apply"):
+            apply_run(conn, run_id, allow_mass_removal=options.allow_mass_removal)
+    except EtlError as error:
+        status = "refused" if isinstance(error, RefusedError) else "failed"
+        _close_failed_run(conn, run_id, status, str(error))
+        log.error("run_" + status, message=str(error))
+        raise
+    except BaseException as error:
+        _close_failed_run(conn, run_id, "failed", f"unexpected {type(error).__name__}: {error}")
+        raise
+    counts = db.run_counts(conn, run_id)
+    log.info("synced", synced_at=synced_at.isoformat(), **counts, seconds=watch.seconds)
+    return RunResult(entity, day, run_id, counts, watch.seconds)
+
+
+def _close_failed_run(conn: db.Connection, run_id: int, status: str, message: str) -> None:
+    try:
+        db.end_run(conn, run_id, status, message)
+    except EtlError:
+        pass  # the database is gone; the next run marks this one abandoned
+
+
+def check_day_order(conn: db.Connection, entity: str, day: str, force: bool) -> None:
+    """Refuse a day that sorts before the last day applied for the entity, unless forced."""
+    later = [d for d in db.applied_days(conn, entity) if source.natural_key(d) > source.natural_key(day)]
+    if later and not force:
+        last = max(later, key=source.natural_key)
+        raise RefusedError(
+            f"{entity}: day {day} sorts before {last}, which is already applied; "
+            "re-apply an older day only with --force"
+        )
+
+
+def read_inputs(
+    data_dir: Path, day: str, kinds: tuple[RecordKind, ...]
+) -> dict[str, list[InputFile]]:
+    """Every input file of the entity, by record kind; all folders are checked before reading."""
+    paths = {k.name: source.list_files(data_dir, day, k.folder) for k in kinds}
+    return {name: [source.read_file(p, data_dir) for p in ps] for name, ps in paths.items()}
+
+
+def plan_entity(conn: db.Connection, entity: str, inputs: dict[str, list[InputFile]]) -> Plan:
+    if entity == "agents":
+        return plan_agents(decode_files(AGENT, inputs[AGENT.name]))
+    if entity == "roles":
+        roles = decode_files(ROLE, inputs[ROLE.name])
+        details = decode_files(AGENT_DETAILS, inputs[AGENT_DETAILS.name])
+        known_agents = db.fetch_column(conn, "known_agent_ids")
+        known_roles = db.fetch_column(conn, "known_role_ids")
+        conn.commit()
+        return plan_roles(roles, details, known_agents, known_roles)
+    raise EtlError(f"entity {entity} is not supported yet")
+
+
+def attach_raw(plan: Plan, inputs: dict[str, list[InputFile]]) -> pl.DataFrame:
+    """The plan's error rows with each record's exact JSON text (and whether jsonb can hold it)."""
+    files = {f.name: f for kind_files in inputs.values() for f in kind_files}
+    records: dict[str, list[Any]] = {}
+    texts, json_ok = [], []
+    for kind_name, source_file, index in plan.errors.select(
+        "record_kind", "source_file", "record_index"
+    ).iter_rows():
+        if source_file not in records:
+            records[source_file] = split_records(KINDS[kind_name], files[source_file])
+        raw = bytes(records[source_file][index][1])
+        texts.append(raw.decode("utf-8", errors="backslashreplace"))
+        json_ok.append(jsonb_compatible(raw))
+    return plan.errors.select(
+        entity=pl.lit(plan.entity),
+        record_kind="record_kind",
+        error_type="error_type",
+        error_message="error_message",
+        field="field",
+        record_id="record_id",
+        source_file="source_file",
+        record_index="record_index",
+    ).with_columns(
+        raw_text=pl.Series(texts, dtype=pl.String),
+        raw_is_json=pl.Series(json_ok, dtype=pl.Boolean),
+    )
