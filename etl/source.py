@@ -35,7 +35,11 @@ class InputFile:
         return len(self.data)
 
     def ledger_entry(self) -> dict[str, object]:
-        return {"file": self.name, "bytes": self.size, "sha256": hashlib.sha256(self.data).hexdigest()}
+        return {
+            "file": self.name,
+            "bytes": self.size,
+            "sha256": hashlib.sha256(self.data).hexdigest(),
+        }
 
 
 def list_files(data_dir: Path, day: str, folder: str) -> list[Path]:
@@ -46,7 +50,9 @@ def list_files(data_dir: Path, day: str, folder: str) -> list[Path]:
     path = data_dir / f"{DAY_PREFIX}{day}" / folder
     if not path.is_dir():
         raise InputError(f"{path}: folder not found; the {folder} snapshot of {day} is missing")
-    files = sorted((p for p in path.glob("*.json") if p.is_file()), key=lambda p: natural_key(p.name))
+    files = sorted(
+        (p for p in path.glob("*.json") if p.is_file()), key=lambda p: natural_key(p.name)
+    )
     if not files:
         raise InputError(f"{path}: no .json files; the {folder} snapshot of {day} is empty")
     return files

@@ -6,6 +6,7 @@ transaction. The first entity that fails stops the run: later entities are not a
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,8 +19,16 @@ import polars as pl
 
 from etl import db, source
 from etl.apply import apply_run
-from etl.decode import AGENT, AGENT_DETAILS, GROUP, ROLE, RecordKind, decode_files
-from etl.decode import jsonb_compatible, split_records
+from etl.decode import (
+    AGENT,
+    AGENT_DETAILS,
+    GROUP,
+    ROLE,
+    RecordKind,
+    decode_files,
+    jsonb_compatible,
+    split_records,
+)
 from etl.errors import EtlError, RefusedError
 from etl.log import get_logger
 from etl.plan import Plan, plan_agents, plan_roles
@@ -75,13 +84,9 @@ def sync_day(
     return [sync_entity(conn, day, entity, options) for entity in entities]
 
 
-def sync_entity(
-    conn: db.Connection, day: str, entity: str, options: SyncOptions
-) -> RunResult:
+def sync_entity(conn: db.Connection, day: str, entity: str, options: SyncOptions) -> RunResult:
     log = get_logger().bind(day=day, entity=entity)
-    synced_at = (
-        options.synced_at or db.first_synced_at(conn, entity, day) or datetime.now(UTC)
-    )
+    synced_at = options.synced_at or db.first_synced_at(conn, entity, day) or datetime.now(UTC)
     run_id = db.start_run(conn, day, entity, synced_at, options.force)
     log = log.bind(run_id=run_id)
     watch = Stopwatch()
@@ -114,15 +119,15 @@ def sync_entity(
 
 
 def _close_failed_run(conn: db.Connection, run_id: int, status: str, message: str) -> None:
-    try:
+    with contextlib.suppress(EtlError):  # if the database is gone, the next run marks it abandoned
         db.end_run(conn, run_id, status, message)
-    except EtlError:
-        pass  # the database is gone; the next run marks this one abandoned
 
 
 def check_day_order(conn: db.Connection, entity: str, day: str, force: bool) -> None:
     """Refuse a day that sorts before the last day applied for the entity, unless forced."""
-    later = [d for d in db.applied_days(conn, entity) if source.natural_key(d) > source.natural_key(day)]
+    later = [
+        d for d in db.applied_days(conn, entity) if source.natural_key(d) > source.natural_key(day)
+    ]
     if later and not force:
         last = max(later, key=source.natural_key)
         raise RefusedError(

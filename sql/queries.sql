@@ -60,3 +60,40 @@ SELECT filename, sha256 FROM etl.schema_migrations;
 
 -- name: record_migration
 INSERT INTO etl.schema_migrations (filename, sha256) VALUES ($1, $2);
+
+-- Dumps of the final state, for the replay's golden file: every column that a replay of the
+-- same input reproduces exactly (wall-clock and identity columns left out).
+
+-- name: dump_agents
+SELECT agent_id, name, email, deactivated, contact_active, present, active, created_at,
+       updated_at, synced_at
+  FROM etl.agents ORDER BY agent_id;
+
+-- name: dump_roles
+SELECT role_id, name, description, is_default, agent_type, present, created_at, updated_at,
+       synced_at
+  FROM etl.roles ORDER BY role_id;
+
+-- name: dump_agent_role_mapping
+SELECT agent_id, role_id, status, assigned_at, removed_at
+  FROM etl.agent_role_mapping ORDER BY agent_id, role_id;
+
+-- name: dump_agent_role_history
+SELECT agent_id, role_id, from_status, to_status, changed_at, sync_day, run_id
+  FROM etl.agent_role_history ORDER BY history_id;
+
+-- name: dump_agent_pipeline_errors
+SELECT run_id, sync_day, record_kind, error_type, field, record_id, source_file, record_index,
+       error_message, raw_record::text, raw_text
+  FROM etl.agent_pipeline_errors ORDER BY sync_day, source_file, record_index, field;
+
+-- name: dump_role_pipeline_errors
+SELECT run_id, sync_day, record_kind, error_type, field, record_id, source_file, record_index,
+       error_message, raw_record::text, raw_text
+  FROM etl.role_pipeline_errors ORDER BY sync_day, source_file, record_index, field;
+
+-- name: dump_sync_runs
+SELECT run_id, sync_day, entity, status, synced_at, forced, input_files::text, rows_staged,
+       rows_inserted, rows_updated, rows_unchanged, rows_removed, rows_quarantined,
+       details::text, message
+  FROM etl.sync_runs ORDER BY run_id;

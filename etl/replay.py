@@ -1,0 +1,99 @@
+"""Replay every day of a data folder, in order, on a fresh database and compare the final state
+with a golden dump: ``python -m etl.replay [--update]``.
+
+Day i (counting from 0) is synced at 2026-01-01T06:00:00Z plus i days, so the dump is the same
+on every machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import sys
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from etl import cli, db, source
+
+DUMPED_TABLES = (
+    "agents",
+    "roles",
+    "agent_role_mapping",
+    "agent_role_history",
+    "agent_pipeline_errors",
+    "role_pipeline_errors",
+    "sync_runs",
+)
+FIRST_SYNC = datetime(2026, 1, 1, 6, tzinfo=UTC)
+
+
+def replay_days(url: str, data_dir: Path) -> None:
+    """Sync every day of ``data_dir`` in natural order; raises SystemExit if one fails."""
+    for number, day in enumerate(source.list_days(data_dir)):
+        synced_at = (FIRST_SYNC + timedelta(days=number)).isoformat()
+        argv = [
+            "--day",
+            day,
+            "--data-dir",
+            str(data_dir),
+            "--database-url",
+            url,
+            "--synced-at",
+            synced_at,
+        ]
+        code = cli.main(argv)
+        if code != 0:
+            raise SystemExit(f"replay stopped: day {day} exited with {code}")
+
+
+def dump_state(conn: db.Connection, tables: tuple[str, ...] = DUMPED_TABLES) -> str:
+    """The final tables as text: per table a header and one JSON array per row, in key order."""
+    lines = []
+    for table in tables:
+        lines.append(f"## etl.{table}")
+        lines.extend(
+            json.dumps(row, default=str, ensure_ascii=False)
+            for row in db.execute(conn, f"dump_{table}")
+        )
+    conn.commit()
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m etl.replay", description=__doc__)
+    parser.add_argument("--data-dir", type=Path, default=Path("fixtures"))
+    parser.add_argument("--golden", type=Path, default=Path("tests/golden/replay.txt"))
+    parser.add_argument("--update", action="store_true", help="rewrite the golden file")
+    args = parser.parse_args(argv)
+    url, _server = db.start_embedded(Path(tempfile.mkdtemp(prefix="etl-replay-")), temporary=True)
+    replay_days(url, args.data_dir)
+    conn = db.connect(url)
+    try:
+        state = dump_state(conn)
+    finally:
+        conn.close()
+    if args.update:
+        args.golden.parent.mkdir(parents=True, exist_ok=True)
+        args.golden.write_text(state)
+        print(f"replay: wrote {args.golden}")
+        return 0
+    golden = args.golden.read_text() if args.golden.exists() else ""
+    if state == golden:
+        print(f"replay: final state matches {args.golden}")
+        return 0
+    sys.stdout.writelines(
+        difflib.unified_diff(
+            golden.splitlines(keepends=True),
+            state.splitlines(keepends=True),
+            str(args.golden),
+            "replayed state",
+        )
+    )
+    print(f"replay: final state differs from {args.golden}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

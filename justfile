@@ -1,0 +1,25 @@
+# etl tasks. Recipes use the project's virtual environment when there is one.
+
+python := if path_exists(".venv/bin/python") == "true" { ".venv/bin/python" } else { "python3" }
+
+# list the recipes
+default:
+    @just --list
+
+# sync every entity of one fixture day into the embedded (or ETL_DATABASE_URL) database
+sync DAY *ARGS:
+    {{python}} -m etl --day {{DAY}} {{ARGS}}
+
+# replay every fixture day on a fresh embedded database and compare with the golden state
+replay *ARGS:
+    {{python}} -m etl.replay {{ARGS}}
+
+# run the test suite on a real PostgreSQL (embedded unless ETL_TEST_DATABASE_URL is set)
+test *ARGS:
+    {{python}} -m pytest {{ARGS}}
+
+# ruff and mypy
+lint:
+    {{python}} -m ruff check etl tests
+    {{python}} -m ruff format --check etl tests
+    {{python}} -m mypy

@@ -1,0 +1,109 @@
+"""Test fixtures on a real PostgreSQL: one server per session (the embedded one, or the server
+of ETL_TEST_DATABASE_URL), a template database built from sql/, and a fresh copy per test."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import adbc_driver_postgresql.dbapi as pg
+import pytest
+
+from etl import db
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+TEMPLATE = f"etl_template_{os.getpid()}"
+_numbers = itertools.count()
+
+
+def with_database(url: str, name: str) -> str:
+    return urlsplit(url)._replace(path=f"/{name}").geturl()
+
+
+@cache
+def server_url() -> str:
+    """URL of the session's server (any database on it)."""
+    external = os.environ.get("ETL_TEST_DATABASE_URL")
+    if external:
+        return external
+    folder = Path(tempfile.mkdtemp(prefix="etl-test-pg-"))
+    url, server = db.start_embedded(folder, temporary=True)
+    _keep_alive.append(server)
+    return url
+
+
+_keep_alive: list[Any] = []
+
+
+def admin_execute(sql: str) -> None:
+    with pg.connect(server_url(), autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    conn = db.connect(server_url())
+    try:
+        version = db.server_version(conn)
+    finally:
+        conn.close()
+    where = "ETL_TEST_DATABASE_URL" if os.environ.get("ETL_TEST_DATABASE_URL") else "embedded"
+    return f"postgresql: {version} ({where})"
+
+
+@pytest.fixture(scope="session")
+def template_url() -> Iterator[str]:
+    admin_execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}"')
+    admin_execute(f'CREATE DATABASE "{TEMPLATE}"')
+    url = with_database(server_url(), TEMPLATE)
+    conn = db.connect(url)
+    try:
+        db.migrate(conn)
+    finally:
+        conn.close()
+    yield url
+    admin_execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}"')
+
+
+@pytest.fixture
+def database_url(template_url: str) -> Iterator[str]:
+    """A fresh database with every migration applied."""
+    name = f"etl_test_{os.getpid()}_{next(_numbers)}"
+    admin_execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+    yield with_database(server_url(), name)
+    admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def conn(database_url: str) -> Iterator[db.Connection]:
+    connection = db.connect(database_url)
+    yield connection
+    connection.close()
+
+
+def rows(conn: db.Connection, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows of a test query (tests read state with plain SQL; etl itself never does)."""
+    with conn.cursor() as cur:
+        cur.execute(sql, params or None)
+        result = cur.fetchall()
+    conn.commit()
+    return result
+
+
+def write_day(data_dir: Path, day: str, **folders: Any) -> Path:
+    """Write a sync day: each keyword is a folder (agents, roles, agent_details, admin_groups)
+    mapping file names to JSON values (or to raw bytes, written as they are)."""
+    for folder, files in folders.items():
+        path = data_dir / f"sync-{day}" / folder
+        path.mkdir(parents=True, exist_ok=True)
+        for name, content in files.items():
+            data = content if isinstance(content, bytes) else json.dumps(content).encode()
+            (path / name).write_bytes(data)
+    return data_dir

@@ -1,0 +1,131 @@
+"""The command line: usage errors, help, secrets, and the embedded server from a clean folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, ROOT
+
+from etl.cli import main
+from etl.log import mask_url
+
+
+def test_help_names_every_environment_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    """--help lists the options' environment variables and the exit codes."""
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for name in (
+        "ETL_DATA_DIR",
+        "ETL_DATABASE_URL",
+        "ETL_EMBEDDED_DIR",
+        "ETL_LOCK_TIMEOUT",
+        "ETL_LOG_FORMAT",
+    ):
+        assert name in out
+    assert "Exit status: 0 success, 1 a failed or refused run, 2 a usage error." in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "etl: error: the following arguments are required: --day"),
+        (
+            ["--day", "day1", "--entity", "users"],
+            "etl: error: argument --entity: invalid choice: 'users' "
+            "(choose from 'agents', 'roles', "
+            "'groups', 'all')",
+        ),
+        (
+            ["--day", "day1", "--synced-at", "tuesday"],
+            "etl: error: argument --synced-at: 'tuesday' is not an ISO-8601 timestamp (e.g. "
+            "2026-01-05T06:00:00Z)",
+        ),
+    ],
+)
+def test_usage_errors_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bad options: exit 2 with argparse's one-line reason."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == message
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--day", "../etc"], "etl: error: --day '../etc': use letters, digits, '.', '_' or '-'"),
+        (
+            ["--day", "day1", "--entity", "groups"],
+            "etl: error: --entity groups: not supported yet (supported: agents, roles)",
+        ),
+    ],
+)
+def test_bad_values_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Values argparse accepts but etl cannot use are usage errors too."""
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == message
+
+
+def test_password_never_reaches_the_logs(capsys: pytest.CaptureFixture[str]) -> None:
+    """An unreachable server with a password in its URL: exit 1, password masked everywhere."""
+    url = "postgresql://etl:s3cret-pw@127.0.0.1:1/etl"
+    assert main(["--day", "day1", "--database-url", url]) == 1
+    err = capsys.readouterr().err
+    assert "s3cret-pw" not in err
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith("etl: error: cannot connect to postgresql://etl:***@127.0.0.1:1/etl: ")
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        (
+            "postgresql://u:p@h:5432/d?sslmode=require",
+            "postgresql://u:***@h:5432/d?sslmode=require",
+        ),
+        ("postgresql://u@h/d", "postgresql://u@h/d"),
+        ("postgresql:///d?host=/tmp", "postgresql:///d?host=/tmp"),
+    ],
+)
+def test_mask_url(url: str, masked: str) -> None:
+    """Passwords are replaced; URLs without one are unchanged."""
+    assert mask_url(url) == masked
+
+
+def test_python_m_etl_runs_on_the_embedded_server(tmp_path: Path) -> None:
+    """No database configured: `python -m etl` starts the embedded server in its folder, syncs,
+    logs one summary line per entity as JSON when piped, and exits 0."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
+    env["ETL_EMBEDDED_DIR"] = str(tmp_path / "pg")
+    result = subprocess.run(
+        [sys.executable, "-m", "etl", "--day", "day1", "--data-dir", str(FIXTURES)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    assert events[0]["event"] == "database"
+    assert events[0]["embedded"] == str(tmp_path / "pg")
+    summaries = [
+        (e["entity"], e["inserted"], e["quarantined"]) for e in events if e["event"] == "synced"
+    ]
+    assert summaries == [("agents", 6, 0), ("roles", 6, 0)]
+    assert (tmp_path / "pg" / "PG_VERSION").read_text().strip() == "18"

@@ -1,0 +1,350 @@
+"""Decode stage: typed fast path, per-record fallback, exact messages, file-level failures."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from etl.decode import (
+    AGENT,
+    AGENT_DETAILS,
+    ROLE,
+    RecordError,
+    decode_files,
+    jsonb_compatible,
+    probe_id,
+    split_records,
+)
+from etl.errors import InputError
+from etl.source import InputFile
+
+
+def page(records: list[object] | object, name: str = "sync-d/roles/1.json") -> InputFile:
+    return InputFile(name, json.dumps(records).encode())
+
+
+def role(**fields: object) -> dict[str, object]:
+    return {"id": 1, "name": "Agent", **fields}
+
+
+def test_fast_path_decodes_every_field_with_positions() -> None:
+    """A clean page yields one row per record with its file, index and JSON path."""
+    decoded = decode_files(
+        ROLE,
+        [
+            page(
+                [
+                    role(
+                        description="d",
+                        default=True,
+                        agent_type=3,
+                        agent_ids=[5, 6],
+                        created_at="2022-02-09T17:14:12Z",
+                        updated_at="2022-02-09T19:14:12.5+02:00",
+                    ),
+                    role(id=2, name="Admin"),
+                ]
+            )
+        ],
+    )
+    assert decoded.errors == []
+    assert decoded.records.to_pylist() == [
+        {
+            "role_id": 1,
+            "name": "Agent",
+            "description": "d",
+            "is_default": True,
+            "agent_type": 3,
+            "agent_ids": [5, 6],
+            "created_at": datetime(2022, 2, 9, 17, 14, 12, tzinfo=UTC),
+            "updated_at": datetime(2022, 2, 9, 17, 14, 12, 500000, tzinfo=UTC),
+            "source_file": "sync-d/roles/1.json",
+            "record_index": 0,
+            "record_path": "$[0]",
+        },
+        {
+            "role_id": 2,
+            "name": "Admin",
+            "description": None,
+            "is_default": None,
+            "agent_type": None,
+            "agent_ids": None,
+            "created_at": None,
+            "updated_at": None,
+            "source_file": "sync-d/roles/1.json",
+            "record_index": 1,
+            "record_path": "$[1]",
+        },
+    ]
+
+
+def test_agent_contact_is_flattened_and_may_be_missing() -> None:
+    """contact.name/email/active become columns; a missing contact leaves them null."""
+    decoded = decode_files(
+        AGENT,
+        [
+            page(
+                [
+                    {
+                        "id": 7,
+                        "deactivated": False,
+                        "contact": {"active": False, "name": "A", "email": "a@x"},
+                    },
+                    {"id": 8},
+                ],
+                "sync-d/agents/1.json",
+            )
+        ],
+    )
+    assert [
+        (r["agent_id"], r["name"], r["email"], r["deactivated"], r["contact_active"])
+        for r in decoded.records.to_pylist()
+    ] == [(7, "A", "a@x", False, False), (8, None, None, None, None)]
+
+
+@pytest.mark.parametrize(
+    ("record", "field", "message", "record_id"),
+    [
+        ({"name": "x"}, "id", "$[1].id: Object missing required field `id`", None),
+        ({"id": None, "name": "x"}, "id", "$[1].id: Expected `int`, got `null`", None),
+        ({"id": "9", "name": "x"}, "id", "$[1].id: Expected `int`, got `str`", None),
+        ({"id": 9.0, "name": "x"}, "id", "$[1].id: Expected `int`, got `float`", None),
+        ({"id": True, "name": "x"}, "id", "$[1].id: Expected `int`, got `bool`", None),
+        ({"id": 0, "name": "x"}, "id", "$[1].id: Expected `int` >= 1", None),
+        ({"id": 2**63, "name": "x"}, "id", "$[1].id: Expected `int` <= 9223372036854775807", None),
+        (
+            {"id": 9, "name": ""},
+            "name",
+            "$[1].name: Expected a non-empty `str`, got an empty or blank one",
+            9,
+        ),
+        (
+            {"id": 9, "name": "  "},
+            "name",
+            "$[1].name: Expected a non-empty `str`, got an empty or blank one",
+            9,
+        ),
+        ({"id": 9, "name": None}, "name", "$[1].name: Expected `str`, got `null`", 9),
+        (
+            {"id": 9, "name": "x", "agent_type": "1"},
+            "agent_type",
+            "$[1].agent_type: Expected `int | null`, got `str`",
+            9,
+        ),
+        (
+            {"id": 9, "name": "x", "default": "yes"},
+            "default",
+            "$[1].default: Expected `bool | null`, got `str`",
+            9,
+        ),
+        (
+            {"id": 9, "name": "x", "agent_ids": "1,2"},
+            "agent_ids",
+            "$[1].agent_ids: Expected `array | null`, got `str`",
+            9,
+        ),
+        (
+            {"id": 9, "name": "x", "updated_at": "yesterday"},
+            "updated_at",
+            "$[1].updated_at: Invalid RFC3339 encoded datetime",
+            9,
+        ),
+        ({"id": 9, "name": {"first": "x"}}, "name", "$[1].name: Expected `str`, got `object`", 9),
+        (5, None, "$[1]: Expected `object`, got `int`", None),
+    ],
+)
+def test_bad_record_is_quarantined_alone(
+    record: object, field: str | None, message: str, record_id: int | None
+) -> None:
+    """A record of the wrong shape costs only itself, with field, expected and got."""
+    decoded = decode_files(ROLE, [page([role(), record, role(id=3)])])
+    assert [r["role_id"] for r in decoded.records.to_pylist()] == [1, 3]
+    assert decoded.errors == [
+        RecordError("role", "VALIDATION_ERROR", field, message, record_id, "sync-d/roles/1.json", 1)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({"id": 1, "contact": "x"}, "$[0].contact: Expected `object | null`, got `str`"),
+        (
+            {"id": 1, "contact": {"active": "no"}},
+            "$[0].contact.active: Expected `bool | null`, got `str`",
+        ),
+        ({"id": 1, "deactivated": "false"}, "$[0].deactivated: Expected `bool | null`, got `str`"),
+    ],
+)
+def test_agent_wrong_types(record: object, message: str) -> None:
+    """Agents' nested and boolean fields are type-checked too."""
+    decoded = decode_files(AGENT, [page([record], "a.json")])
+    assert [e.message for e in decoded.errors] == [message]
+
+
+def test_bad_mapping_elements_are_reported_and_nulled_in_place() -> None:
+    """Null and non-integer elements are INVALID_MAPPING; the record and the rest still load."""
+    decoded = decode_files(ROLE, [page([role(agent_ids=[5, None, "6", 1.5, 2**64, 7])])])
+    assert decoded.records.column("agent_ids").to_pylist() == [[5, None, None, None, None, 7]]
+    assert [(e.error_type, e.field, e.message, e.record_id) for e in decoded.errors] == [
+        (
+            "INVALID_MAPPING",
+            "agent_ids[1]",
+            "$[0].agent_ids[1]: Expected an integer id in 1..2^63-1, got null",
+            1,
+        ),
+        (
+            "INVALID_MAPPING",
+            "agent_ids[2]",
+            '$[0].agent_ids[2]: Expected an integer id in 1..2^63-1, got "6"',
+            1,
+        ),
+        (
+            "INVALID_MAPPING",
+            "agent_ids[3]",
+            "$[0].agent_ids[3]: Expected an integer id in 1..2^63-1, got 1.5",
+            1,
+        ),
+        (
+            "INVALID_MAPPING",
+            "agent_ids[4]",
+            "$[0].agent_ids[4]: Expected an integer id in 1..2^63-1, got 18446744073709551616",
+            1,
+        ),
+    ]
+
+
+def test_agent_details_page_may_be_an_object_or_an_array() -> None:
+    """agent_details files hold one object (path $) or an array of them."""
+    decoded = decode_files(
+        AGENT_DETAILS,
+        [
+            page({"id": 1, "role_ids": [2]}, "d/1.json"),
+            page([{"id": 3, "role_ids": []}, {"id": 4}], "d/2.json"),
+        ],
+    )
+    assert [
+        (r["agent_id"], r["role_ids"], r["record_path"]) for r in decoded.records.to_pylist()
+    ] == [(1, [2], "$"), (3, [], "$[0]"), (4, None, "$[1]")]
+
+
+def test_object_page_errors_use_the_root_path() -> None:
+    """A bad element in a one-object details file is located at $.role_ids[i]."""
+    decoded = decode_files(AGENT_DETAILS, [page({"id": 1, "role_ids": [2, "x"]}, "d/1.json")])
+    assert [e.message for e in decoded.errors] == [
+        '$.role_ids[1]: Expected an integer id in 1..2^63-1, got "x"'
+    ]
+
+
+def test_utf8_byte_order_mark_is_accepted() -> None:
+    """A page saved with a UTF-8 BOM decodes like one without."""
+    decoded = decode_files(
+        ROLE, [InputFile("r.json", b"\xef\xbb\xbf" + json.dumps([role()]).encode())]
+    )
+    assert decoded.records.column("role_id").to_pylist() == [1]
+
+
+def test_invalid_utf8_inside_a_record_quarantines_that_record() -> None:
+    """Invalid UTF-8 in one record's string costs that record only."""
+    data = b'[{"id":1,"name":"ok"},{"id":2,"name":"\xff"}]'
+    decoded = decode_files(ROLE, [InputFile("r.json", data)])
+    assert decoded.records.column("role_id").to_pylist() == [1]
+    assert [(e.record_id, e.message) for e in decoded.errors] == [
+        (2, "$[1]: invalid UTF-8 in a string (invalid start byte)")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "r.json: not valid JSON: the file is empty (byte 0)"),
+        (
+            b'[{"id":1,"name":"a"},{"id":2',
+            "r.json: not valid JSON: input ends early, truncated at byte 28 (end of file)",
+        ),
+        (
+            b'[{"id":1,"name":"a"},]',
+            "r.json: not valid JSON: JSON is malformed: trailing comma in array (byte 21)",
+        ),
+        (
+            b'\xef\xbb\xbf[{"id":1,]',
+            "r.json: not valid JSON: JSON is malformed: expected '\"' (byte 12)",
+        ),
+        (
+            b'{"id":1,"name":"a"}',
+            "r.json: top level is an object, expected an array of roles records",
+        ),
+        (b'"roles"', "r.json: top level is a string, expected an array of roles records"),
+        (
+            b'[{"id":1,"name":"\\ud800"}]',
+            "r.json: not valid JSON: lone surrogate escape \\ud800 at byte 17 is not valid Unicode",
+        ),
+        (
+            b'[{"id":1,"name":"ab\\udc00"}]',
+            "r.json: not valid JSON: lone surrogate escape \\udc00 at byte 19 is not valid Unicode",
+        ),
+    ],
+)
+def test_page_that_cannot_be_split_fails_the_file(data: bytes, message: str) -> None:
+    """Not JSON, truncated, or the wrong top level: InputError naming file and byte offset."""
+    with pytest.raises(InputError) as caught:
+        decode_files(ROLE, [InputFile("r.json", data)])
+    assert str(caught.value) == message
+
+
+def test_agent_details_top_level_must_be_object_or_array() -> None:
+    """A scalar details file is a file-level failure."""
+    with pytest.raises(
+        InputError,
+        match=r"^d.json: top level is a number, expected an object "
+        r"or an array of objects of agent_details records$",
+    ):
+        decode_files(AGENT_DETAILS, [InputFile("d.json", b"42")])
+
+
+def test_split_records_returns_exact_raw_text() -> None:
+    """Each record's raw text is byte-for-byte what the file holds, spacing and key order kept."""
+    data = b'[ {"name":"a",  "id":1} ,\n{"id":2,"name":"b","id":3}]'
+    assert [(p, bytes(r)) for p, r in split_records(ROLE, InputFile("r.json", data))] == [
+        ("$[0]", b'{"name":"a",  "id":1}'),
+        ("$[1]", b'{"id":2,"name":"b","id":3}'),
+    ]
+
+
+def test_duplicate_keys_in_an_object_keep_the_last() -> None:
+    """Of repeated keys in one object the last counts, as in most JSON parsers."""
+    decoded = decode_files(ROLE, [InputFile("r.json", b'[{"id":2,"name":"b","id":3}]')])
+    assert decoded.records.column("role_id").to_pylist() == [3]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b'{"id": 5}', 5),
+        (b'{"id": "5"}', None),
+        (b'{"id": 0}', None),
+        (b"[1]", None),
+        (b'{"id": true}', None),
+        (b'{"id": 9223372036854775808}', None),
+    ],
+)
+def test_probe_id_reads_only_valid_ids(raw: bytes, expected: int | None) -> None:
+    """An error row carries the record's id only when it is a valid id."""
+    assert probe_id(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b'{"a":"x"}', True),
+        (b'{"a":"\\u0000"}', False),
+        (b'{"\\u0000":1}', False),
+        (b'{"a":"\\ud800"}', False),
+        (b'{"a":"\xff"}', False),
+        (b'{"a":"\\\\u0000"}', True),
+    ],
+)
+def test_jsonb_compatible(raw: bytes, expected: bool) -> None:
+    """raw_record is filled only when PostgreSQL's jsonb can hold the text."""
+    assert jsonb_compatible(raw) is expected

@@ -1,0 +1,648 @@
+"""End to end on a real database, through the CLI: agents, roles and assignment transitions."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, rows
+
+from etl import db
+from etl.cli import main
+from etl.replay import dump_state
+
+A1, A2, A3, A4, A5, A6 = (
+    69010941952,
+    69010960305,
+    69011813336,
+    69013042475,
+    69015615959,
+    69030996455,
+)
+A7, A9 = 69040000001, 69040000003
+ACCOUNT_ADMIN, ADMIN, SUPERVISOR, AGENT = 69000378065, 69000378066, 69000378067, 69000378068
+TICKET_COLLAB, ANALYTICS, BILLING = 69000447817, 69000449269, 69000500001
+FINAL_TABLES = (
+    "agents",
+    "roles",
+    "agent_role_mapping",
+    "agent_role_history",
+    "agent_pipeline_errors",
+    "role_pipeline_errors",
+)
+
+
+def T(day: int) -> datetime:
+    return datetime(2026, 1, day, 6, tzinfo=UTC)
+
+
+def sync(url: str, day: str, *extra: str, data_dir: Path = FIXTURES) -> int:
+    """Run the CLI for one day, synced at T(n) for day n unless --synced-at is among extra."""
+    argv = ["--day", day, "--data-dir", str(data_dir), "--database-url", url, *extra]
+    if "--synced-at" not in extra and day.startswith("day"):
+        argv += ["--synced-at", T(int(day[3:])).isoformat()]
+    return main(argv)
+
+
+def sync_days(url: str, *days: str) -> None:
+    for day in days:
+        assert sync(url, day) == 0, day
+
+
+def agents(conn: db.Connection) -> list[tuple[object, ...]]:
+    return rows(
+        conn,
+        "SELECT agent_id, name, email, deactivated, contact_active, present, active,"
+        " synced_at FROM etl.agents ORDER BY agent_id",
+    )
+
+
+def mapping(conn: db.Connection) -> list[tuple[object, ...]]:
+    return rows(
+        conn,
+        "SELECT agent_id, role_id, status, assigned_at, removed_at"
+        " FROM etl.agent_role_mapping ORDER BY agent_id, role_id",
+    )
+
+
+def history(conn: db.Connection, day: str) -> list[tuple[object, ...]]:
+    return rows(
+        conn,
+        "SELECT agent_id, role_id, from_status, to_status, changed_at"
+        " FROM etl.agent_role_history WHERE sync_day = $1"
+        " ORDER BY agent_id, role_id",
+        (day,),
+    )
+
+
+def last_line(text: str) -> str:
+    return text.strip().splitlines()[-1]
+
+
+def test_day1_loads_agents_with_the_active_rule(database_url: str, conn: db.Connection) -> None:
+    """Active = listed, not deactivated, contact active; every field as exported."""
+    sync_days(database_url, "day1")
+    assert agents(conn) == [
+        (A1, "Agent 1", "agent1@example.com", False, True, True, True, T(1)),
+        (A2, "Agent 2", "agent2@example.com", False, True, True, True, T(1)),
+        (A3, "Agent 3", "agent3@example.com", True, True, True, False, T(1)),
+        (A4, "Agent 4", "agent4@example.com", False, True, True, True, T(1)),
+        (A5, "Agent 5", "agent5@example.com", False, True, True, True, T(1)),
+        (A6, "Agent 6", "agent6@example.com", False, True, True, True, T(1)),
+    ]
+
+
+def test_day1_loads_roles_and_assigns_every_pair(database_url: str, conn: db.Connection) -> None:
+    """Roles upserted with is_default/agent_type; each details pair assigned at T."""
+    sync_days(database_url, "day1")
+    assert rows(
+        conn,
+        "SELECT role_id, name, is_default, agent_type, present, created_at"
+        " FROM etl.roles ORDER BY role_id",
+    ) == [
+        (
+            ACCOUNT_ADMIN,
+            "Account Administrator",
+            True,
+            1,
+            True,
+            datetime(2021, 8, 13, 11, 50, 17, tzinfo=UTC),
+        ),
+        (ADMIN, "Administrator", True, 1, True, datetime(2021, 8, 13, 11, 50, 17, tzinfo=UTC)),
+        (SUPERVISOR, "Supervisor", True, 1, True, datetime(2021, 8, 13, 11, 50, 17, tzinfo=UTC)),
+        (AGENT, "Agent", True, 1, True, datetime(2021, 8, 13, 11, 50, 17, tzinfo=UTC)),
+        (
+            TICKET_COLLAB,
+            "Ticket Collaborator",
+            True,
+            3,
+            True,
+            datetime(2021, 11, 19, 16, 32, 15, tzinfo=UTC),
+        ),
+        (
+            ANALYTICS,
+            "Analytics Collaborator",
+            True,
+            3,
+            True,
+            datetime(2022, 1, 7, 7, 35, 20, tzinfo=UTC),
+        ),
+    ]
+    assert mapping(conn) == [
+        (A1, ACCOUNT_ADMIN, "assigned", T(1), None),
+        (A2, ACCOUNT_ADMIN, "assigned", T(1), None),
+        (A3, ACCOUNT_ADMIN, "assigned", T(1), None),
+        (A4, ACCOUNT_ADMIN, "assigned", T(1), None),
+        (A5, ACCOUNT_ADMIN, "assigned", T(1), None),
+        (A5, ADMIN, "assigned", T(1), None),
+        (A6, ADMIN, "assigned", T(1), None),
+        (A6, SUPERVISOR, "assigned", T(1), None),
+        (A6, AGENT, "assigned", T(1), None),
+    ]
+    assert history(conn, "day1") == [(a, r, None, "assigned", T(1)) for a, r, *_ in mapping(conn)]
+
+
+def test_day2_agents_leaving_the_list_turn_inactive(database_url: str, conn: db.Connection) -> None:
+    """Absent agents keep their row with present = active = false, changed at day2's T."""
+    sync_days(database_url, "day1", "day2")
+    assert [(a, present, active, synced) for a, *_, present, active, synced in agents(conn)] == [
+        (A1, True, True, T(1)),
+        (A2, True, True, T(1)),
+        (A3, True, False, T(1)),
+        (A4, False, False, T(2)),
+        (A5, True, True, T(1)),
+        (A6, False, False, T(2)),
+    ]
+    assert history(conn, "day2") == []
+
+
+def test_day3_role_churn_transitions(database_url: str, conn: db.Connection) -> None:
+    """New, removed and held pairs on day3: SEMANTICS section 6 transitions with history."""
+    sync_days(database_url, "day1", "day2", "day3")
+    assert mapping(conn) == [
+        (A1, ACCOUNT_ADMIN, "removed", T(1), T(3)),  # moved to Administrator
+        (A1, ADMIN, "assigned", T(3), None),
+        (A2, ACCOUNT_ADMIN, "assigned", T(1), None),  # unchanged: no timestamp moves
+        (A2, BILLING, "assigned", T(3), None),  # from the new role's agent_ids
+        (A3, ACCOUNT_ADMIN, "assigned", T(1), None),
+        (A4, ACCOUNT_ADMIN, "assigned", T(1), None),  # details quarantined: left as it was
+        (A5, ACCOUNT_ADMIN, "assigned", T(1), None),
+        (A5, ADMIN, "assigned", T(1), None),
+        (A6, ADMIN, "removed", T(1), T(3)),  # no details record today
+        (A6, SUPERVISOR, "assigned", T(1), None),  # Supervisor quarantined: left as it was
+        (A6, AGENT, "removed", T(1), T(3)),
+        (A7, AGENT, "assigned", T(3), None),  # new agent
+    ]
+    assert history(conn, "day3") == [
+        (A1, ACCOUNT_ADMIN, "assigned", "removed", T(3)),
+        (A1, ADMIN, None, "assigned", T(3)),
+        (A2, BILLING, None, "assigned", T(3)),
+        (A6, ADMIN, "assigned", "removed", T(3)),
+        (A6, AGENT, "assigned", "removed", T(3)),
+        (A7, AGENT, None, "assigned", T(3)),
+    ]
+
+
+def test_day4_removed_pairs_come_back_assigned(database_url: str, conn: db.Connection) -> None:
+    """A removed pair back in the snapshot is assigned again at T, removed_at cleared."""
+    sync_days(database_url, "day1", "day2", "day3", "day4")
+    assert [m for m in mapping(conn) if m[0] in (A1, A6)] == [
+        (A1, ACCOUNT_ADMIN, "assigned", T(4), None),
+        (A1, ADMIN, "removed", T(3), T(4)),
+        (A6, ADMIN, "removed", T(1), T(3)),  # still absent: unchanged
+        (A6, SUPERVISOR, "removed", T(1), T(4)),
+        (A6, AGENT, "assigned", T(4), None),
+    ]
+    assert history(conn, "day4") == [
+        (A1, ACCOUNT_ADMIN, "removed", "assigned", T(4)),
+        (A1, ADMIN, "assigned", "removed", T(4)),
+        (A6, SUPERVISOR, "assigned", "removed", T(4)),
+        (A6, AGENT, "removed", "assigned", T(4)),
+    ]
+    full = rows(
+        conn,
+        "SELECT from_status, to_status, changed_at FROM etl.agent_role_history"
+        " WHERE agent_id = $1 AND role_id = $2 ORDER BY history_id",
+        (A1, ACCOUNT_ADMIN),
+    )
+    assert full == [
+        (None, "assigned", T(1)),
+        ("assigned", "removed", T(3)),
+        ("removed", "assigned", T(4)),
+    ]
+
+
+def test_day3_quarantined_records_keep_previous_state(
+    database_url: str, conn: db.Connection
+) -> None:
+    """Agent 5 (bad type) and roles Supervisor (NUL) / Analytics (bad type) keep their rows;
+    the NUL agent 69040000002 is never created; the rest of the day loads."""
+    sync_days(database_url, "day1", "day2")
+    before = {r[0]: r for r in agents(conn)}
+    roles_before = rows(
+        conn,
+        "SELECT * FROM etl.roles WHERE role_id IN ($1, $2) ORDER BY 1",
+        (SUPERVISOR, ANALYTICS),
+    )
+    sync_days(database_url, "day3")
+    after = {r[0]: r for r in agents(conn)}
+    assert after[A5] == before[A5]
+    assert 69040000002 not in after
+    assert after[A2][2] == "agent2@new.example.com"  # the later duplicate won
+    assert after[A9] == (A9, "Agent 9", "agent9@example.com", False, False, True, False, T(3))
+    assert (
+        rows(
+            conn,
+            "SELECT * FROM etl.roles WHERE role_id IN ($1, $2) ORDER BY 1",
+            (SUPERVISOR, ANALYTICS),
+        )
+        == roles_before
+    )
+
+
+def test_day3_errors_are_recorded_exactly(database_url: str, conn: db.Connection) -> None:
+    """Each bad record or element: type, field, id, file, index, message and its exact JSON."""
+    sync_days(database_url, "day1", "day2", "day3")
+    agent_errors = rows(
+        conn,
+        "SELECT record_kind, error_type, field, record_id, source_file,"
+        " record_index, error_message FROM etl.agent_pipeline_errors"
+        " ORDER BY source_file, record_index",
+    )
+    assert agent_errors == [
+        (
+            "agent",
+            "DUPLICATE_RECORD",
+            "id",
+            A2,
+            "sync-day3/agents/1.json",
+            1,
+            "$[1].id: duplicate agent id 69010960305; the occurrence at "
+            "sync-day3/agents/2.json $[1] "
+            "wins (latest updated_at, then last in file order)",
+        ),
+        (
+            "agent",
+            "VALIDATION_ERROR",
+            "deactivated",
+            A5,
+            "sync-day3/agents/2.json",
+            0,
+            "$[0].deactivated: Expected `bool | null`, got `str`",
+        ),
+        (
+            "agent",
+            "VALIDATION_ERROR",
+            "contact.name",
+            69040000002,
+            "sync-day3/agents/2.json",
+            2,
+            "$[2].contact.name: NUL character (\\u0000) in a string; "
+            "PostgreSQL text cannot hold it",
+        ),
+    ]
+    role_errors = rows(
+        conn,
+        "SELECT record_kind, error_type, field, record_id, source_file,"
+        " record_index, error_message FROM etl.role_pipeline_errors"
+        " ORDER BY source_file, record_index",
+    )
+    assert role_errors == [
+        (
+            "agent_details",
+            "DUPLICATE_RECORD",
+            "id",
+            A2,
+            "sync-day3/agent_details/69010960305.json",
+            0,
+            "$.id: duplicate agent_details id 69010960305; the occurrence at "
+            "sync-day3/agent_details/zz-late-export.json $[0] wins (latest updated_at, then last "
+            "in file order)",
+        ),
+        (
+            "agent_details",
+            "VALIDATION_ERROR",
+            "role_ids",
+            A4,
+            "sync-day3/agent_details/69013042475.json",
+            0,
+            "$.role_ids: Expected `array | null`, got `str`",
+        ),
+        (
+            "agent_details",
+            "INVALID_ROLE_ID",
+            "role_ids[2]",
+            A5,
+            "sync-day3/agent_details/69015615959.json",
+            0,
+            "$.role_ids[2]: role 69000999999 is not a known role",
+        ),
+        (
+            "agent_details",
+            "INVALID_MAPPING",
+            "role_ids[1]",
+            A7,
+            "sync-day3/agent_details/69040000001.json",
+            0,
+            "$.role_ids[1]: Expected an integer id in 1..2^63-1, got null",
+        ),
+        (
+            "role",
+            "VALIDATION_ERROR",
+            "description",
+            SUPERVISOR,
+            "sync-day3/roles/1.json",
+            2,
+            "$[2].description: NUL character (\\u0000) in a string; PostgreSQL text cannot hold it",
+        ),
+        (
+            "role",
+            "DUPLICATE_RECORD",
+            "id",
+            AGENT,
+            "sync-day3/roles/1.json",
+            3,
+            "$[3].id: duplicate role id 69000378068; the occurrence at sync-day3/roles/2.json $[0] "
+            "wins (latest updated_at, then last in file order)",
+        ),
+        (
+            "role",
+            "VALIDATION_ERROR",
+            "agent_type",
+            ANALYTICS,
+            "sync-day3/roles/1.json",
+            5,
+            "$[5].agent_type: Expected `int | null`, got `str`",
+        ),
+        (
+            "role",
+            "INVALID_AGENT_ID",
+            "agent_ids[1]",
+            BILLING,
+            "sync-day3/roles/2.json",
+            1,
+            "$[1].agent_ids[1]: agent 79999999999 is not a known agent",
+        ),
+    ]
+
+
+def test_raw_record_is_the_exact_original_json(database_url: str, conn: db.Connection) -> None:
+    """raw_text is byte-exact; raw_record is the jsonb form, null where jsonb can't hold \\u0000."""
+    sync_days(database_url, "day1", "day2", "day3")
+    page = json.loads((FIXTURES / "sync-day3/agents/2.json").read_text())
+    raw = (FIXTURES / "sync-day3/agents/2.json").read_text()
+    texts = rows(
+        conn,
+        "SELECT record_index, raw_text, raw_record::text IS NULL, sync_day, run_id"
+        " FROM etl.agent_pipeline_errors WHERE source_file = $1 ORDER BY 1",
+        ("sync-day3/agents/2.json",),
+    )
+    assert [t[1] for t in texts] == [json.dumps(page[i], separators=(",", ":")) for i in (0, 2)]
+    assert all(t[1] in raw for t in texts)
+    assert [(t[0], t[2], t[3], t[4]) for t in texts] == [
+        (0, False, "day3", 5),
+        (2, True, "day3", 5),
+    ]
+    jsonb = rows(
+        conn,
+        "SELECT raw_record -> 'contact' ->> 'email' FROM etl.agent_pipeline_errors"
+        " WHERE record_index = 0 AND source_file = $1",
+        ("sync-day3/agents/2.json",),
+    )
+    assert jsonb == [("agent5@example.com",)]
+
+
+def test_rerunning_a_day_changes_nothing(database_url: str, conn: db.Connection) -> None:
+    """Same day, same input, twice: every final table identical, no new history, errors replaced."""
+    sync_days(database_url, "day1", "day2", "day3")
+    before = dump_state(conn, FINAL_TABLES[:4])
+    errors_before = rows(conn, "SELECT count(*) FROM etl.role_pipeline_errors")
+    assert sync(database_url, "day3", "--synced-at", "2027-01-01T00:00:00Z") == 0
+    assert sync(database_url, "day3") == 0
+    assert dump_state(conn, FINAL_TABLES[:4]) == before
+    assert rows(conn, "SELECT count(*) FROM etl.role_pipeline_errors") == errors_before
+    assert rows(conn, "SELECT DISTINCT run_id FROM etl.role_pipeline_errors") == [(10,)]
+
+
+def test_rerun_reuses_the_first_sync_time(database_url: str, conn: db.Connection) -> None:
+    """Without --synced-at a re-run takes T from the day's first successful run."""
+    assert sync(database_url, "day1", "--synced-at", "2026-03-01T12:00:00+02:00") == 0
+    assert main(["--day", "day1", "--data-dir", str(FIXTURES), "--database-url", database_url]) == 0
+    assert rows(conn, "SELECT DISTINCT synced_at FROM etl.sync_runs") == [
+        (datetime(2026, 3, 1, 10, tzinfo=UTC),)
+    ]
+
+
+def test_truncated_page_fails_the_entity_and_changes_nothing(
+    database_url: str, conn: db.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 1, one line naming file and byte offset, no final table changes, ledger says failed,
+    and later entities of the run are not applied."""
+    sync_days(database_url, "day1")
+    capsys.readouterr()
+    before = dump_state(conn, FINAL_TABLES)
+    code = sync(database_url, "day2", data_dir=Path(__file__).parent / "data" / "truncated")
+    assert code == 1
+    message = (
+        "sync-day2/agents/1.json: not valid JSON: input ends early, truncated at byte 1000 "
+        "(end of file)"
+    )
+    assert last_line(capsys.readouterr().err) == f"etl: error: {message}"
+    assert dump_state(conn, FINAL_TABLES) == before
+    assert rows(
+        conn,
+        "SELECT sync_day, entity, status, message, finished_at IS NOT NULL"
+        " FROM etl.sync_runs WHERE sync_day = 'day2'",
+    ) == [("day2", "agents", "failed", message, True)]
+
+
+def test_truncated_roles_page_keeps_the_agents_step(
+    database_url: str, conn: db.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failing later entity leaves earlier entities of the run applied."""
+    sync_days(database_url, "day1")
+    assert (
+        sync(database_url, "day2", data_dir=Path(__file__).parent / "data" / "truncated-roles") == 1
+    )
+    assert "sync-day2/roles/1.json: not valid JSON" in last_line(capsys.readouterr().err)
+    assert rows(
+        conn, "SELECT entity, status FROM etl.sync_runs WHERE sync_day = 'day2' ORDER BY run_id"
+    ) == [("agents", "succeeded"), ("roles", "failed")]
+    assert rows(conn, "SELECT count(*) FROM etl.agents WHERE NOT present") == [(2,)]
+
+
+def test_missing_entity_folder_fails_without_removing_anything(
+    database_url: str, conn: db.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No agent_details folder: the roles step fails; no pair is marked removed."""
+    sync_days(database_url, "day1")
+    before = mapping(conn)
+    data_dir = Path(__file__).parent / "data" / "missing-details"
+    assert sync(database_url, "day2", "--entity", "roles", data_dir=data_dir) == 1
+    assert last_line(capsys.readouterr().err) == (
+        f"etl: error: {data_dir}/sync-day2/agent_details: folder not found; the agent_details "
+        "snapshot of day2 is missing"
+    )
+    assert mapping(conn) == before
+
+
+def test_empty_entity_folder_fails(
+    tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder without .json files is an incomplete snapshot too."""
+    (tmp_path / "sync-day1" / "agents").mkdir(parents=True)
+    assert sync(database_url, "day1", data_dir=tmp_path) == 1
+    assert last_line(capsys.readouterr().err) == (
+        f"etl: error: {tmp_path}/sync-day1/agents: no .json files; the agents snapshot of day1 "
+        "is empty"
+    )
+
+
+def test_older_day_is_refused_unless_forced(
+    database_url: str, conn: db.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A day sorting before the last applied one exits 1 (refused); --force applies it."""
+    sync_days(database_url, "day1", "day2")
+    capsys.readouterr()
+    assert sync(database_url, "day1", "--entity", "agents") == 1
+    assert last_line(capsys.readouterr().err) == (
+        "etl: error: agents: day day1 sorts before day2, which is already applied; re-apply an "
+        "older day only with --force"
+    )
+    assert rows(conn, "SELECT status FROM etl.sync_runs ORDER BY run_id DESC LIMIT 1") == [
+        ("refused",)
+    ]
+    assert sync(database_url, "day1", "--entity", "agents", "--force") == 0
+    assert rows(conn, "SELECT count(*) FROM etl.agents WHERE present") == [(6,)]
+
+
+def test_days_sort_naturally(tmp_path: Path, database_url: str) -> None:
+    """day10 sorts after day9, so applying day9 after day10 is refused."""
+    for day in ("day9", "day10"):
+        (tmp_path / f"sync-{day}" / "agents").mkdir(parents=True)
+        (tmp_path / f"sync-{day}" / "agents" / "1.json").write_text('[{"id": 1}]')
+    assert sync(database_url, "day10", "--entity", "agents", data_dir=tmp_path) == 0
+    assert sync(database_url, "day9", "--entity", "agents", data_dir=tmp_path) == 1
+
+
+def test_mass_removal_of_agents_is_refused_unless_allowed(
+    tmp_path: Path, database_url: str, conn: db.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A list that drops most active agents is refused (nothing applied) until allowed."""
+    sync_days(database_url, "day1")
+    before = agents(conn)
+    page = json.loads((FIXTURES / "sync-day1/agents/1.json").read_text())[:1]
+    (tmp_path / "sync-day2" / "agents").mkdir(parents=True)
+    (tmp_path / "sync-day2" / "agents" / "1.json").write_text(json.dumps(page))
+    capsys.readouterr()
+    assert sync(database_url, "day2", "--entity", "agents", data_dir=tmp_path) == 1
+    assert last_line(capsys.readouterr().err) == (
+        "etl: error: mass removal refused: 4 of 5 active agents would turn inactive (if the "
+        "export really lost them, re-run with --allow-mass-removal)"
+    )
+    assert agents(conn) == before
+    assert (
+        sync(database_url, "day2", "--entity", "agents", "--allow-mass-removal", data_dir=tmp_path)
+        == 0
+    )
+    assert rows(conn, "SELECT agent_id FROM etl.agents WHERE active") == [(A6,)]
+
+
+def test_mass_removal_of_assignments_is_refused_after_agents_applied(
+    tmp_path: Path, database_url: str, conn: db.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Roles step removing most pairs is refused; the agents step before it stays applied."""
+    sync_days(database_url, "day1")
+    day2 = tmp_path / "sync-day2"
+    for folder in ("agents", "roles"):
+        (day2 / folder).mkdir(parents=True)
+        (day2 / folder / "1.json").write_bytes(
+            (FIXTURES / "sync-day1" / folder / "1.json").read_bytes()
+        )
+    (day2 / "agent_details").mkdir()
+    (day2 / "agent_details" / "1.json").write_text(
+        json.dumps({"id": A1, "role_ids": [ACCOUNT_ADMIN]})
+    )
+    before = mapping(conn)
+    capsys.readouterr()
+    assert sync(database_url, "day2", data_dir=tmp_path) == 1
+    assert last_line(capsys.readouterr().err) == (
+        "etl: error: mass removal refused: 8 of 9 assigned agent-role pairs would be removed (if "
+        "the export really lost them, re-run with --allow-mass-removal)"
+    )
+    assert mapping(conn) == before
+    assert rows(
+        conn, "SELECT entity, status FROM etl.sync_runs WHERE sync_day = 'day2' ORDER BY run_id"
+    ) == [("agents", "succeeded"), ("roles", "refused")]
+
+
+def test_ledger_records_files_counts_and_timing(database_url: str, conn: db.Connection) -> None:
+    """sync_runs: day, entity, status, T, input files with size and sha256, row counts."""
+    sync_days(database_url, "day1", "day2", "day3")
+    run = rows(
+        conn,
+        "SELECT sync_day, entity, status, synced_at, rows_staged, rows_inserted,"
+        " rows_updated, rows_unchanged, rows_removed, rows_quarantined,"
+        " details::text, finished_at >= started_at FROM etl.sync_runs"
+        " WHERE sync_day = 'day3' ORDER BY run_id",
+    )
+    assert run == [
+        (
+            "day3",
+            "agents",
+            "succeeded",
+            T(3),
+            5,
+            2,
+            1,
+            2,
+            0,
+            3,
+            '{"errors": {"DUPLICATE_RECORD": 1, "VALIDATION_ERROR": 2}, "turned_inactive": 0}',
+            True,
+        ),
+        (
+            "day3",
+            "roles",
+            "succeeded",
+            T(3),
+            5,
+            1,
+            1,
+            3,
+            3,
+            8,
+            '{"errors": {"INVALID_MAPPING": 1, "INVALID_ROLE_ID": 1, "DUPLICATE_RECORD": 2, '
+            '"INVALID_AGENT_ID": 1, "VALIDATION_ERROR": 3}, "pairs_staged": 8, "roles_absent": 0, '
+            '"pairs_removed": 3, "pairs_assigned": 3, "pairs_reassigned": 0}',
+            True,
+        ),
+    ]
+    files = json.loads(
+        rows(conn, "SELECT input_files::text FROM etl.sync_runs WHERE run_id = 5")[0][0]
+    )
+    assert [(f["file"], f["bytes"]) for f in files] == [
+        ("sync-day3/agents/1.json", (FIXTURES / "sync-day3/agents/1.json").stat().st_size),
+        ("sync-day3/agents/2.json", (FIXTURES / "sync-day3/agents/2.json").stat().st_size),
+    ]
+    assert all(len(f["sha256"]) == 64 for f in files)
+
+
+def test_staging_keeps_the_last_run(database_url: str, conn: db.Connection) -> None:
+    """After a run, the staging tables show exactly what it staged."""
+    sync_days(database_url, "day1", "day2")
+    assert rows(conn, "SELECT agent_id FROM etl.stg_agents ORDER BY 1") == [
+        (A1,),
+        (A2,),
+        (A3,),
+        (A5,),
+    ]
+    assert rows(conn, "SELECT count(*) FROM etl.stg_agent_roles") == [(9,)]
+
+
+def test_stale_running_rows_are_marked_abandoned(database_url: str, conn: db.Connection) -> None:
+    """A 'running' ledger row left by a killed process becomes 'abandoned' at the next run."""
+    rows(conn, "SELECT etl.start_run_v1('day1', 'agents', now(), false)")
+    sync_days(database_url, "day1")
+    assert rows(conn, "SELECT run_id, status, message FROM etl.sync_runs ORDER BY run_id") == [
+        (1, "abandoned", "the process running it stopped before it finished"),
+        (2, "succeeded", None),
+        (3, "succeeded", None),
+    ]
+
+
+def test_a_held_lock_makes_the_run_wait_then_fail(
+    database_url: str, conn: db.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another run's advisory lock: this one says it waits, then fails cleanly after the timeout."""
+    rows(conn, "SELECT pg_advisory_lock(hashtext('etl.sync'))")
+    assert sync(database_url, "day1", "--lock-timeout", "0.3") == 1
+    err = capsys.readouterr().err
+    assert '"event": "waiting_for_lock"' in err
+    assert last_line(err) == (
+        "etl: error: another etl run holds the sync lock on this database; "
+        "gave up after 0.3 s (see --lock-timeout)"
+    )
+    assert rows(conn, "SELECT count(*) FROM etl.sync_runs") == [(0,)]
