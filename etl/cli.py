@@ -110,11 +110,11 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     if not DAY_LABEL.match(args.day):
         raise UsageError(f"--day {args.day!r}: use letters, digits, '.', '_' or '-'")
-    entities = SUPPORTED if args.entity == "all" else (args.entity,)
     if args.entity not in (*SUPPORTED, "all"):
         raise UsageError(
             f"--entity {args.entity}: not supported yet (supported: {', '.join(SUPPORTED)})"
         )
+    entities = SUPPORTED if args.entity == "all" else (args.entity,)
     logger = log.get_logger()
     url, _server = resolve_database(args)
     conn = db.connect(url)

@@ -17,15 +17,15 @@ from pathlib import Path
 
 from etl import cli, db, source
 
-DUMPED_TABLES = (
+FINAL_TABLES = (
     "agents",
     "roles",
     "agent_role_mapping",
     "agent_role_history",
     "agent_pipeline_errors",
     "role_pipeline_errors",
-    "sync_runs",
 )
+DUMPED_TABLES = (*FINAL_TABLES, "sync_runs")
 FIRST_SYNC = datetime(2026, 1, 1, 6, tzinfo=UTC)
 
 

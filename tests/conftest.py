@@ -8,6 +8,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -72,13 +73,22 @@ def template_url() -> Iterator[str]:
     admin_execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}"')
 
 
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """A new database copied from the template (needs the template_url fixture first)."""
+    name = f"etl_test_{os.getpid()}_{next(_numbers)}"
+    admin_execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+    try:
+        yield with_database(server_url(), name)
+    finally:
+        admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def database_url(template_url: str) -> Iterator[str]:
     """A fresh database with every migration applied."""
-    name = f"etl_test_{os.getpid()}_{next(_numbers)}"
-    admin_execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
-    yield with_database(server_url(), name)
-    admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from conftest import FIXTURES, rows
 
 from etl import db
 from etl.cli import main
-from etl.replay import dump_state
+from etl.replay import FINAL_TABLES, dump_state
 
 A1, A2, A3, A4, A5, A6 = (
     69010941952,
@@ -24,14 +24,7 @@ A1, A2, A3, A4, A5, A6 = (
 A7, A9 = 69040000001, 69040000003
 ACCOUNT_ADMIN, ADMIN, SUPERVISOR, AGENT = 69000378065, 69000378066, 69000378067, 69000378068
 TICKET_COLLAB, ANALYTICS, BILLING = 69000447817, 69000449269, 69000500001
-FINAL_TABLES = (
-    "agents",
-    "roles",
-    "agent_role_mapping",
-    "agent_role_history",
-    "agent_pipeline_errors",
-    "role_pipeline_errors",
-)
+STATE_TABLES = FINAL_TABLES[:4]  # the error tables get the re-run's run_id
 
 
 def T(day: int) -> datetime:
@@ -397,11 +390,11 @@ def test_raw_record_is_the_exact_original_json(database_url: str, conn: db.Conne
 def test_rerunning_a_day_changes_nothing(database_url: str, conn: db.Connection) -> None:
     """Same day, same input, twice: every final table identical, no new history, errors replaced."""
     sync_days(database_url, "day1", "day2", "day3")
-    before = dump_state(conn, FINAL_TABLES[:4])
+    before = dump_state(conn, STATE_TABLES)
     errors_before = rows(conn, "SELECT count(*) FROM etl.role_pipeline_errors")
     assert sync(database_url, "day3", "--synced-at", "2027-01-01T00:00:00Z") == 0
     assert sync(database_url, "day3") == 0
-    assert dump_state(conn, FINAL_TABLES[:4]) == before
+    assert dump_state(conn, STATE_TABLES) == before
     assert rows(conn, "SELECT count(*) FROM etl.role_pipeline_errors") == errors_before
     assert rows(conn, "SELECT DISTINCT run_id FROM etl.role_pipeline_errors") == [(10,)]
 
@@ -646,3 +639,29 @@ def test_a_held_lock_makes_the_run_wait_then_fail(
         "gave up after 0.3 s (see --lock-timeout)"
     )
     assert rows(conn, "SELECT count(*) FROM etl.sync_runs") == [(0,)]
+
+
+def test_roles_only_runs_use_the_given_sync_time(database_url: str, conn: db.Connection) -> None:
+    """`--entity roles` on day2, then day3: transitions stamped with each --synced-at given."""
+    sync_days(database_url, "day1")
+    t2, t3 = "2026-02-02T09:30:00+01:00", "2026-02-03T23:59:59.5Z"
+    assert sync(database_url, "day2", "--entity", "roles", "--synced-at", t2) == 0
+    assert sync(database_url, "day3", "--synced-at", t3) == 0
+    at3 = datetime(2026, 2, 3, 23, 59, 59, 500000, tzinfo=UTC)
+    assert [m for m in mapping(conn) if at3 in (m[3], m[4])] == [
+        (A1, ACCOUNT_ADMIN, "removed", T(1), at3),
+        (A1, ADMIN, "assigned", at3, None),
+        (A2, BILLING, "assigned", at3, None),
+        (A6, ADMIN, "removed", T(1), at3),
+        (A6, AGENT, "removed", T(1), at3),
+        (A7, AGENT, "assigned", at3, None),
+    ]
+    assert rows(conn, "SELECT sync_day, entity, synced_at FROM etl.sync_runs ORDER BY run_id") == [
+        ("day1", "agents", T(1)),
+        ("day1", "roles", T(1)),
+        ("day2", "roles", datetime(2026, 2, 2, 8, 30, tzinfo=UTC)),
+        ("day3", "agents", at3),
+        ("day3", "roles", at3),
+    ]
+    assert history(conn, "day2") == []
+    assert {h[4] for h in history(conn, "day3")} == {at3}

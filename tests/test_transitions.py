@@ -1,0 +1,88 @@
+"""Property: assignment transitions over random day sequences equal a brute-force model."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from conftest import fresh_database, rows, write_day
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from etl import db
+from etl.cli import main
+
+AGENT_IDS = (1, 2, 3, 4)
+ROLE_IDS = (10, 11, 12)
+# One day: per agent, its role_ids, or None when the agent has no agent_details record. At least
+# one agent has one: an empty agent_details folder is an incomplete snapshot, not an empty one.
+day_snapshot = st.fixed_dictionaries(
+    {a: st.one_of(st.none(), st.lists(st.sampled_from(ROLE_IDS), max_size=4)) for a in AGENT_IDS}
+).filter(lambda day: any(roles is not None for roles in day.values()))
+
+
+def write_snapshot(data_dir: Path, day: str, snapshot: dict[int, list[int] | None]) -> None:
+    write_day(
+        data_dir,
+        day,
+        agents={"1.json": [{"id": a} for a in AGENT_IDS]},
+        roles={"1.json": [{"id": r, "name": f"role {r}"} for r in ROLE_IDS]},
+        agent_details={
+            f"{a}.json": {"id": a, "role_ids": roles}
+            for a, roles in snapshot.items()
+            if roles is not None
+        },
+    )
+
+
+def model(days: list[dict[int, list[int] | None]], times: list[datetime]) -> dict[tuple, tuple]:
+    """SEMANTICS section 6, written as plainly as possible."""
+    state: dict[tuple[int, int], tuple[str, datetime, datetime | None]] = {}
+    for snapshot, t in zip(days, times, strict=True):
+        pairs = {(a, r) for a, roles in snapshot.items() for r in roles or []}
+        for pair in pairs:
+            if pair not in state or state[pair][0] == "removed":
+                state[pair] = ("assigned", t, None)
+        for pair, (status, assigned_at, _) in list(state.items()):
+            if status == "assigned" and pair not in pairs:
+                state[pair] = ("removed", assigned_at, t)
+    return state
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(day_snapshot, min_size=1, max_size=4))
+def test_transitions_match_the_model(template_url: str, days: list[dict]) -> None:
+    """Random snapshots over days give the model's mapping; re-running the last day moves
+    nothing; history holds one row per transition."""
+    times = [datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=n) for n in range(len(days))]
+    with tempfile.TemporaryDirectory() as tmp, fresh_database() as url:
+        data_dir = Path(tmp)
+        for n, snapshot in enumerate(days):
+            write_snapshot(data_dir, f"day{n + 1}", snapshot)
+        argv = ["--data-dir", str(data_dir), "--database-url", url, "--allow-mass-removal"]
+        for n, t in enumerate(times):
+            assert main(["--day", f"day{n + 1}", "--synced-at", t.isoformat(), *argv]) == 0
+        conn = db.connect(url)
+        try:
+            query = (
+                "SELECT agent_id, role_id, status, assigned_at, removed_at"
+                " FROM etl.agent_role_mapping ORDER BY 1, 2"
+            )
+            mapping = rows(conn, query)
+            expected = model(days, times)
+            assert mapping == [(a, r, *expected[(a, r)]) for a, r in sorted(expected)]
+            history = rows(conn, "SELECT count(*) FROM etl.agent_role_history")
+            assert main(["--day", f"day{len(days)}", *argv]) == 0
+            assert rows(conn, query) == mapping
+            assert rows(conn, "SELECT count(*) FROM etl.agent_role_history") == history
+        finally:
+            conn.close()
+
+
+def test_model_sanity() -> None:
+    """The model itself: assign, remove, re-assign."""
+    t = [datetime(2026, 1, d, tzinfo=UTC) for d in (1, 2, 3)]
+    days = [{1: [10]}, {1: []}, {1: [10, 10]}]
+    assert model(days, t) == {(1, 10): ("assigned", t[2], None)}
+    assert model(days[:2], t[:2]) == {(1, 10): ("removed", t[0], t[1])}
