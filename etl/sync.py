@@ -80,13 +80,18 @@ class Stopwatch:
 def sync_day(
     conn: db.Connection, day: str, entities: tuple[str, ...], options: SyncOptions
 ) -> list[RunResult]:
-    """Sync the given entities of ``day`` in order; raises on the first one that fails."""
-    return [sync_entity(conn, day, entity, options) for entity in entities]
+    """Sync the given entities of ``day`` in order; raises on the first one that fails.
+
+    Entities applied for the first time share one sync time: the moment this run started."""
+    now = datetime.now(UTC)
+    return [sync_entity(conn, day, entity, options, now) for entity in entities]
 
 
-def sync_entity(conn: db.Connection, day: str, entity: str, options: SyncOptions) -> RunResult:
+def sync_entity(
+    conn: db.Connection, day: str, entity: str, options: SyncOptions, now: datetime
+) -> RunResult:
     log = get_logger().bind(day=day, entity=entity)
-    synced_at = options.synced_at or db.first_synced_at(conn, entity, day) or datetime.now(UTC)
+    synced_at = options.synced_at or db.first_synced_at(conn, entity, day) or now
     run_id = db.start_run(conn, day, entity, synced_at, options.force)
     log = log.bind(run_id=run_id)
     watch = Stopwatch()
@@ -95,12 +100,13 @@ def sync_entity(conn: db.Connection, day: str, entity: str, options: SyncOptions
         with watch.stage("read"):
             inputs = read_inputs(options.data_dir, day, ENTITY_KINDS[entity])
         files = [f.ledger_entry() for kind_files in inputs.values() for f in kind_files]
+        db.set_run_files(conn, run_id, files)
+        conn.commit()
         log.debug("read", files=len(files))
         with watch.stage("decode_plan"):
             plan = plan_entity(conn, entity, inputs)
             errors = attach_raw(plan, inputs)
         with watch.stage("stage"):
-            db.set_run_files(conn, run_id, files)
             stage_frames(conn, entity, {**plan.tables, "stg_errors": errors})
             conn.commit()
         with watch.stage("apply"):

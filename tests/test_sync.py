@@ -426,9 +426,10 @@ def test_truncated_page_fails_the_entity_and_changes_nothing(
     assert dump_state(conn, FINAL_TABLES) == before
     assert rows(
         conn,
-        "SELECT sync_day, entity, status, message, finished_at IS NOT NULL"
+        "SELECT sync_day, entity, status, message, finished_at IS NOT NULL,"
+        " input_files -> 0 ->> 'file', input_files -> 0 ->> 'bytes'"
         " FROM etl.sync_runs WHERE sync_day = 'day2'",
-    ) == [("day2", "agents", "failed", message, True)]
+    ) == [("day2", "agents", "failed", message, True, "sync-day2/agents/1.json", "1000")]
 
 
 def test_truncated_roles_page_keeps_the_agents_step(
@@ -665,3 +666,9 @@ def test_roles_only_runs_use_the_given_sync_time(database_url: str, conn: db.Con
     ]
     assert history(conn, "day2") == []
     assert {h[4] for h in history(conn, "day3")} == {at3}
+
+
+def test_entities_of_a_new_day_share_one_sync_time(database_url: str, conn: db.Connection) -> None:
+    """Without --synced-at, the entities a run applies for the first time get the same T."""
+    assert main(["--day", "day1", "--data-dir", str(FIXTURES), "--database-url", database_url]) == 0
+    assert rows(conn, "SELECT count(DISTINCT synced_at) FROM etl.sync_runs") == [(1,)]
