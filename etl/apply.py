@@ -21,4 +21,4 @@ def apply_run(conn: db.Connection, run_id: int, *, allow_mass_removal: bool) -> 
         if getattr(error, "sqlstate", None) == GUARD_REFUSED:
             raise RefusedError(message) from error
         raise DatabaseError(f"database error during apply: {message}") from error
-    conn.commit()
+    db.commit(conn)

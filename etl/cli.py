@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from etl import __version__, db, log
-from etl.errors import EtlError, UsageError
+from etl.errors import EtlError, LockTimeoutError, UsageError
 from etl.sync import ENTITIES, SUPPORTED, SyncOptions, sync_day
 
 DAY_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -122,14 +122,20 @@ def run(args: argparse.Namespace) -> int:
         applied = db.migrate(conn)
         if applied:
             logger.info("migrated", files=applied)
-        with db.sync_lock(conn, args.lock_timeout):
-            options = SyncOptions(
-                data_dir=args.data_dir,
-                synced_at=args.synced_at,
-                force=args.force,
-                allow_mass_removal=args.allow_mass_removal,
-            )
-            sync_day(conn, args.day, entities, options)
+        options = SyncOptions(
+            data_dir=args.data_dir,
+            synced_at=args.synced_at,
+            force=args.force,
+            allow_mass_removal=args.allow_mass_removal,
+        )
+        try:
+            with db.sync_lock(conn, args.lock_timeout):
+                sync_day(conn, args.day, entities, options)
+        except LockTimeoutError as error:
+            synced_at = args.synced_at or datetime.now(UTC)
+            for entity in entities:
+                db.record_unstarted_run(conn, args.day, entity, synced_at, args.force, str(error))
+            raise
     finally:
         conn.close()
     return 0

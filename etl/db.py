@@ -88,6 +88,11 @@ def start_embedded(folder: Path, *, temporary: bool = False) -> tuple[str, Any]:
     return server.get_uri(), server
 
 
+def commit(conn: Connection) -> None:
+    with wrapped("commit"):
+        conn.commit()
+
+
 def execute(conn: Connection, name: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
     """Run a named query with bound values; return its rows (none for statements)."""
     with wrapped(name.replace("_", " ")), conn.cursor() as cur:
@@ -173,6 +178,16 @@ def start_run(conn: Connection, day: str, entity: str, synced_at: datetime, forc
     run_id = execute(conn, "start_run", (day, entity, synced_at, forced))[0][0]
     conn.commit()
     return int(run_id)
+
+
+def record_unstarted_run(
+    conn: Connection, day: str, entity: str, synced_at: datetime, forced: bool, message: str
+) -> None:
+    """Ledger row for a run that never started (another run held the lock); leaves that run's
+    'running' row alone."""
+    conn.rollback()
+    execute(conn, "record_unstarted_run", (day, entity, synced_at, forced, message))
+    conn.commit()
 
 
 def end_run(conn: Connection, run_id: int, status: str, message: str) -> None:

@@ -70,18 +70,24 @@ class Group(msgspec.Struct):
     updated_at: datetime | None = None
 
 
-# The same records with mapping-array elements left untyped: a record whose only fault is a bad
-# element still loads, and each bad element is reported on its own (INVALID_MAPPING).
-class LenientAgentDetail(AgentDetail):
-    role_ids: list[Any] | None = None
+TIMESTAMPS = ("created_at", "updated_at")
+MAPPINGS = ("role_ids", "agent_ids")
 
 
-class LenientRole(Role):
-    agent_ids: list[Any] | None = None
-
-
-class LenientGroup(Group):
-    agent_ids: list[Any] | None = None
+def lenient_struct(strict: type[msgspec.Struct]) -> type[msgspec.Struct]:
+    """The same record with mapping-array elements untyped and timestamps as text, for pages the
+    strict decoders reject: a record whose only fault is a bad element still loads, each bad
+    element reported on its own (INVALID_MAPPING), and ISO-8601 timestamps that are not RFC 3339
+    (``+02``, no seconds, basic format, decimal comma) are parsed by Python instead."""
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    for field in msgspec.structs.fields(strict):
+        kind = field.type
+        if field.name in TIMESTAMPS:
+            kind = str | None
+        elif field.name in MAPPINGS:
+            kind = list[Any] | None
+        fields.append((field.name, kind) if field.required else (field.name, kind, field.default))
+    return msgspec.defstruct(f"Lenient{strict.__name__}", fields)
 
 
 class IdProbe(msgspec.Struct):
@@ -104,7 +110,7 @@ class RecordKind:
     name: str  # as stored in error rows' record_kind
     folder: str
     strict: type[msgspec.Struct]
-    lenient: type[msgspec.Struct] | None
+    lenient: type[msgspec.Struct]
     mapping: str | None  # the JSON field of the mapping array, if any
     object_page: bool  # a file may hold one object instead of an array (agent_details)
     schema: pa.Schema  # the row's columns, without the position columns
@@ -123,7 +129,7 @@ AGENT = RecordKind(
     name="agent",
     folder="agents",
     strict=Agent,
-    lenient=None,
+    lenient=lenient_struct(Agent),
     mapping=None,
     object_page=False,
     schema=pa.schema(
@@ -145,7 +151,7 @@ AGENT_DETAILS = RecordKind(
     name="agent_details",
     folder="agent_details",
     strict=AgentDetail,
-    lenient=LenientAgentDetail,
+    lenient=lenient_struct(AgentDetail),
     mapping="role_ids",
     object_page=True,
     schema=pa.schema(
@@ -164,7 +170,7 @@ ROLE = RecordKind(
     name="role",
     folder="roles",
     strict=Role,
-    lenient=LenientRole,
+    lenient=lenient_struct(Role),
     mapping="agent_ids",
     object_page=False,
     schema=pa.schema(
@@ -196,7 +202,7 @@ GROUP = RecordKind(
     name="group",
     folder="admin_groups",
     strict=Group,
-    lenient=LenientGroup,
+    lenient=lenient_struct(Group),
     mapping="agent_ids",
     object_page=False,
     schema=pa.schema(
@@ -253,7 +259,7 @@ _RECORD_DECODERS = {
     k.name: msgspec.json.Decoder(k.strict) for k in (AGENT, AGENT_DETAILS, ROLE, GROUP)
 }
 _LENIENT_DECODERS = {
-    k.name: msgspec.json.Decoder(k.lenient) for k in (AGENT_DETAILS, ROLE, GROUP) if k.lenient
+    k.name: msgspec.json.Decoder(k.lenient) for k in (AGENT, AGENT_DETAILS, ROLE, GROUP)
 }
 _RAW_ARRAY = msgspec.json.Decoder(list[msgspec.Raw])
 _RAW_ANY = msgspec.json.Decoder(list[msgspec.Raw] | dict[str, msgspec.Raw])
@@ -346,36 +352,63 @@ def _decode_records(
     rows: list[tuple[Any, ...]],
     errors: list[RecordError],
 ) -> None:
+    """Decode one record at a time: strict first, then lenient, then report what is wrong."""
     strict = _RECORD_DECODERS[kind.name]
+    lenient = _LENIENT_DECODERS[kind.name]
     for index, (path, raw) in enumerate(records):
         try:
             rows.append((*kind.row(strict.decode(raw)), file.name, index, path))
             continue
+        except _DECODE_FAILURES:
+            pass
+        try:
+            record = lenient.decode(raw)
         except _DECODE_FAILURES as error:
-            first_error: Exception = error
-        if kind.lenient is not None:
-            try:
-                record = _LENIENT_DECODERS[kind.name].decode(raw)
-            except _DECODE_FAILURES:
-                pass
-            else:
-                errors.extend(_clean_mapping(kind, record, file.name, index, path))
-                rows.append((*kind.row(record), file.name, index, path))
-                continue
-        field, message = describe(first_error, path)
-        errors.append(
-            RecordError(
-                kind.name, "VALIDATION_ERROR", field, message, probe_id(raw), file.name, index
+            field, message = describe(error, path)
+            errors.append(
+                RecordError(
+                    kind.name, "VALIDATION_ERROR", field, message, probe_id(raw), file.name, index
+                )
             )
-        )
+            continue
+        bad_timestamp = _parse_timestamps(kind, record, file.name, index, path)
+        if bad_timestamp is not None:
+            errors.append(bad_timestamp)
+            continue
+        errors.extend(_clean_mapping(kind, record, file.name, index, path))
+        rows.append((*kind.row(record), file.name, index, path))
+
+
+def _parse_timestamps(
+    kind: RecordKind, record: Any, source_file: str, index: int, path: str
+) -> RecordError | None:
+    """Parse a lenient record's timestamps in place; the first that is no ISO-8601 is an error."""
+    for name in TIMESTAMPS:
+        text = getattr(record, name)
+        if text is None:
+            continue
+        try:
+            setattr(record, name, datetime.fromisoformat(text))
+        except ValueError:
+            return RecordError(
+                kind.name,
+                "VALIDATION_ERROR",
+                name,
+                f"{path}.{name}: Expected an ISO-8601 timestamp, got {_show(text)}",
+                record.id,
+                source_file,
+                index,
+            )
+    return None
 
 
 def _clean_mapping(
     kind: RecordKind, record: Any, source_file: str, index: int, path: str
 ) -> list[RecordError]:
     """Null out bad mapping elements in place (positions kept) and report each one."""
-    assert kind.mapping is not None
-    values = getattr(record, kind.mapping)
+    values = getattr(record, kind.mapping) if kind.mapping else None
+    if not values:
+        return []
     errors = []
     for position, value in enumerate(values):
         if type(value) is int and 1 <= value <= MAX_ID:
@@ -431,34 +464,6 @@ def probe_id(raw: msgspec.Raw | bytes) -> int | None:
     except _DECODE_FAILURES:
         return None
     return value if type(value) is int and 1 <= value <= MAX_ID else None
-
-
-_NOT_IN_JSONB = re.compile("[\x00\ud800-\udfff]")
-
-
-def jsonb_compatible(raw: bytes) -> bool:
-    """Whether PostgreSQL's jsonb can hold this JSON text (no \\u0000, no lone surrogates)."""
-    try:
-        value = json.loads(raw.decode("utf-8"), parse_constant=_reject)
-    except (UnicodeDecodeError, ValueError):
-        return False
-    return not any(_NOT_IN_JSONB.search(s) for s in _strings(value))
-
-
-def _reject(constant: str) -> Any:
-    raise ValueError(constant)
-
-
-def _strings(value: Any) -> Iterable[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield key
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
 
 
 def _to_table(kind: RecordKind, rows: list[tuple[Any, ...]]) -> pa.Table:

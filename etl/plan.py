@@ -224,12 +224,14 @@ def resolve_duplicates(
 
 
 def explode_mapping(records: pl.LazyFrame, owner: str, mapping: str, element: str) -> pl.LazyFrame:
-    """One row per non-null element of ``mapping``: (owner, element, position, path)."""
+    """One row per distinct non-null element of ``mapping`` in each record (repeats collapse to
+    the first): (owner, element, position, path)."""
     return (
         records.select(owner, mapping, *POSITION)
         .with_columns(position=pl.int_ranges(pl.col(mapping).list.len()))
         .explode(mapping, "position")
         .filter(pl.col(mapping).is_not_null())
+        .unique([owner, mapping, "source_file", "record_index"], keep="first", maintain_order=True)
         .rename({mapping: element})
         .with_columns(
             path=pl.format("{}.{}[{}]", "record_path", pl.lit(mapping), "position"),

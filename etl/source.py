@@ -12,9 +12,12 @@ from etl.errors import InputError
 DAY_PREFIX = "sync-"
 
 
-def natural_key(text: str) -> tuple[str | int, ...]:
-    """Sort key under which ``day2`` < ``day10`` and ``2.json`` < ``10.json``."""
-    return tuple(int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text))
+def natural_key(text: str) -> tuple[tuple[str | int, ...], str]:
+    """Sort key under which ``day2`` < ``day10`` and ``2.json`` < ``10.json``. Names equal but for
+    case or leading zeros (``a.json``/``A.json``, ``1.json``/``01.json``) fall back to plain
+    string order, so the order never depends on the file system."""
+    parts = tuple(int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text))
+    return parts, text
 
 
 def list_days(data_dir: Path) -> list[str]:

@@ -19,16 +19,7 @@ import polars as pl
 
 from etl import db, source
 from etl.apply import apply_run
-from etl.decode import (
-    AGENT,
-    AGENT_DETAILS,
-    GROUP,
-    ROLE,
-    RecordKind,
-    decode_files,
-    jsonb_compatible,
-    split_records,
-)
+from etl.decode import AGENT, AGENT_DETAILS, GROUP, ROLE, RecordKind, decode_files, split_records
 from etl.errors import EtlError, RefusedError
 from etl.log import get_logger
 from etl.plan import Plan, plan_agents, plan_roles
@@ -101,14 +92,14 @@ def sync_entity(
             inputs = read_inputs(options.data_dir, day, ENTITY_KINDS[entity])
         files = [f.ledger_entry() for kind_files in inputs.values() for f in kind_files]
         db.set_run_files(conn, run_id, files)
-        conn.commit()
+        db.commit(conn)
         log.debug("read", files=len(files))
         with watch.stage("decode_plan"):
             plan = plan_entity(conn, entity, inputs)
             errors = attach_raw(plan, inputs)
         with watch.stage("stage"):
             stage_frames(conn, entity, {**plan.tables, "stg_errors": errors})
-            conn.commit()
+            db.commit(conn)
         with watch.stage("apply"):
             apply_run(conn, run_id, allow_mass_removal=options.allow_mass_removal)
     except EtlError as error:
@@ -158,24 +149,22 @@ def plan_entity(conn: db.Connection, entity: str, inputs: dict[str, list[InputFi
         details = decode_files(AGENT_DETAILS, inputs[AGENT_DETAILS.name])
         known_agents = db.fetch_column(conn, "known_agent_ids")
         known_roles = db.fetch_column(conn, "known_role_ids")
-        conn.commit()
+        db.commit(conn)
         return plan_roles(roles, details, known_agents, known_roles)
     raise EtlError(f"entity {entity} is not supported yet")
 
 
 def attach_raw(plan: Plan, inputs: dict[str, list[InputFile]]) -> pl.DataFrame:
-    """The plan's error rows with each record's exact JSON text (and whether jsonb can hold it)."""
+    """The plan's error rows, each with its record's exact JSON text."""
     files = {f.name: f for kind_files in inputs.values() for f in kind_files}
     records: dict[str, list[Any]] = {}
-    texts, json_ok = [], []
+    texts = []
     for kind_name, source_file, index in plan.errors.select(
         "record_kind", "source_file", "record_index"
     ).iter_rows():
         if source_file not in records:
             records[source_file] = split_records(KINDS[kind_name], files[source_file])
-        raw = bytes(records[source_file][index][1])
-        texts.append(raw.decode("utf-8", errors="backslashreplace"))
-        json_ok.append(jsonb_compatible(raw))
+        texts.append(bytes(records[source_file][index][1]).decode("utf-8", "backslashreplace"))
     return plan.errors.select(
         entity=pl.lit(plan.entity),
         record_kind="record_kind",
@@ -185,7 +174,5 @@ def attach_raw(plan: Plan, inputs: dict[str, list[InputFile]]) -> pl.DataFrame:
         record_id="record_id",
         source_file="source_file",
         record_index="record_index",
-    ).with_columns(
         raw_text=pl.Series(texts, dtype=pl.String),
-        raw_is_json=pl.Series(json_ok, dtype=pl.Boolean),
     )

@@ -100,7 +100,8 @@ CREATE TABLE etl.group_membership (
 CREATE INDEX group_membership_agent ON etl.group_membership (agent_id);
 
 -- Quarantined records and elements. raw_text is the record's exact JSON text; raw_record is the
--- same as jsonb where PostgreSQL can hold it (not with \u0000, lone surrogates or invalid UTF-8).
+-- same as jsonb where PostgreSQL can hold it (not with \u0000, invalid UTF-8, or numbers beyond
+-- numeric's range).
 CREATE TABLE etl.agent_pipeline_errors (
     error_id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     run_id        bigint      NOT NULL REFERENCES etl.sync_runs,
@@ -193,6 +194,5 @@ CREATE UNLOGGED TABLE etl.stg_errors (
     record_id     bigint,
     source_file   text    NOT NULL,
     record_index  integer NOT NULL,
-    raw_text      text    NOT NULL,
-    raw_is_json   boolean NOT NULL
+    raw_text      text    NOT NULL
 );

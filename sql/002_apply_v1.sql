@@ -34,6 +34,29 @@ LANGUAGE sql AS $$
      WHERE run_id = p_run_id AND status = 'running';
 $$;
 
+-- The JSON text as jsonb, or NULL where jsonb cannot hold it. Called only for error rows, which
+-- are few: each call is a subtransaction.
+CREATE FUNCTION etl.try_jsonb_v1(p_text text)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    RETURN p_text::jsonb;
+EXCEPTION WHEN data_exception THEN
+    RETURN NULL;
+END
+$$;
+
+-- Records a run that could not start (the lock was held past --lock-timeout). Unlike
+-- start_run_v1 it leaves 'running' rows alone: they belong to the run holding the lock.
+CREATE FUNCTION etl.record_unstarted_run_v1(p_day text, p_entity text, p_synced_at timestamptz,
+                                            p_forced boolean, p_message text)
+RETURNS bigint
+LANGUAGE sql AS $$
+    INSERT INTO etl.sync_runs (sync_day, entity, status, finished_at, synced_at, forced, message)
+    VALUES (p_day, p_entity, 'failed', clock_timestamp(), p_synced_at, p_forced, p_message)
+    RETURNING run_id;
+$$;
+
 -- Replaces the day's error rows of the run's entity with the staged ones; returns their count.
 CREATE FUNCTION etl.record_errors_v1(r etl.sync_runs)
 RETURNS bigint
@@ -52,7 +75,7 @@ BEGIN
                              record_id, source_file, record_index, raw_record, raw_text,
                              ingested_at)
          SELECT $1, $2, record_kind, error_type, error_message, field, record_id, source_file,
-                record_index, CASE WHEN raw_is_json THEN raw_text::jsonb END, raw_text,
+                record_index, etl.try_jsonb_v1(raw_text), raw_text,
                 clock_timestamp()
            FROM etl.stg_errors
           WHERE entity = $3
@@ -71,7 +94,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_now      timestamptz := clock_timestamp();
     v_staged   bigint;
-    v_active   bigint;
+    v_present  bigint;
     v_leaving  bigint;
     v_updated  bigint;
     v_inserted bigint;
@@ -79,19 +102,20 @@ DECLARE
 BEGIN
     SELECT count(*) INTO v_staged FROM etl.stg_agents;
 
+    -- The guard: of the agents present now, how many leave the list or turn inactive.
     SELECT count(*), count(*) FILTER (
-               WHERE NOT EXISTS (SELECT 1 FROM etl.stg_agents s
+               WHERE NOT EXISTS (SELECT 1 FROM etl.stg_held_ids h
+                                  WHERE h.entity = 'agents' AND h.record_id = a.agent_id)
+                 AND NOT EXISTS (SELECT 1 FROM etl.stg_agents s
                                   WHERE s.agent_id = a.agent_id
-                                    AND s.deactivated IS NOT TRUE
-                                    AND s.contact_active IS NOT FALSE)
-                 AND NOT EXISTS (SELECT 1 FROM etl.stg_held_ids h
-                                  WHERE h.entity = 'agents' AND h.record_id = a.agent_id))
-      INTO v_active, v_leaving
+                                    AND (NOT a.active OR (s.deactivated IS NOT TRUE
+                                                          AND s.contact_active IS NOT FALSE))))
+      INTO v_present, v_leaving
       FROM etl.agents a
-     WHERE a.active;
-    IF v_leaving * 2 > v_active AND NOT p_allow_mass_removal THEN
-        RAISE EXCEPTION 'mass removal refused: % of % active agents would turn inactive',
-                        v_leaving, v_active
+     WHERE a.present;
+    IF v_leaving * 2 > v_present AND NOT p_allow_mass_removal THEN
+        RAISE EXCEPTION 'mass removal refused: % of % present agents would leave the list or '
+                        'turn inactive', v_leaving, v_present
               USING ERRCODE = 'ET001',
                     HINT = 'if the export really lost them, re-run with --allow-mass-removal';
     END IF;
@@ -132,7 +156,7 @@ BEGIN
     RETURN jsonb_build_object(
         'staged', v_staged, 'inserted', v_inserted, 'updated', v_updated,
         'unchanged', v_staged - v_inserted - v_updated, 'removed', v_removed,
-        'details', jsonb_build_object('turned_inactive', v_leaving));
+        'details', jsonb_build_object('left_or_turned_inactive', v_leaving));
 END
 $$;
 

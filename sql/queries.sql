@@ -21,6 +21,9 @@ SELECT DISTINCT sync_day FROM etl.sync_runs WHERE entity = $1 AND status = 'succ
 -- name: start_run
 SELECT etl.start_run_v1($1, $2, $3, $4);
 
+-- name: record_unstarted_run
+SELECT etl.record_unstarted_run_v1($1, $2, $3, $4, $5);
+
 -- name: end_run
 SELECT etl.end_run_v1($1, $2, $3);
 

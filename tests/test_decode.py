@@ -13,7 +13,6 @@ from etl.decode import (
     ROLE,
     RecordError,
     decode_files,
-    jsonb_compatible,
     probe_id,
     split_records,
 )
@@ -148,7 +147,31 @@ def test_agent_contact_is_flattened_and_may_be_missing() -> None:
         (
             {"id": 9, "name": "x", "updated_at": "yesterday"},
             "updated_at",
-            "$[1].updated_at: Invalid RFC3339 encoded datetime",
+            '$[1].updated_at: Expected an ISO-8601 timestamp, got "yesterday"',
+            9,
+        ),
+        (
+            {"id": 9, "name": "x", "created_at": "2022-02-30T00:00:00Z"},
+            "created_at",
+            '$[1].created_at: Expected an ISO-8601 timestamp, got "2022-02-30T00:00:00Z"',
+            9,
+        ),
+        (
+            {"id": 9, "name": "x", "created_at": 1644426852},
+            "created_at",
+            "$[1].created_at: Expected `str | null`, got `int`",
+            9,
+        ),
+        (
+            {"id": 9, "name": "x", "agent_ids": [None], "updated_at": "bad"},
+            "updated_at",
+            '$[1].updated_at: Expected an ISO-8601 timestamp, got "bad"',
+            9,
+        ),
+        (
+            {"id": 9, "name": 7, "agent_ids": [None]},
+            "name",
+            "$[1].name: Expected `str`, got `int`",
             9,
         ),
         ({"id": 9, "name": {"first": "x"}}, "name", "$[1].name: Expected `str`, got `object`", 9),
@@ -335,16 +358,20 @@ def test_probe_id_reads_only_valid_ids(raw: bytes, expected: int | None) -> None
 
 
 @pytest.mark.parametrize(
-    ("raw", "expected"),
+    ("text", "expected"),
     [
-        (b'{"a":"x"}', True),
-        (b'{"a":"\\u0000"}', False),
-        (b'{"\\u0000":1}', False),
-        (b'{"a":"\\ud800"}', False),
-        (b'{"a":"\xff"}', False),
-        (b'{"a":"\\\\u0000"}', True),
+        ("2022-02-09T17:14:12Z", datetime(2022, 2, 9, 17, 14, 12, tzinfo=UTC)),
+        ("2022-02-09T19:14:12+02", datetime(2022, 2, 9, 17, 14, 12, tzinfo=UTC)),
+        ("2022-02-09T17:14Z", datetime(2022, 2, 9, 17, 14, tzinfo=UTC)),
+        ("20220209T171412Z", datetime(2022, 2, 9, 17, 14, 12, tzinfo=UTC)),
+        ("2022-02-09T17:14:12,5Z", datetime(2022, 2, 9, 17, 14, 12, 500000, tzinfo=UTC)),
+        ("2022-02-09 17:14:12", datetime(2022, 2, 9, 17, 14, 12, tzinfo=UTC)),
+        ("2022-02-09", datetime(2022, 2, 9, tzinfo=UTC)),
     ],
 )
-def test_jsonb_compatible(raw: bytes, expected: bool) -> None:
-    """raw_record is filled only when PostgreSQL's jsonb can hold the text."""
-    assert jsonb_compatible(raw) is expected
+def test_iso8601_timestamps_beyond_rfc3339_are_accepted(text: str, expected: datetime) -> None:
+    """Offsets without minutes, no seconds, basic format, decimal comma, date only: all load;
+    a timestamp without an offset is UTC."""
+    decoded = decode_files(AGENT, [page([{"id": 1, "updated_at": text}], "a.json")])
+    assert decoded.errors == []
+    assert decoded.records.column("updated_at").to_pylist() == [expected]

@@ -199,6 +199,21 @@ def test_unknown_ids_are_element_errors() -> None:
     ]
 
 
+def test_repeated_unknown_ids_are_reported_once() -> None:
+    """Repeats within one array collapse before the checks: one error per distinct unknown id."""
+    plan = plan_roles(
+        decode_files(ROLE, files("roles", [{"id": 10, "name": "A", "agent_ids": [99, 1, 99]}])),
+        decode_files(AGENT_DETAILS, files("details", {"id": 1, "role_ids": [77, 77, 10]})),
+        known_agents=ids(1),
+        known_roles=ids(),
+    )
+    assert [(e[1], e[2]) for e in errors_of(plan)] == [
+        ("INVALID_ROLE_ID", "role_ids[0]"),
+        ("INVALID_AGENT_ID", "agent_ids[0]"),
+    ]
+    assert plan.tables["stg_agent_roles"].rows() == [(1, 10, True, True)]
+
+
 def test_held_roles_and_details_are_listed_per_kind() -> None:
     """Quarantined roles and details records hold their ids under their own kinds."""
     plan = plan_roles(

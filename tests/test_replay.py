@@ -22,7 +22,7 @@ def test_fixture_days_replay_to_the_golden_state(database_url: str, conn: db.Con
 def test_reapplying_the_last_day_changes_no_final_table(
     database_url: str, conn: db.Connection
 ) -> None:
-    """After the replay, running the last day again (its T reused) changes nothing."""
+    """After the replay, running the last day again changes no final table."""
     replay_days(database_url, FIXTURES)
     tables = FINAL_TABLES[:4]  # the error tables get the re-run's run_id
     before = dump_state(conn, tables)

@@ -35,11 +35,13 @@ def describe_schema(conn: db.Connection) -> str:
 
 
 def test_migrations_build_the_expected_schema(conn: db.Connection) -> None:
-    """A database built from sql/ has exactly the tables, columns and routines of the golden file
-    (ETL_UPDATE_GOLDEN=1 rewrites it after a deliberate schema change)."""
+    """A database built from sql/ has exactly the tables, columns and routines of the golden file.
+    After a deliberate schema change, ETL_UPDATE_GOLDEN=1 rewrites the file and fails the run, so
+    the new file is reviewed and the suite re-run before anything passes."""
     schema = describe_schema(conn)
     if os.environ.get("ETL_UPDATE_GOLDEN"):
         GOLDEN.write_text(schema)
+        pytest.fail(f"rewrote {GOLDEN}; review its diff and re-run without ETL_UPDATE_GOLDEN")
     assert schema == GOLDEN.read_text()
 
 

@@ -513,8 +513,8 @@ def test_mass_removal_of_agents_is_refused_unless_allowed(
     capsys.readouterr()
     assert sync(database_url, "day2", "--entity", "agents", data_dir=tmp_path) == 1
     assert last_line(capsys.readouterr().err) == (
-        "etl: error: mass removal refused: 4 of 5 active agents would turn inactive (if the "
-        "export really lost them, re-run with --allow-mass-removal)"
+        "etl: error: mass removal refused: 5 of 6 present agents would leave the list or turn "
+        "inactive (if the export really lost them, re-run with --allow-mass-removal)"
     )
     assert agents(conn) == before
     assert (
@@ -574,7 +574,8 @@ def test_ledger_records_files_counts_and_timing(database_url: str, conn: db.Conn
             2,
             0,
             3,
-            '{"errors": {"DUPLICATE_RECORD": 1, "VALIDATION_ERROR": 2}, "turned_inactive": 0}',
+            '{"errors": {"DUPLICATE_RECORD": 1, "VALIDATION_ERROR": 2}, '
+            '"left_or_turned_inactive": 0}',
             True,
         ),
         (
@@ -639,7 +640,16 @@ def test_a_held_lock_makes_the_run_wait_then_fail(
         "etl: error: another etl run holds the sync lock on this database; "
         "gave up after 0.3 s (see --lock-timeout)"
     )
-    assert rows(conn, "SELECT count(*) FROM etl.sync_runs") == [(0,)]
+    assert rows(conn, "SELECT sync_day, entity, status, message FROM etl.sync_runs") == [
+        (
+            "day1",
+            entity,
+            "failed",
+            "another etl run holds the sync lock on this database; gave "
+            "up after 0.3 s (see --lock-timeout)",
+        )
+        for entity in ("agents", "roles")
+    ]
 
 
 def test_roles_only_runs_use_the_given_sync_time(database_url: str, conn: db.Connection) -> None:
@@ -672,3 +682,35 @@ def test_entities_of_a_new_day_share_one_sync_time(database_url: str, conn: db.C
     """Without --synced-at, the entities a run applies for the first time get the same T."""
     assert main(["--day", "day1", "--data-dir", str(FIXTURES), "--database-url", database_url]) == 0
     assert rows(conn, "SELECT count(DISTINCT synced_at) FROM etl.sync_runs") == [(1,)]
+
+
+def test_present_but_inactive_agents_count_for_the_mass_removal_guard(
+    tmp_path: Path, database_url: str, conn: db.Connection
+) -> None:
+    """Deactivated agents leaving the list count: 8 of 10 present leaving is refused."""
+    page = [{"id": n, "deactivated": n > 2} for n in range(1, 11)]
+    for day, agents_page in (("day1", page), ("day2", page[:2])):
+        (tmp_path / f"sync-{day}" / "agents").mkdir(parents=True)
+        (tmp_path / f"sync-{day}" / "agents" / "1.json").write_text(json.dumps(agents_page))
+    assert sync(database_url, "day1", "--entity", "agents", data_dir=tmp_path) == 0
+    assert sync(database_url, "day2", "--entity", "agents", data_dir=tmp_path) == 1
+    assert rows(conn, "SELECT count(*) FROM etl.agents WHERE present") == [(10,)]
+
+
+def test_raw_record_is_null_where_jsonb_cannot_hold_the_record(
+    tmp_path: Path, database_url: str, conn: db.Connection
+) -> None:
+    """A quarantined record with a number beyond numeric's range keeps raw_text, raw_record is
+    null, and the rest of the day loads."""
+    data = b'[{"id":1},{"id":2,"deactivated":"x","score":1e200000},{"id":3,"deactivated":"y"}]'
+    (tmp_path / "sync-day1" / "agents").mkdir(parents=True)
+    (tmp_path / "sync-day1" / "agents" / "1.json").write_bytes(data)
+    assert sync(database_url, "day1", "--entity", "agents", data_dir=tmp_path) == 0
+    assert rows(conn, "SELECT agent_id FROM etl.agents") == [(1,)]
+    assert rows(
+        conn,
+        "SELECT record_id, raw_text, raw_record::text FROM etl.agent_pipeline_errors ORDER BY 1",
+    ) == [
+        (2, '{"id":2,"deactivated":"x","score":1e200000}', None),
+        (3, '{"id":3,"deactivated":"y"}', '{"id": 3, "deactivated": "y"}'),
+    ]

@@ -36,25 +36,33 @@ def write_snapshot(data_dir: Path, day: str, snapshot: dict[int, list[int] | Non
     )
 
 
-def model(days: list[dict[int, list[int] | None]], times: list[datetime]) -> dict[tuple, tuple]:
-    """SEMANTICS section 6, written as plainly as possible."""
-    state: dict[tuple[int, int], tuple[str, datetime, datetime | None]] = {}
+Pair = tuple[int, int]
+
+
+def model(
+    days: list[dict[int, list[int] | None]], times: list[datetime]
+) -> tuple[dict[Pair, tuple[str, datetime, datetime | None]], list[tuple[object, ...]]]:
+    """SEMANTICS section 6, written as plainly as possible: (final mapping, history rows)."""
+    state: dict[Pair, tuple[str, datetime, datetime | None]] = {}
+    history: list[tuple[object, ...]] = []
     for snapshot, t in zip(days, times, strict=True):
         pairs = {(a, r) for a, roles in snapshot.items() for r in roles or []}
-        for pair in pairs:
-            if pair not in state or state[pair][0] == "removed":
+        for pair in sorted(set(state) | pairs):
+            status = state[pair][0] if pair in state else None
+            if pair in pairs and status != "assigned":
                 state[pair] = ("assigned", t, None)
-        for pair, (status, assigned_at, _) in list(state.items()):
-            if status == "assigned" and pair not in pairs:
-                state[pair] = ("removed", assigned_at, t)
-    return state
+                history.append((*pair, status, "assigned", t))
+            elif pair not in pairs and status == "assigned":
+                state[pair] = ("removed", state[pair][1], t)
+                history.append((*pair, "assigned", "removed", t))
+    return state, history
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(day_snapshot, min_size=1, max_size=4))
 def test_transitions_match_the_model(template_url: str, days: list[dict]) -> None:
-    """Random snapshots over days give the model's mapping; re-running the last day moves
-    nothing; history holds one row per transition."""
+    """Random snapshots over days give the model's mapping and history rows; re-running the
+    last day moves nothing."""
     times = [datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=n) for n in range(len(days))]
     with tempfile.TemporaryDirectory() as tmp, fresh_database() as url:
         data_dir = Path(tmp)
@@ -69,13 +77,17 @@ def test_transitions_match_the_model(template_url: str, days: list[dict]) -> Non
                 "SELECT agent_id, role_id, status, assigned_at, removed_at"
                 " FROM etl.agent_role_mapping ORDER BY 1, 2"
             )
+            history_query = (
+                "SELECT agent_id, role_id, from_status, to_status, changed_at"
+                " FROM etl.agent_role_history ORDER BY changed_at, agent_id, role_id"
+            )
             mapping = rows(conn, query)
-            expected = model(days, times)
+            expected, expected_history = model(days, times)
             assert mapping == [(a, r, *expected[(a, r)]) for a, r in sorted(expected)]
-            history = rows(conn, "SELECT count(*) FROM etl.agent_role_history")
+            assert rows(conn, history_query) == expected_history
             assert main(["--day", f"day{len(days)}", *argv]) == 0
             assert rows(conn, query) == mapping
-            assert rows(conn, "SELECT count(*) FROM etl.agent_role_history") == history
+            assert rows(conn, history_query) == expected_history
         finally:
             conn.close()
 
@@ -84,5 +96,11 @@ def test_model_sanity() -> None:
     """The model itself: assign, remove, re-assign."""
     t = [datetime(2026, 1, d, tzinfo=UTC) for d in (1, 2, 3)]
     days = [{1: [10]}, {1: []}, {1: [10, 10]}]
-    assert model(days, t) == {(1, 10): ("assigned", t[2], None)}
-    assert model(days[:2], t[:2]) == {(1, 10): ("removed", t[0], t[1])}
+    assert model(days, t) == (
+        {(1, 10): ("assigned", t[2], None)},
+        [
+            (1, 10, None, "assigned", t[0]),
+            (1, 10, "assigned", "removed", t[1]),
+            (1, 10, "removed", "assigned", t[2]),
+        ],
+    )

@@ -1,0 +1,41 @@
+"""Input discovery: natural, total order of days and files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from etl.errors import InputError
+from etl.source import list_days, list_files, natural_key
+
+
+def test_days_and_files_sort_naturally_and_totally(tmp_path: Path) -> None:
+    """day2 < day10; names equal but for case or leading zeros still have one fixed order."""
+    for day in ("day10", "day2", "day1", "day01", "2026-11-21"):
+        (tmp_path / f"sync-{day}" / "agents").mkdir(parents=True)
+    assert list_days(tmp_path) == ["2026-11-21", "day01", "day1", "day2", "day10"]
+    folder = tmp_path / "sync-day1" / "agents"
+    for name in ("10.json", "2.json", "01.json", "1.json", "B.json", "a.json", "A.json", "x.txt"):
+        (folder / name).write_text("[]")
+    assert [p.name for p in list_files(tmp_path, "day1", "agents")] == [
+        "01.json",
+        "1.json",
+        "2.json",
+        "10.json",
+        "A.json",
+        "a.json",
+        "B.json",
+    ]
+
+
+@pytest.mark.parametrize(("a", "b"), [("day2", "day10"), ("day01", "day1"), ("Day1", "day1")])
+def test_natural_key_orders_pairs(a: str, b: str) -> None:
+    """natural_key is a strict order: no two different names compare equal."""
+    assert natural_key(a) < natural_key(b)
+
+
+def test_missing_folder_is_an_input_error(tmp_path: Path) -> None:
+    """A missing entity folder names the path and what is missing."""
+    with pytest.raises(InputError, match="folder not found; the roles snapshot of day3 is missing"):
+        list_files(tmp_path, "day3", "roles")
