@@ -252,15 +252,10 @@ def _page_type(kind: RecordKind) -> Any:
     return kind.strict | list[kind.strict] if kind.object_page else list[kind.strict]  # type: ignore[name-defined]
 
 
-_PAGE_DECODERS = {
-    k.name: msgspec.json.Decoder(_page_type(k)) for k in (AGENT, AGENT_DETAILS, ROLE, GROUP)
-}
-_RECORD_DECODERS = {
-    k.name: msgspec.json.Decoder(k.strict) for k in (AGENT, AGENT_DETAILS, ROLE, GROUP)
-}
-_LENIENT_DECODERS = {
-    k.name: msgspec.json.Decoder(k.lenient) for k in (AGENT, AGENT_DETAILS, ROLE, GROUP)
-}
+RECORD_KINDS = {k.name: k for k in (AGENT, AGENT_DETAILS, ROLE, GROUP)}
+_PAGE_DECODERS = {k.name: msgspec.json.Decoder(_page_type(k)) for k in RECORD_KINDS.values()}
+_RECORD_DECODERS = {k.name: msgspec.json.Decoder(k.strict) for k in RECORD_KINDS.values()}
+_LENIENT_DECODERS = {k.name: msgspec.json.Decoder(k.lenient) for k in RECORD_KINDS.values()}
 _RAW_ARRAY = msgspec.json.Decoder(list[msgspec.Raw])
 _RAW_ANY = msgspec.json.Decoder(list[msgspec.Raw] | dict[str, msgspec.Raw])
 _ID_PROBE = msgspec.json.Decoder(IdProbe)
@@ -280,7 +275,7 @@ def decode_page(
     kind: RecordKind, file: InputFile, rows: list[tuple[Any, ...]], errors: list[RecordError]
 ) -> None:
     """Append the page's good records to ``rows`` and its bad ones to ``errors``."""
-    data = file.data[len(BOM) :] if file.data.startswith(BOM) else file.data
+    data, _ = _strip_bom(file.data)
     try:
         page = _PAGE_DECODERS[kind.name].decode(data)
     except _DECODE_FAILURES:
@@ -294,8 +289,7 @@ def decode_page(
 
 def split_records(kind: RecordKind, file: InputFile) -> list[tuple[str, msgspec.Raw]]:
     """The page's records as (JSON path, exact raw text); InputError if it has no such shape."""
-    bom = len(BOM) if file.data.startswith(BOM) else 0
-    data = file.data[bom:]
+    data, bom = _strip_bom(file.data)
     try:
         page = (_RAW_ANY if kind.object_page else _RAW_ARRAY).decode(data)
     except msgspec.ValidationError as error:
@@ -312,6 +306,11 @@ def split_records(kind: RecordKind, file: InputFile) -> list[tuple[str, msgspec.
     if isinstance(page, dict):
         return [("$", msgspec.Raw(data))]
     return [(f"$[{i}]", raw) for i, raw in enumerate(page)]
+
+
+def _strip_bom(data: bytes) -> tuple[bytes, int]:
+    """The bytes after a UTF-8 byte-order mark, and the mark's length (0 without one)."""
+    return (data[len(BOM) :], len(BOM)) if data.startswith(BOM) else (data, 0)
 
 
 _JSON_SHAPES = {

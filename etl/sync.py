@@ -19,7 +19,16 @@ import polars as pl
 
 from etl import db, source
 from etl.apply import apply_run
-from etl.decode import AGENT, AGENT_DETAILS, GROUP, ROLE, RecordKind, decode_files, split_records
+from etl.decode import (
+    AGENT,
+    AGENT_DETAILS,
+    GROUP,
+    RECORD_KINDS,
+    ROLE,
+    RecordKind,
+    decode_files,
+    split_records,
+)
 from etl.errors import EtlError, RefusedError
 from etl.log import get_logger
 from etl.plan import Plan, plan_agents, plan_roles
@@ -33,7 +42,6 @@ ENTITY_KINDS: dict[str, tuple[RecordKind, ...]] = {
     "roles": (ROLE, AGENT_DETAILS),
     "groups": (GROUP,),
 }
-KINDS = {k.name: k for k in (AGENT, AGENT_DETAILS, ROLE, GROUP)}
 
 
 @dataclass(frozen=True)
@@ -163,7 +171,7 @@ def attach_raw(plan: Plan, inputs: dict[str, list[InputFile]]) -> pl.DataFrame:
         "record_kind", "source_file", "record_index"
     ).iter_rows():
         if source_file not in records:
-            records[source_file] = split_records(KINDS[kind_name], files[source_file])
+            records[source_file] = split_records(RECORD_KINDS[kind_name], files[source_file])
         texts.append(bytes(records[source_file][index][1]).decode("utf-8", "backslashreplace"))
     return plan.errors.select(
         entity=pl.lit(plan.entity),
