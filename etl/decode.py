@@ -363,7 +363,7 @@ def _decode_records(
         try:
             record = lenient.decode(raw)
         except _DECODE_FAILURES as error:
-            field, message = describe(error, path)
+            field, message = describe(error, path, raw)
             errors.append(
                 RecordError(
                     kind.name, "VALIDATION_ERROR", field, message, probe_id(raw), file.name, index
@@ -440,11 +440,16 @@ _MESSAGE_REWRITES = {  # msgspec's wording where it would puzzle a reader
 }
 
 
-def describe(error: Exception, path: str) -> tuple[str | None, str]:
-    """(field, message) for a record that failed to decode; the message starts with its location."""
-    if isinstance(error, UnicodeDecodeError):
-        return None, f"{path}: invalid UTF-8 in a string ({error.reason})"
+def describe(error: Exception, path: str, raw: bytes = b"") -> tuple[str | None, str]:
+    """(field, message) for the record ``raw`` that failed to decode; the message starts with its
+    location."""
     if not isinstance(error, msgspec.ValidationError):
+        # msgspec < 0.23 raises UnicodeDecodeError for invalid UTF-8, later versions a DecodeError
+        # without the reason: Python's own decoder names it the same way on every version.
+        try:
+            bytes(raw).decode("utf-8")
+        except UnicodeDecodeError as utf8:
+            return None, f"{path}: invalid UTF-8 in a string ({utf8.reason})"
         return None, f"{path}: invalid JSON text: {error}"
     problem, _, where = str(error).partition(" - at `")
     where = where.rstrip("`") or "$"
