@@ -7,11 +7,11 @@ import adbc_driver_manager
 from etl import db
 from etl.errors import DatabaseError, RefusedError
 
-GUARD_REFUSED = "ET001"  # SQLSTATE raised by a safety guard in etl.apply_sync_v1
+GUARD_REFUSED = "ET001"  # SQLSTATE raised by a safety guard in etl.apply_sync_v2
 
 
 def apply_run(conn: db.Connection, run_id: int, *, allow_mass_removal: bool) -> None:
-    """Call ``etl.apply_sync_v1`` for the staged run and commit; roll back on any failure."""
+    """Call ``etl.apply_sync_v2`` for the staged run and commit; roll back on any failure."""
     try:
         with conn.cursor() as cur:
             cur.execute(db.queries()["apply"], (run_id, allow_mass_removal))

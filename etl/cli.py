@@ -13,7 +13,7 @@ from pathlib import Path
 
 from etl import __version__, db, log
 from etl.errors import EtlError, LockTimeoutError, UsageError
-from etl.sync import ENTITIES, SUPPORTED, SyncOptions, sync_day
+from etl.sync import ENTITIES, SyncOptions, sync_day
 
 DAY_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -110,11 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     if not DAY_LABEL.match(args.day):
         raise UsageError(f"--day {args.day!r}: use letters, digits, '.', '_' or '-'")
-    if args.entity not in (*SUPPORTED, "all"):
-        raise UsageError(
-            f"--entity {args.entity}: not supported yet (supported: {', '.join(SUPPORTED)})"
-        )
-    entities = SUPPORTED if args.entity == "all" else (args.entity,)
+    entities = ENTITIES if args.entity == "all" else (args.entity,)
     logger = log.get_logger()
     url, _server = resolve_database(args)
     conn = db.connect(url)

@@ -100,11 +100,16 @@ def execute(conn: Connection, name: str, params: Sequence[Any] = ()) -> list[tup
         return cur.fetchall() if cur.description else []
 
 
-def fetch_column(conn: Connection, name: str) -> pa.Array:
-    """The first column of a named query, as Arrow (for id sets that may be large)."""
+def fetch_table(conn: Connection, name: str) -> pa.Table:
+    """The rows of a named query, as Arrow (for row sets that may be large)."""
     with wrapped(name.replace("_", " ")), conn.cursor() as cur:
         cur.execute(queries()[name])
-        return cur.fetch_arrow_table().column(0).combine_chunks()
+        return cur.fetch_arrow_table()
+
+
+def fetch_column(conn: Connection, name: str) -> pa.Array:
+    """The first column of a named query, as Arrow (for id sets that may be large)."""
+    return fetch_table(conn, name).column(0).combine_chunks()
 
 
 def server_version(conn: Connection) -> str:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import polars as pl
 import pyarrow as pa
 
-from etl.decode import AGENT, AGENT_DETAILS, ROLE, Decoded, RecordError, RecordKind
+from etl import hierarchy
+from etl.decode import AGENT, AGENT_DETAILS, GROUP, ROLE, Decoded, RecordError, RecordKind
 
 ERROR_SCHEMA = {
     "record_kind": pl.String,
@@ -163,6 +164,112 @@ def plan_roles(
     return Plan("roles", tables, errors)
 
 
+def plan_groups(groups: Decoded, known_agents: pa.Array, stored_groups: pa.Table) -> Plan:
+    """Groups and their memberships, plus ORPHAN_PARENT and HIERARCHY_CYCLE reports.
+
+    ``known_agents`` are the agent ids stored after the day's agents step; ``stored_groups`` the
+    stored (group_id, parent_group_id, present) rows, which held groups keep."""
+    records, nul_errors = reject_nul(records_frame(groups), GROUP)
+    winners, duplicate_errors = resolve_duplicates(records, GROUP, "group_id")
+    record_errors = pl.concat([errors_frame(groups.errors), nul_errors])
+    held = held_ids(record_errors, winners, "groups", GROUP, "group_id")
+
+    agents = pl.LazyFrame({"agent_id": known_agents}, schema={"agent_id": pl.Int64})
+    members = explode_mapping(winners, "group_id", "agent_ids", "agent_id")
+    stg_group_membership = (
+        members.join(agents, on="agent_id", how="semi")
+        .select("group_id", "agent_id")
+        .sort("group_id", "agent_id")
+    )
+    stg_groups = winners.select(
+        "group_id",
+        "name",
+        "description",
+        "parent_group_id",
+        "created_at",
+        "updated_at",
+        "source_file",
+        "record_index",
+    )
+    tables, errors = _collect(
+        {
+            "stg_groups": stg_groups,
+            "stg_group_membership": stg_group_membership,
+            "stg_held_ids": held,
+        },
+        [
+            record_errors,
+            duplicate_errors,
+            _element_errors(
+                members.join(agents, on="agent_id", how="anti"),
+                GROUP,
+                "INVALID_AGENT_ID",
+                "agent_id",
+                "agent",
+            ),
+            hierarchy_reports(winners, held, stored_groups),
+        ],
+    )
+    return Plan("groups", tables, errors)
+
+
+def hierarchy_reports(
+    winners: pl.LazyFrame, held: pl.LazyFrame, stored_groups: pa.Table
+) -> pl.LazyFrame:
+    """ORPHAN_PARENT for a group whose parent is no known group (no stored row, not in today's
+    snapshot) and HIERARCHY_CYCLE for each group on a parent cycle of the day's hierarchy: the
+    groups present after the day (today's valid ones, and held ones that were present) with the
+    parents they will have. Only groups with a valid record today are reported."""
+    stored = pl.from_arrow(stored_groups)
+    assert isinstance(stored, pl.DataFrame)
+    kept = (
+        stored.lazy()
+        .filter("present")
+        .join(held.select(group_id="record_id"), on="group_id", how="semi")
+        .select("group_id", "parent_group_id")
+    )
+    today = winners.select("group_id", "parent_group_id", *POSITION)
+    edges = pl.concat([today.select("group_id", "parent_group_id"), kept])
+    known = pl.concat([today.select("group_id"), stored.lazy().select("group_id")]).unique()
+    on_cycle = hierarchy.cycles(edges.collect(engine="streaming")).lazy()
+    orphans = today.filter(pl.col("parent_group_id").is_not_null()).join(
+        known, left_on="parent_group_id", right_on="group_id", how="anti"
+    )
+    cycle_members = today.join(on_cycle, on="group_id")
+    return pl.concat(
+        [
+            _group_report(
+                orphans,
+                "ORPHAN_PARENT",
+                pl.format(
+                    "{}.parent_group_id: parent group {} is not a known group",
+                    "record_path",
+                    "parent_group_id",
+                ),
+            ),
+            _group_report(
+                cycle_members,
+                "HIERARCHY_CYCLE",
+                hierarchy.cycle_message(
+                    pl.col("record_path"), pl.col("group_id"), pl.col("cycle_ids")
+                ),
+            ),
+        ]
+    )
+
+
+def _group_report(groups: pl.LazyFrame, error_type: str, message: pl.Expr) -> pl.LazyFrame:
+    return groups.select(
+        record_kind=pl.lit(GROUP.name),
+        error_type=pl.lit(error_type),
+        field=pl.lit("parent_group_id"),
+        error_message=message,
+        record_id="group_id",
+        source_file="source_file",
+        record_index="record_index",
+    )
+
+
 def reject_nul(records: pl.LazyFrame, kind: RecordKind) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     """Split off records with a NUL character in a stored string (PostgreSQL text can't hold it)."""
     if not kind.string_fields:
@@ -267,14 +374,10 @@ def _element_errors(
         error_message=pl.format(
             "{}: {} {} is not a known {}", "path", pl.lit(noun), id_column, pl.lit(noun)
         ),
-        record_id=_owner_id(kind),
+        record_id=_id_column(kind),
         source_file="source_file",
         record_index="record_index",
     )
-
-
-def _owner_id(kind: RecordKind) -> pl.Expr:
-    return pl.col("agent_id" if kind is AGENT_DETAILS else "role_id")
 
 
 def _id_column(kind: RecordKind) -> str:

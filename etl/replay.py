@@ -17,13 +17,20 @@ from pathlib import Path
 
 from etl import cli, db, source
 
-FINAL_TABLES = (
+# What a re-run of a day never changes; the error tables get the re-run's run_id.
+STATE_TABLES = (
     "agents",
     "roles",
     "agent_role_mapping",
     "agent_role_history",
+    "groups",
+    "group_membership",
+)
+FINAL_TABLES = (
+    *STATE_TABLES,
     "agent_pipeline_errors",
     "role_pipeline_errors",
+    "group_pipeline_errors",
 )
 DUMPED_TABLES = (*FINAL_TABLES, "sync_runs")
 FIRST_SYNC = datetime(2026, 1, 1, 6, tzinfo=UTC)

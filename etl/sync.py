@@ -31,12 +31,11 @@ from etl.decode import (
 )
 from etl.errors import EtlError, RefusedError
 from etl.log import get_logger
-from etl.plan import Plan, plan_agents, plan_roles
+from etl.plan import Plan, plan_agents, plan_groups, plan_roles
 from etl.source import InputFile
 from etl.stage import stage_frames
 
 ENTITIES = ("agents", "roles", "groups")  # the order of --entity all
-SUPPORTED = ("agents", "roles")
 ENTITY_KINDS: dict[str, tuple[RecordKind, ...]] = {
     "agents": (AGENT,),
     "roles": (ROLE, AGENT_DETAILS),
@@ -159,7 +158,11 @@ def plan_entity(conn: db.Connection, entity: str, inputs: dict[str, list[InputFi
         known_roles = db.fetch_column(conn, "known_role_ids")
         db.commit(conn)
         return plan_roles(roles, details, known_agents, known_roles)
-    raise EtlError(f"entity {entity} is not supported yet")
+    groups = decode_files(GROUP, inputs[GROUP.name])
+    known_agents = db.fetch_column(conn, "known_agent_ids")
+    stored_groups = db.fetch_table(conn, "stored_groups")
+    db.commit(conn)
+    return plan_groups(groups, known_agents, stored_groups)
 
 
 def attach_raw(plan: Plan, inputs: dict[str, list[InputFile]]) -> pl.DataFrame:

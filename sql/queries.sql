@@ -34,7 +34,7 @@ UPDATE etl.sync_runs SET input_files = $2::jsonb WHERE run_id = $1;
 SELECT etl.clear_staging_v1($1);
 
 -- name: apply
-CALL etl.apply_sync_v1($1, $2);
+CALL etl.apply_sync_v2($1, $2);
 
 -- name: run_counts
 SELECT rows_staged, rows_inserted, rows_updated, rows_unchanged, rows_removed, rows_quarantined,
@@ -46,6 +46,9 @@ SELECT agent_id FROM etl.agents;
 
 -- name: known_role_ids
 SELECT role_id FROM etl.roles;
+
+-- name: stored_groups
+SELECT group_id, parent_group_id, present FROM etl.groups;
 
 -- name: migration_lock
 SELECT pg_advisory_xact_lock(hashtext('etl.migrate'));
@@ -85,6 +88,14 @@ SELECT agent_id, role_id, status, assigned_at, removed_at
 SELECT agent_id, role_id, from_status, to_status, changed_at, sync_day, run_id
   FROM etl.agent_role_history ORDER BY history_id;
 
+-- name: dump_groups
+SELECT group_id, name, description, parent_group_id, present, inactive, created_at, updated_at,
+       synced_at
+  FROM etl.groups ORDER BY group_id;
+
+-- name: dump_group_membership
+SELECT group_id, agent_id, synced_at FROM etl.group_membership ORDER BY group_id, agent_id;
+
 -- name: dump_agent_pipeline_errors
 SELECT run_id, sync_day, record_kind, error_type, field, record_id, source_file, record_index,
        error_message, raw_record::text, raw_text
@@ -94,6 +105,11 @@ SELECT run_id, sync_day, record_kind, error_type, field, record_id, source_file,
 SELECT run_id, sync_day, record_kind, error_type, field, record_id, source_file, record_index,
        error_message, raw_record::text, raw_text
   FROM etl.role_pipeline_errors ORDER BY sync_day, source_file, record_index, field;
+
+-- name: dump_group_pipeline_errors
+SELECT run_id, sync_day, record_kind, error_type, field, record_id, source_file, record_index,
+       error_message, raw_record::text, raw_text
+  FROM etl.group_pipeline_errors ORDER BY sync_day, source_file, record_index, field;
 
 -- name: dump_sync_runs
 SELECT run_id, sync_day, entity, status, synced_at, forced, input_files::text, rows_staged,

@@ -63,10 +63,7 @@ def test_usage_errors_exit_2(
     ("argv", "message"),
     [
         (["--day", "../etc"], "etl: error: --day '../etc': use letters, digits, '.', '_' or '-'"),
-        (
-            ["--day", "day1", "--entity", "groups"],
-            "etl: error: --entity groups: not supported yet (supported: agents, roles)",
-        ),
+        (["--day", ""], "etl: error: --day '': use letters, digits, '.', '_' or '-'"),
     ],
 )
 def test_bad_values_exit_2(
@@ -127,5 +124,5 @@ def test_python_m_etl_runs_on_the_embedded_server(tmp_path: Path) -> None:
     summaries = [
         (e["entity"], e["inserted"], e["quarantined"]) for e in events if e["event"] == "synced"
     ]
-    assert summaries == [("agents", 6, 0), ("roles", 6, 0)]
+    assert summaries == [("agents", 6, 0), ("roles", 6, 0), ("groups", 5, 0)]
     assert (tmp_path / "pg" / "PG_VERSION").read_text().strip() == "18"

@@ -49,7 +49,7 @@ def test_migrations_are_recorded_and_applied_once(conn: db.Connection) -> None:
     """Every numbered file is recorded with its hash; migrating again applies nothing."""
     assert db.migrate(conn) == []
     recorded = rows(conn, "SELECT filename, length(sha256) FROM etl.schema_migrations ORDER BY 1")
-    assert recorded == [("001_schema.sql", 64), ("002_apply_v1.sql", 64)]
+    assert recorded == [("001_schema.sql", 64), ("002_apply_v1.sql", 64), ("003_groups.sql", 64)]
 
 
 def test_an_edited_migration_is_refused(conn: db.Connection) -> None:

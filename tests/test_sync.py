@@ -11,7 +11,7 @@ from conftest import FIXTURES, rows
 
 from etl import db
 from etl.cli import main
-from etl.replay import FINAL_TABLES, dump_state
+from etl.replay import FINAL_TABLES, STATE_TABLES, dump_state
 
 A1, A2, A3, A4, A5, A6 = (
     69010941952,
@@ -24,7 +24,6 @@ A1, A2, A3, A4, A5, A6 = (
 A7, A9 = 69040000001, 69040000003
 ACCOUNT_ADMIN, ADMIN, SUPERVISOR, AGENT = 69000378065, 69000378066, 69000378067, 69000378068
 TICKET_COLLAB, ANALYTICS, BILLING = 69000447817, 69000449269, 69000500001
-STATE_TABLES = FINAL_TABLES[:4]  # the error tables get the re-run's run_id
 
 
 def T(day: int) -> datetime:
@@ -375,8 +374,8 @@ def test_raw_record_is_the_exact_original_json(database_url: str, conn: db.Conne
     assert [t[1] for t in texts] == [json.dumps(page[i], separators=(",", ":")) for i in (0, 2)]
     assert all(t[1] in raw for t in texts)
     assert [(t[0], t[2], t[3], t[4]) for t in texts] == [
-        (0, False, "day3", 5),
-        (2, True, "day3", 5),
+        (0, False, "day3", 7),
+        (2, True, "day3", 7),
     ]
     jsonb = rows(
         conn,
@@ -396,7 +395,7 @@ def test_rerunning_a_day_changes_nothing(database_url: str, conn: db.Connection)
     assert sync(database_url, "day3") == 0
     assert dump_state(conn, STATE_TABLES) == before
     assert rows(conn, "SELECT count(*) FROM etl.role_pipeline_errors") == errors_before
-    assert rows(conn, "SELECT DISTINCT run_id FROM etl.role_pipeline_errors") == [(10,)]
+    assert rows(conn, "SELECT DISTINCT run_id FROM etl.role_pipeline_errors") == [(14,)]
 
 
 def test_rerun_reuses_the_first_sync_time(database_url: str, conn: db.Connection) -> None:
@@ -575,6 +574,7 @@ def test_ledger_records_files_counts_and_timing(database_url: str, conn: db.Conn
             0,
             3,
             '{"errors": {"DUPLICATE_RECORD": 1, "VALIDATION_ERROR": 2}, '
+            '"groups_turned_active": 0, "groups_turned_inactive": 0, '
             '"left_or_turned_inactive": 0}',
             True,
         ),
@@ -594,9 +594,27 @@ def test_ledger_records_files_counts_and_timing(database_url: str, conn: db.Conn
             '"pairs_removed": 3, "pairs_assigned": 3, "pairs_reassigned": 0}',
             True,
         ),
+        (
+            "day3",
+            "groups",
+            "succeeded",
+            T(3),
+            21,
+            18,
+            1,
+            2,
+            1,
+            11,
+            '{"errors": {"ORPHAN_PARENT": 1, "HIERARCHY_CYCLE": 4, "INVALID_MAPPING": 1, '
+            '"DUPLICATE_RECORD": 1, "INVALID_AGENT_ID": 1, "VALIDATION_ERROR": 3}, '
+            '"members_added": 5, "members_staged": 10, "members_removed": 9, '
+            '"groups_turned_active": 0, "groups_turned_inactive": 2, '
+            '"left_or_turned_inactive": 2}',
+            True,
+        ),
     ]
     files = json.loads(
-        rows(conn, "SELECT input_files::text FROM etl.sync_runs WHERE run_id = 5")[0][0]
+        rows(conn, "SELECT input_files::text FROM etl.sync_runs WHERE run_id = 7")[0][0]
     )
     assert [(f["file"], f["bytes"]) for f in files] == [
         ("sync-day3/agents/1.json", (FIXTURES / "sync-day3/agents/1.json").stat().st_size),
@@ -625,6 +643,7 @@ def test_stale_running_rows_are_marked_abandoned(database_url: str, conn: db.Con
         (1, "abandoned", "the process running it stopped before it finished"),
         (2, "succeeded", None),
         (3, "succeeded", None),
+        (4, "succeeded", None),
     ]
 
 
@@ -648,7 +667,7 @@ def test_a_held_lock_makes_the_run_wait_then_fail(
             "another etl run holds the sync lock on this database; gave "
             "up after 0.3 s (see --lock-timeout)",
         )
-        for entity in ("agents", "roles")
+        for entity in ("agents", "roles", "groups")
     ]
 
 
@@ -670,9 +689,11 @@ def test_roles_only_runs_use_the_given_sync_time(database_url: str, conn: db.Con
     assert rows(conn, "SELECT sync_day, entity, synced_at FROM etl.sync_runs ORDER BY run_id") == [
         ("day1", "agents", T(1)),
         ("day1", "roles", T(1)),
+        ("day1", "groups", T(1)),
         ("day2", "roles", datetime(2026, 2, 2, 8, 30, tzinfo=UTC)),
         ("day3", "agents", at3),
         ("day3", "roles", at3),
+        ("day3", "groups", at3),
     ]
     assert history(conn, "day2") == []
     assert {h[4] for h in history(conn, "day3")} == {at3}

@@ -33,6 +33,7 @@ def write_snapshot(data_dir: Path, day: str, snapshot: dict[int, list[int] | Non
             for a, roles in snapshot.items()
             if roles is not None
         },
+        admin_groups={"1.json": []},
     )
 
 
