@@ -9,6 +9,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import adbc_driver_postgresql.dbapi as pg
 import pytest
 
 from etl import db
+from etl.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
@@ -117,3 +119,37 @@ def write_day(data_dir: Path, day: str, **folders: Any) -> Path:
             data = content if isinstance(content, bytes) else json.dumps(content).encode()
             (path / name).write_bytes(data)
     return data_dir
+
+
+# The agents of the fixtures (A1..A6 are the upstream sample's).
+A1, A2, A3, A4, A5, A6 = (
+    69010941952,
+    69010960305,
+    69011813336,
+    69013042475,
+    69015615959,
+    69030996455,
+)
+A7, A9 = 69040000001, 69040000003
+
+
+def T(day: int) -> datetime:
+    """The sync time of fixture day ``day`` in these tests."""
+    return datetime(2026, 1, day, 6, tzinfo=UTC)
+
+
+def sync(url: str, day: str, *extra: str, data_dir: Path = FIXTURES) -> int:
+    """Run the CLI for one day, synced at T(n) for day n unless --synced-at is among extra."""
+    argv = ["--day", day, "--data-dir", str(data_dir), "--database-url", url, *extra]
+    if "--synced-at" not in extra and day.startswith("day"):
+        argv += ["--synced-at", T(int(day[3:])).isoformat()]
+    return main(argv)
+
+
+def sync_days(url: str, *days: str) -> None:
+    for day in days:
+        assert sync(url, day) == 0, day
+
+
+def last_line(text: str) -> str:
+    return text.strip().splitlines()[-1]

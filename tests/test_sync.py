@@ -7,40 +7,29 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, rows
+from conftest import (
+    A1,
+    A2,
+    A3,
+    A4,
+    A5,
+    A6,
+    A7,
+    A9,
+    FIXTURES,
+    T,
+    last_line,
+    rows,
+    sync,
+    sync_days,
+)
 
 from etl import db
 from etl.cli import main
 from etl.replay import FINAL_TABLES, STATE_TABLES, dump_state
 
-A1, A2, A3, A4, A5, A6 = (
-    69010941952,
-    69010960305,
-    69011813336,
-    69013042475,
-    69015615959,
-    69030996455,
-)
-A7, A9 = 69040000001, 69040000003
 ACCOUNT_ADMIN, ADMIN, SUPERVISOR, AGENT = 69000378065, 69000378066, 69000378067, 69000378068
 TICKET_COLLAB, ANALYTICS, BILLING = 69000447817, 69000449269, 69000500001
-
-
-def T(day: int) -> datetime:
-    return datetime(2026, 1, day, 6, tzinfo=UTC)
-
-
-def sync(url: str, day: str, *extra: str, data_dir: Path = FIXTURES) -> int:
-    """Run the CLI for one day, synced at T(n) for day n unless --synced-at is among extra."""
-    argv = ["--day", day, "--data-dir", str(data_dir), "--database-url", url, *extra]
-    if "--synced-at" not in extra and day.startswith("day"):
-        argv += ["--synced-at", T(int(day[3:])).isoformat()]
-    return main(argv)
-
-
-def sync_days(url: str, *days: str) -> None:
-    for day in days:
-        assert sync(url, day) == 0, day
 
 
 def agents(conn: db.Connection) -> list[tuple[object, ...]]:
@@ -67,10 +56,6 @@ def history(conn: db.Connection, day: str) -> list[tuple[object, ...]]:
         " ORDER BY agent_id, role_id",
         (day,),
     )
-
-
-def last_line(text: str) -> str:
-    return text.strip().splitlines()[-1]
 
 
 def test_day1_loads_agents_with_the_active_rule(database_url: str, conn: db.Connection) -> None:

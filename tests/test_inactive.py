@@ -1,0 +1,116 @@
+"""Property: the stored inactive flags equal a brute-force reachability over random hierarchies."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from conftest import fresh_database, rows, write_day
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from etl import db
+from etl.cli import main
+
+AGENTS = (1, 2, 3, 4)
+GROUPS = tuple(range(1, 11))
+
+
+@st.composite
+def day_snapshot(draw: st.DrawFn) -> dict[str, Any]:
+    """One day: which agents are active, and the groups present with parent and members. The
+    parents form a forest (a parent with a smaller id) with some extra edges to any group,
+    itself or an unknown id, which make cycles, self-parents and orphans."""
+    active = {a: draw(st.booleans()) for a in AGENTS}
+    groups = {}
+    for g in draw(st.sets(st.sampled_from(GROUPS))):
+        forest = st.sampled_from(range(1, g)) if g > 1 else st.none()
+        parent = draw(st.one_of(st.none(), forest, forest, st.sampled_from((*GROUPS, 99))))
+        groups[g] = (parent, draw(st.lists(st.sampled_from(AGENTS), max_size=3)))
+    return {"active": active, "groups": groups}
+
+
+def write_snapshot(data_dir: Path, day: str, snapshot: dict[str, Any]) -> None:
+    write_day(
+        data_dir,
+        day,
+        agents={
+            "1.json": [{"id": a, "deactivated": not on} for a, on in snapshot["active"].items()]
+        },
+        admin_groups={
+            "1.json": [
+                {"id": g, "name": f"g{g}", "parent_group_id": parent, "agent_ids": members}
+                for g, (parent, members) in sorted(snapshot["groups"].items())
+            ]
+        },
+    )
+
+
+def brute_force_inactive(snapshot: dict[str, Any], known: set[int]) -> dict[int, bool]:
+    """SEMANTICS section 7 read literally: a present group is active iff a search down its
+    child edges through present groups, itself included, meets an active member."""
+    present = snapshot["groups"]
+    children = {g: [c for c, (p, _) in present.items() if p == g] for g in present}
+
+    def active(g: int) -> bool:
+        seen, todo = set(), [g]
+        while todo:
+            node = todo.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            if any(snapshot["active"][a] for a in present[node][1]):
+                return True
+            todo.extend(children[node])
+        return False
+
+    return {g: not (g in present and active(g)) for g in known}
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(day_snapshot(), min_size=1, max_size=3))
+def test_inactive_matches_brute_force_reachability(template_url: str, days: list[dict]) -> None:
+    """Over random days of hierarchies with cycles, self-parents, orphans and absent groups, every
+    stored inactive flag equals the brute-force answer, and so do the memberships."""
+    with tempfile.TemporaryDirectory() as tmp, fresh_database() as url:
+        data_dir = Path(tmp)
+        conn = db.connect(url)
+        try:
+            known: set[int] = set()
+            for n, snapshot in enumerate(days, 1):
+                write_snapshot(data_dir, f"day{n}", snapshot)
+                synced_at = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=n)
+                for entity in ("agents", "groups"):
+                    argv = ["--day", f"day{n}", "--entity", entity, "--data-dir", str(data_dir)]
+                    argv += ["--database-url", url, "--synced-at", synced_at.isoformat()]
+                    assert main([*argv, "--allow-mass-removal"]) == 0
+                known |= set(snapshot["groups"])
+                assert dict(rows(conn, "SELECT group_id, inactive FROM etl.groups")) == (
+                    brute_force_inactive(snapshot, known)
+                )
+                assert rows(
+                    conn, "SELECT group_id, agent_id FROM etl.group_membership ORDER BY 1, 2"
+                ) == sorted(
+                    {(g, a) for g, (_, agents) in snapshot["groups"].items() for a in agents}
+                )
+        finally:
+            conn.close()
+
+
+def test_brute_force_sanity() -> None:
+    """The model itself: activeness climbs a chain and a cycle, not a tail or an absent group."""
+    snapshot = {
+        "active": {1: True, 2: False},
+        "groups": {1: (None, []), 2: (1, [1]), 3: (3, [2]), 4: (5, []), 5: (4, []), 6: (4, [1])},
+    }
+    assert brute_force_inactive(snapshot, {1, 2, 3, 4, 5, 6, 7}) == {
+        1: False,
+        2: False,
+        3: True,
+        4: False,
+        5: False,
+        6: False,
+        7: True,
+    }
