@@ -26,6 +26,8 @@ from conftest import (
 )
 
 from etl import db
+from etl.apply import apply_run
+from etl.errors import DatabaseError
 from etl.replay import STATE_TABLES, dump_state
 
 H1, DEVOPS, ONBOARDING, HARDWARE, INFOSEC = (
@@ -582,3 +584,22 @@ def test_raw_record_of_a_group_error_is_its_exact_json(
     assert raw_text in page
     assert json.loads(raw_text) == record
     assert json.loads(raw_record) == record
+
+
+def test_apply_refuses_memberships_naming_unknown_agents(conn: db.Connection) -> None:
+    """The procedure checks staged memberships as a set (in place of row-by-row foreign keys):
+    a membership naming no stored agent stops the apply with the pair named."""
+    rows(conn, "SELECT etl.start_run_v1('day1', 'groups', now(), false)")
+    rows(
+        conn,
+        "INSERT INTO etl.stg_groups (group_id, name, source_file, record_index)"
+        " VALUES (1, 'g', 'g.json', 0)",
+    )
+    rows(conn, "INSERT INTO etl.stg_group_membership VALUES (1, 42)")
+    with pytest.raises(DatabaseError) as raised:
+        apply_run(conn, 1, allow_mass_removal=False)
+    assert str(raised.value) == (
+        "database error during apply: staged memberships (group, agent) name no stored agent or "
+        "no staged group: (1, 42)"
+    )
+    assert rows(conn, "SELECT count(*) FROM etl.groups") == [(0,)]
