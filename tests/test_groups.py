@@ -603,3 +603,26 @@ def test_apply_refuses_memberships_naming_unknown_agents(conn: db.Connection) ->
         "no staged group: (1, 42)"
     )
     assert rows(conn, "SELECT count(*) FROM etl.groups") == [(0,)]
+
+
+def test_group_staging_keeps_the_last_run(database_url: str, conn: db.Connection) -> None:
+    """After a run, stg_groups and stg_group_membership show exactly what the groups step staged."""
+    sync_days(database_url, "day1", "day2")
+    assert rows(
+        conn,
+        "SELECT group_id, parent_group_id, source_file, record_index FROM etl.stg_groups"
+        " ORDER BY 1",
+    ) == [
+        (H1, None, "sync-day2/admin_groups/1.json", 1),
+        (DEVOPS, H1, "sync-day2/admin_groups/1.json", 0),
+        (ONBOARDING, H1, "sync-day2/admin_groups/1.json", 4),
+        (HARDWARE, H1, "sync-day2/admin_groups/1.json", 2),
+        (INFOSEC, DEVOPS, "sync-day2/admin_groups/1.json", 3),
+    ]
+    assert rows(conn, "SELECT * FROM etl.stg_group_membership WHERE group_id = $1", (H1,)) == [
+        (H1, A2),
+        (H1, A3),
+        (H1, A4),
+        (H1, A5),
+    ]
+    assert rows(conn, "SELECT count(*) FROM etl.stg_group_membership") == [(16,)]
