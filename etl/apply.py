@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import adbc_driver_manager
 
 from etl import db
@@ -11,14 +13,15 @@ GUARD_REFUSED = "ET001"  # SQLSTATE raised by a safety guard in etl.apply_sync_v
 
 
 def apply_run(conn: db.Connection, run_id: int, *, allow_mass_removal: bool) -> None:
-    """Call ``etl.apply_sync_v2`` for the staged run and commit; roll back on any failure."""
+    """Call ``etl.apply_sync_v2`` for the staged run, in a transaction the caller commits; roll
+    back on any failure."""
     try:
         with conn.cursor() as cur:
             cur.execute(db.queries()["apply"], (run_id, allow_mass_removal))
     except adbc_driver_manager.Error as error:
-        conn.rollback()
+        with contextlib.suppress(adbc_driver_manager.Error):  # a lost connection has no transaction
+            conn.rollback()
         message = db.driver_message(error)
         if getattr(error, "sqlstate", None) == GUARD_REFUSED:
             raise RefusedError(message) from error
         raise DatabaseError(f"database error during apply: {message}") from error
-    db.commit(conn)

@@ -11,7 +11,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from etl import __version__, db, log
+from etl import __version__, db, faults, log
 from etl.errors import EtlError, LockTimeoutError, UsageError
 from etl.sync import ENTITIES, SyncOptions, sync_day
 
@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     log.configure(verbose=args.verbose, fmt=args.log_format)
+    gate = os.environ.get("ETL_TEST_PAUSE_GATE")
     try:
+        faults.configure(os.environ.get("ETL_TEST_PAUSE_AT"), Path(gate) if gate else None)
         return run(args)
     except EtlError as error:
         if args.verbose:
@@ -133,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
                 db.record_unstarted_run(conn, args.day, entity, synced_at, args.force, str(error))
             raise
     finally:
-        conn.close()
+        db.close(conn)
     return 0
 
 

@@ -6,6 +6,7 @@ are always bound. Driver errors are wrapped in :class:`~etl.errors.DatabaseError
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -88,9 +89,22 @@ def start_embedded(folder: Path, *, temporary: bool = False) -> tuple[str, Any]:
     return server.get_uri(), server
 
 
-def commit(conn: Connection) -> None:
-    with wrapped("commit"):
+def commit(conn: Connection, stage: str = "commit") -> None:
+    """Commit; a failure is a DatabaseError naming ``stage``."""
+    with wrapped(stage):
         conn.commit()
+
+
+def rollback(conn: Connection) -> None:
+    """Roll back; a connection already lost is a DatabaseError like any other failure."""
+    with wrapped("rollback"):
+        conn.rollback()
+
+
+def close(conn: Connection) -> None:
+    """Close the connection; one already lost needs no closing."""
+    with contextlib.suppress(adbc_driver_manager.Error):
+        conn.close()
 
 
 def execute(conn: Connection, name: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -172,9 +186,9 @@ def sync_lock(conn: Connection, timeout: float) -> Iterator[None]:
         yield
     finally:
         try:
-            conn.rollback()
+            rollback(conn)
             execute(conn, "unlock")
-            conn.commit()
+            commit(conn)
         except DatabaseError:
             pass  # the connection is gone, and its session lock with it
 
@@ -190,16 +204,16 @@ def record_unstarted_run(
 ) -> None:
     """Ledger row for a run that never started (another run held the lock); leaves that run's
     'running' row alone."""
-    conn.rollback()
+    rollback(conn)
     execute(conn, "record_unstarted_run", (day, entity, synced_at, forced, message))
-    conn.commit()
+    commit(conn)
 
 
 def end_run(conn: Connection, run_id: int, status: str, message: str) -> None:
     """Close a run that did not apply (its own transaction; the failed one is rolled back)."""
-    conn.rollback()
+    rollback(conn)
     execute(conn, "end_run", (run_id, status, message))
-    conn.commit()
+    commit(conn)
 
 
 def set_run_files(conn: Connection, run_id: int, files: list[dict[str, object]]) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import polars as pl
 
-from etl import db, source
+from etl import db, faults, source
 from etl.apply import apply_run
 from etl.decode import (
     AGENT,
@@ -102,13 +102,17 @@ def sync_entity(
         db.commit(conn)
         log.debug("read", files=len(files))
         with watch.stage("decode_plan"):
+            faults.pause_point("decode", entity)
             plan = plan_entity(conn, entity, inputs)
             errors = attach_raw(plan, inputs)
         with watch.stage("stage"):
             stage_frames(conn, entity, {**plan.tables, "stg_errors": errors})
-            db.commit(conn)
+            faults.pause_point("stage", entity)
+            db.commit(conn, "staging")
         with watch.stage("apply"):
             apply_run(conn, run_id, allow_mass_removal=options.allow_mass_removal)
+            faults.pause_point("apply", entity)
+            db.commit(conn, "apply")
     except EtlError as error:
         status = "refused" if isinstance(error, RefusedError) else "failed"
         _close_failed_run(conn, run_id, status, str(error))

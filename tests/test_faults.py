@@ -1,0 +1,235 @@
+"""Faults: a run killed or cut off from its database at each stage, and runs started at once.
+
+Each test runs etl as a separate process paused at a named point (``etl.faults``), then kills
+it, breaks its connection, or starts a second run beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, ROOT, T, fresh_database, last_line, rows, sync, sync_days
+
+from etl import db
+from etl.replay import dump_state
+
+# The final state that a re-run reproduces exactly, run ids left out (a killed run uses some).
+COMPARABLE_QUERIES = (
+    "SELECT agent_id, role_id, from_status, to_status, changed_at, sync_day"
+    " FROM etl.agent_role_history ORDER BY agent_id, role_id, changed_at, to_status",
+    "SELECT sync_day, record_kind, error_type, field, record_id, source_file, record_index,"
+    " error_message, raw_text FROM etl.agent_pipeline_errors ORDER BY 1, 6, 7, 4",
+    "SELECT sync_day, record_kind, error_type, field, record_id, source_file, record_index,"
+    " error_message, raw_text FROM etl.role_pipeline_errors ORDER BY 1, 6, 7, 4",
+    "SELECT sync_day, record_kind, error_type, field, record_id, source_file, record_index,"
+    " error_message, raw_text FROM etl.group_pipeline_errors ORDER BY 1, 6, 7, 4",
+)
+
+
+def comparable_state(conn: db.Connection) -> str:
+    tables = ("agents", "roles", "agent_role_mapping", "groups", "group_membership")
+    return dump_state(conn, tables) + "\n".join(str(rows(conn, q)) for q in COMPARABLE_QUERIES)
+
+
+def clean_state(template_url: str, *days: str) -> str:
+    """The state that clean runs of ``days`` leave on a fresh database."""
+    with fresh_database() as url:
+        sync_days(url, *days)
+        conn = db.connect(url)
+        try:
+            return comparable_state(conn)
+        finally:
+            conn.close()
+
+
+@contextmanager
+def paused_run(
+    url: str, day: str, at: str, gate: Path, *extra: str
+) -> Iterator[subprocess.Popen[str]]:
+    """``python -m etl`` for ``day``, paused at ``at`` (POINT or POINT:ENTITY) until ``gate`` is
+    removed; yields once it says it paused. Killed on the way out if still running."""
+    gate.touch()
+    env = {"ETL_TEST_PAUSE_AT": at, "ETL_TEST_PAUSE_GATE": str(gate)}
+    with start_etl(url, day, *extra, env=env) as process:
+        try:
+            wait_for_event(process, '"event": "paused"')
+            yield process
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+
+def etl_command(url: str, day: str, *extra: str) -> list[str]:
+    """``python -m etl`` for a fixture day, synced at T(n), logging JSON lines."""
+    return [
+        sys.executable,
+        "-m",
+        "etl",
+        *("--day", day, "--data-dir", str(FIXTURES), "--database-url", url),
+        *("--synced-at", T(int(day[3:])).isoformat(), "--log-format", "json", *extra),
+    ]
+
+
+def start_etl(
+    url: str, day: str, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """etl as a separate process, its stderr piped, no ETL_ variable but those in ``env``."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
+    return subprocess.Popen(
+        etl_command(url, day, *extra),
+        cwd=ROOT,
+        env=clean | (env or {}),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_event(process: subprocess.Popen[str], marker: str) -> list[str]:
+    """Read the process's stderr up to a line holding ``marker``; fail if it ends first."""
+    assert process.stderr is not None
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if marker in line:
+            return seen
+    process.wait()
+    pytest.fail(f"exited {process.returncode} before {marker}:\n{''.join(seen)}")
+
+
+def ledger(conn: db.Connection, day: str) -> list[tuple[object, ...]]:
+    return rows(
+        conn,
+        "SELECT entity, status FROM etl.sync_runs WHERE sync_day = $1 ORDER BY run_id",
+        (day,),
+    )
+
+
+@pytest.mark.parametrize(
+    ("at", "before_it"),
+    [
+        ("decode:agents", []),
+        ("stage:roles", [("agents", "succeeded")]),
+        ("apply:groups", [("agents", "succeeded"), ("roles", "succeeded")]),
+    ],
+)
+def test_sigkill_at_each_stage_loses_nothing(
+    at: str,
+    before_it: list[tuple[str, str]],
+    tmp_path: Path,
+    template_url: str,
+    database_url: str,
+    conn: db.Connection,
+) -> None:
+    """SIGKILL during decode, staging or the procedure call: the final tables keep what was
+    committed before, the ledger shows the run unfinished, and the next run of the day leaves
+    exactly the state of a clean run (the stale row then reads 'abandoned')."""
+    sync_days(database_url, "day1")
+    with paused_run(database_url, "day2", at, tmp_path / "gate") as process:
+        at_pause = comparable_state(conn)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert comparable_state(conn) == at_pause
+    entity = at.partition(":")[2]
+    assert ledger(conn, "day2") == [*before_it, (entity, "running")]
+    assert sync(database_url, "day2") == 0
+    assert ledger(conn, "day2")[len(before_it)] == (entity, "abandoned")
+    assert comparable_state(conn) == clean_state(template_url, "day1", "day2")
+
+
+@pytest.mark.parametrize(("at", "stage"), [("stage", "staging"), ("apply", "apply")])
+def test_connection_dropped_mid_stage_fails_cleanly(
+    at: str,
+    stage: str,
+    tmp_path: Path,
+    template_url: str,
+    database_url: str,
+    conn: db.Connection,
+) -> None:
+    """The run's connection is cut mid-staging or mid-apply: exit 1 with one line naming the
+    stage, no partial state, and a re-run that succeeds with the state of a clean run."""
+    sync_days(database_url, "day1")
+    before = comparable_state(conn)
+    gate = tmp_path / "gate"
+    with paused_run(database_url, "day2", f"{at}:agents", gate) as process:
+        cut = rows(
+            conn,
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        assert cut == [(1,)]
+        gate.unlink()
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 1, err
+    assert last_line(err).startswith(f"etl: error: database error during {stage}: "), err
+    assert "Traceback" not in err
+    assert comparable_state(conn) == before
+    assert ledger(conn, "day2") == [("agents", "running")]
+    assert sync(database_url, "day2") == 0
+    assert ledger(conn, "day2")[0] == ("agents", "abandoned")
+    assert comparable_state(conn) == clean_state(template_url, "day1", "day2")
+
+
+@pytest.mark.parametrize("second", ["agents", "roles"])
+def test_concurrent_runs_are_serialized(
+    second: str, tmp_path: Path, database_url: str, conn: db.Connection
+) -> None:
+    """A run started while another holds the lock (same entity or another) says it waits, then
+    runs after the first has finished: no ledger row of it starts before the first one ends."""
+    gate = tmp_path / "gate"
+    with (
+        paused_run(database_url, "day1", "stage:agents", gate, "--entity", "agents") as first,
+        start_etl(database_url, "day1", "--entity", second, "--lock-timeout", "60") as waiting,
+    ):
+        wait_for_event(waiting, '"event": "waiting_for_lock"')
+        assert rows(conn, "SELECT count(*) FROM etl.sync_runs") == [(1,)]
+        gate.unlink()
+        assert first.wait(timeout=60) == 0
+        assert waiting.wait(timeout=60) == 0
+    assert rows(
+        conn,
+        "SELECT count(*) FROM etl.sync_runs a, etl.sync_runs b"
+        " WHERE a.run_id = 1 AND b.run_id > 1 AND b.started_at < a.finished_at",
+    ) == [(0,)]
+    assert rows(conn, "SELECT entity, status FROM etl.sync_runs ORDER BY run_id") == [
+        ("agents", "succeeded"),
+        (second, "succeeded"),
+    ]
+
+
+def test_a_run_waiting_past_its_lock_timeout_fails_cleanly(
+    tmp_path: Path, database_url: str, conn: db.Connection
+) -> None:
+    """The waiting run gives up after --lock-timeout (exit 1, ledger 'failed'); the run holding
+    the lock is not disturbed and finishes."""
+    gate = tmp_path / "gate"
+    with paused_run(database_url, "day1", "apply:agents", gate, "--entity", "agents") as first:
+        second = subprocess.run(
+            etl_command(database_url, "day1", "--entity", "agents", "--lock-timeout", "0.5"),
+            cwd=ROOT,
+            env={k: v for k, v in os.environ.items() if not k.startswith("ETL_")},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        gate.unlink()
+        assert first.wait(timeout=60) == 0
+    assert second.returncode == 1
+    assert '"event": "waiting_for_lock"' in second.stderr
+    assert last_line(second.stderr) == (
+        "etl: error: another etl run holds the sync lock on this database; gave up after 0.5 s "
+        "(see --lock-timeout)"
+    )
+    assert rows(conn, "SELECT entity, status FROM etl.sync_runs ORDER BY run_id") == [
+        ("agents", "succeeded"),
+        ("agents", "failed"),
+    ]
+    assert rows(conn, "SELECT count(*) FROM etl.agents") == [(6,)]
