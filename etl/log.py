@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
-from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 
@@ -35,16 +35,12 @@ def get_logger() -> structlog.typing.FilteringBoundLogger:
     return structlog.get_logger("etl")  # type: ignore[no-any-return]
 
 
+_USER_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^:/?#@]*):[^/?#@]*@", re.I)
+# password=... as a URL parameter or in a key=value connection string ('quoted' or bare)
+_PASSWORD_PARAM = re.compile(r"((?:^|[?&\s])password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&#]*)", re.I)
+
+
 def mask_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***`` (user names and hosts stay)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "***"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    """Return ``url`` with any password -- in the user part, as a ``password=`` parameter, or in
+    a key=value connection string -- replaced by ``***`` (user names, hosts and the rest stay)."""
+    return _PASSWORD_PARAM.sub(r"\1***", _USER_PASSWORD.sub(r"\1:***@", url))

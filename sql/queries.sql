@@ -54,7 +54,15 @@ SELECT group_id, parent_group_id, present FROM etl.groups;
 SELECT pg_advisory_xact_lock(hashtext('etl.migrate'));
 
 -- name: bootstrap_migrations
-CREATE SCHEMA IF NOT EXISTS etl;
+-- Creates the schema only where it is missing: a role that owns a schema etl made for it by the
+-- DBA needs no CREATE privilege on the database (CREATE SCHEMA IF NOT EXISTS would check it).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'etl') THEN
+        CREATE SCHEMA etl;
+    END IF;
+END
+$$;
 CREATE TABLE IF NOT EXISTS etl.schema_migrations (
     filename   text PRIMARY KEY,
     sha256     text NOT NULL,
