@@ -51,6 +51,16 @@ def admin_execute(sql: str) -> None:
         cur.execute(sql)
 
 
+FUZZ_CASES = {"decode and plan": 0, "end to end": 0}  # counted by tests/test_fuzz.py
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say how many hostile inputs the fuzz tests tried."""
+    if any(FUZZ_CASES.values()):
+        tried = ", ".join(f"{n} {what}" for what, n in FUZZ_CASES.items())
+        terminalreporter.write_line(f"fuzz: hostile cases tried: {tried}")
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     conn = db.connect(server_url())
     try:
