@@ -16,8 +16,8 @@ CYCLE_IDS_SHOWN = 10  # a cycle's ids listed in its report, smallest first
 
 
 def cycles(edges: pl.DataFrame) -> pl.DataFrame:
-    """(group_id, cycle_ids) for every group on a parent cycle; ``cycle_ids`` lists the cycle's
-    groups in id order, so a self-parent is a cycle of one.
+    """(group_id, cycle_size, cycle_ids) for every group on a parent cycle; ``cycle_ids`` holds
+    the cycle's ``CYCLE_IDS_SHOWN`` smallest ids in order, so a self-parent is a cycle of one.
 
     ``edges`` holds (group_id, parent_group_id) for the groups of the hierarchy, one row each;
     a parent that is null or not among them ends the chain."""
@@ -31,16 +31,21 @@ def cycles(edges: pl.DataFrame) -> pl.DataFrame:
             hop.select(to="group_id", next_to="to", next_low="low"), on="to", how="inner"
         ).select("group_id", to="next_to", low=pl.min_horizontal("low", "next_low"))
     on_cycle = hop.join(hop.select(group_id="to").unique(), on="group_id", how="semi")
-    members = on_cycle.group_by("low").agg(cycle_ids=pl.col("group_id").sort())
-    return on_cycle.join(members, on="low").select("group_id", "cycle_ids").sort("group_id")
+    per_cycle = on_cycle.group_by("low").agg(  # a bounded list: a long cycle stays linear
+        cycle_size=pl.len(), cycle_ids=pl.col("group_id").sort().head(CYCLE_IDS_SHOWN)
+    )
+    return (
+        on_cycle.join(per_cycle, on="low")
+        .select("group_id", "cycle_size", "cycle_ids")
+        .sort("group_id")
+    )
 
 
-def cycle_message(path: pl.Expr, group_id: pl.Expr, cycle_ids: pl.Expr) -> pl.Expr:
+def cycle_message(path: pl.Expr, group_id: pl.Expr, size: pl.Expr, shown: pl.Expr) -> pl.Expr:
     """``$[i].parent_group_id: group 7 is on a parent cycle of 3 groups: 5, 7, 9`` (or: is its
-    own parent)."""
-    size = cycle_ids.list.len()
-    shown = cycle_ids.list.head(CYCLE_IDS_SHOWN).cast(pl.List(pl.String)).list.join(", ")
-    listed = pl.when(size > CYCLE_IDS_SHOWN).then(shown + ", ...").otherwise(shown)
+    own parent); ``shown`` holds the cycle's first ids, ``size`` its length."""
+    listed = shown.cast(pl.List(pl.String)).list.join(", ")
+    listed = pl.when(size > shown.list.len()).then(listed + ", ...").otherwise(listed)
     return (
         pl.when(size == 1)
         .then(pl.format("{}.parent_group_id: group {} is its own parent", path, group_id))

@@ -251,7 +251,10 @@ def hierarchy_reports(
                 cycle_members,
                 "HIERARCHY_CYCLE",
                 hierarchy.cycle_message(
-                    pl.col("record_path"), pl.col("group_id"), pl.col("cycle_ids")
+                    pl.col("record_path"),
+                    pl.col("group_id"),
+                    pl.col("cycle_size"),
+                    pl.col("cycle_ids"),
                 ),
             ),
         ]
