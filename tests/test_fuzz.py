@@ -217,8 +217,10 @@ def test_hostile_days_end_to_end(template_url: str, pages: list[tuple[str, bytes
         conn = db.connect(url)
         try:
             for table in ("agent_pipeline_errors", "role_pipeline_errors", "group_pipeline_errors"):
-                for (raw,) in rows(conn, f"SELECT raw_text FROM etl.{table}"):  # noqa: S608
-                    assert raw
+                query = f"SELECT source_file, raw_text FROM etl.{table}"  # noqa: S608
+                for source_file, raw in rows(conn, query):
+                    data = (Path(tmp) / source_file).read_bytes()
+                    assert raw.encode("utf-8", "surrogateescape") in data or "\\x" in raw, raw
             assert rows(conn, "SELECT count(*) FROM etl.sync_runs WHERE status <> 'succeeded'") == [
                 (0,)
             ]
