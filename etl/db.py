@@ -26,6 +26,7 @@ from adbc_driver_manager.dbapi import Connection as Connection
 
 from etl.errors import DatabaseError, LockTimeoutError
 from etl.log import get_logger, mask_url
+from etl.pages import FileDigest
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 MIGRATION = re.compile(r"^\d{3}_[a-z0-9_]+\.sql$")
@@ -216,8 +217,57 @@ def end_run(conn: Connection, run_id: int, status: str, message: str) -> None:
     commit(conn)
 
 
-def set_run_files(conn: Connection, run_id: int, files: list[dict[str, object]]) -> None:
-    execute(conn, "set_run_files", (run_id, json.dumps(files)))
+class FileLedger:
+    """Records a run's input files in etl.sync_run_files as they are read, a batch at a time
+    (each batch committed), so that a day of a million files never sits in memory."""
+
+    SCHEMA = pa.schema(
+        [
+            ("run_id", pa.int64()),
+            ("file_index", pa.int32()),
+            ("file", pa.string()),
+            ("bytes", pa.int64()),
+            ("sha256", pa.string()),
+        ]
+    )
+
+    def __init__(self, conn: Connection, run_id: int, batch: int = 10_000) -> None:
+        self.conn, self.run_id, self.batch = conn, run_id, batch
+        self.count = 0
+        self.pending: list[tuple[str, int, str]] = []
+
+    def add(self, file: FileDigest) -> None:
+        self.pending.append((file.name, file.bytes, file.sha256))
+        if len(self.pending) >= self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        files, sizes, hashes = zip(*self.pending, strict=True)
+        first = self.count
+        table = pa.table(
+            [
+                pa.array([self.run_id] * len(files), pa.int64()),
+                pa.array(range(first, first + len(files)), pa.int32()),
+                pa.array(files, pa.string()),
+                pa.array(sizes, pa.int64()),
+                pa.array(hashes, pa.string()),
+            ],
+            schema=self.SCHEMA,
+        )
+        with wrapped("the ledger write"), self.conn.cursor() as cur:
+            cur.adbc_ingest("sync_run_files", table, mode="append", db_schema_name="etl")
+        commit(self.conn, "the ledger write")
+        self.count += len(files)
+        self.pending = []
+
+
+def run_file_hashes(conn: Connection, run_id: int, files: list[str]) -> dict[str, str]:
+    """file -> sha256 as the run recorded it, for ``files``."""
+    rows = execute(conn, "run_file_hashes", (run_id, files))
+    commit(conn)
+    return dict(rows)
 
 
 def first_synced_at(conn: Connection, entity: str, day: str) -> datetime | None:

@@ -10,22 +10,24 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
+import polars as pl
 import pyarrow as pa
 
 from etl.errors import InputError
+from etl.pages import CHUNK_BYTES, FileDigest, Segment, segments
 from etl.source import InputFile
 
 MAX_ID = 2**63 - 1
 Id = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]
 Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
 Name = Annotated[str, msgspec.Meta(pattern=r"\S")]  # not empty, not only white space
-BOM = b"\xef\xbb\xbf"
 
 
 class Contact(msgspec.Struct):
@@ -244,7 +246,7 @@ class RecordError:
 
 @dataclass(frozen=True)
 class Decoded:
-    records: pa.Table  # kind.schema + source_file, record_index, record_path
+    records: pl.DataFrame  # kind.schema + source_file, record_index, record_path
     errors: list[RecordError]
 
 
@@ -262,55 +264,122 @@ _ID_PROBE = msgspec.json.Decoder(IdProbe)
 _DECODE_FAILURES = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError)
 
 
-def decode_files(kind: RecordKind, files: Iterable[InputFile]) -> Decoded:
-    """Decode every page of one record kind, in file order, into one table plus errors."""
-    rows: list[tuple[Any, ...]] = []
+def decode_files(
+    kind: RecordKind,
+    files: Iterable[InputFile],
+    on_file: Callable[[FileDigest], None] | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> Decoded:
+    """Decode every page of one record kind, in file order, into one table plus errors.
+
+    Files are read one at a time and big pages a chunk at a time; ``on_file`` gets each file's
+    size and hash once it is read, also for the file that fails."""
+    rows = RowBatches(kind)
     errors: list[RecordError] = []
     for file in files:
-        decode_page(kind, file, rows, errors)
-    return Decoded(records=_to_table(kind, rows), errors=errors)
+        digest = FileDigest(file.name)
+        try:
+            with closing(segments(file, digest, chunk_bytes)) as parts:
+                for segment in parts:
+                    decode_segment(kind, file.name, segment, rows, errors)
+        finally:
+            if on_file is not None:
+                on_file(digest)
+    return Decoded(records=rows.frame(), errors=errors)
 
 
-def decode_page(
-    kind: RecordKind, file: InputFile, rows: list[tuple[Any, ...]], errors: list[RecordError]
+class RowBatches:
+    """Decoded rows of one kind, moved into Polars frames every ``batch_rows`` rows so that
+    Python objects never pile up."""
+
+    def __init__(self, kind: RecordKind, batch_rows: int = 65_536) -> None:
+        self.schema = pa.schema(list(kind.schema) + POSITION_FIELDS)
+        self.batch_rows = batch_rows
+        self.pending: list[tuple[Any, ...]] = []
+        self.frames: list[pl.DataFrame] = []
+
+    def append(self, row: tuple[Any, ...]) -> None:
+        self.pending.append(row)
+        if len(self.pending) >= self.batch_rows:
+            self.flush()
+
+    def extend(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        self.pending.extend(rows)
+        if len(self.pending) >= self.batch_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        columns = list(zip(*self.pending, strict=True)) or [() for _ in self.schema]
+        arrays = [pa.array(c, type=f.type) for c, f in zip(columns, self.schema, strict=True)]
+        frame = pl.from_arrow(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+        assert isinstance(frame, pl.DataFrame)
+        self.frames.append(frame)
+        self.pending = []
+
+    def frame(self) -> pl.DataFrame:
+        if self.pending or not self.frames:
+            self.flush()
+        return pl.concat(self.frames, rechunk=False)
+
+
+def decode_segment(
+    kind: RecordKind, name: str, segment: Segment, rows: RowBatches, errors: list[RecordError]
 ) -> None:
-    """Append the page's good records to ``rows`` and its bad ones to ``errors``."""
-    data, _ = _strip_bom(file.data)
+    """Add the segment's good records to ``rows`` and its bad ones to ``errors``."""
     try:
-        page = _PAGE_DECODERS[kind.name].decode(data)
+        page = _PAGE_DECODERS[kind.name].decode(segment.data)
     except _DECODE_FAILURES:
-        _decode_records(kind, file, split_records(kind, file), rows, errors)
+        _decode_records(kind, name, segment_records(kind, name, segment), rows, errors)
         return
     if isinstance(page, list):
-        rows.extend((*kind.row(r), file.name, i, f"$[{i}]") for i, r in enumerate(page))
+        first = segment.first_index
+        rows.extend((*kind.row(r), name, i, f"$[{i}]") for i, r in enumerate(page, start=first))
     else:
-        rows.append((*kind.row(page), file.name, 0, "$"))
+        rows.append((*kind.row(page), name, 0, "$"))
+
+
+def iter_records(
+    kind: RecordKind,
+    file: InputFile,
+    chunk_bytes: int = CHUNK_BYTES,
+    digest: FileDigest | None = None,
+) -> Iterator[tuple[int, str, msgspec.Raw]]:
+    """The page's records as (index, JSON path, exact raw text), a segment at a time;
+    InputError if the page has no such shape. ``digest`` gets the file's size and hash."""
+    with closing(segments(file, digest or FileDigest(file.name), chunk_bytes)) as parts:
+        for segment in parts:
+            yield from segment_records(kind, file.name, segment)
 
 
 def split_records(kind: RecordKind, file: InputFile) -> list[tuple[str, msgspec.Raw]]:
-    """The page's records as (JSON path, exact raw text); InputError if it has no such shape."""
-    data, bom = _strip_bom(file.data)
+    """The page's records as (JSON path, exact raw text)."""
+    return [(path, raw) for _, path, raw in iter_records(kind, file)]
+
+
+def segment_records(
+    kind: RecordKind, name: str, segment: Segment
+) -> list[tuple[int, str, msgspec.Raw]]:
+    """The segment's records as (page index, JSON path, raw text); InputError if it is no
+    array of records (or, for a whole page of an object kind, no object)."""
+    data = segment.data
     try:
-        page = (_RAW_ANY if kind.object_page else _RAW_ARRAY).decode(data)
+        object_page = kind.object_page and segment.whole
+        page = (_RAW_ANY if object_page else _RAW_ARRAY).decode(data)
     except msgspec.ValidationError as error:
         expected = "an object or an array of objects" if kind.object_page else "an array"
         got = re.search(r"got `(\w+)`", str(error))
         shape = _JSON_SHAPES.get(got.group(1), got.group(1)) if got else "of another type"
         raise InputError(
-            f"{file.name}: top level is {shape}, expected {expected} of {kind.folder} records"
+            f"{name}: top level is {shape}, expected {expected} of {kind.folder} records"
         ) from error
     except (msgspec.DecodeError, UnicodeDecodeError) as error:
         raise InputError(
-            f"{file.name}: not valid JSON: {_parser_message(error, data, bom)}"
+            f"{name}: not valid JSON: {_parser_message(error, data, segment.offset)}"
         ) from error
     if isinstance(page, dict):
-        return [("$", msgspec.Raw(data))]
-    return [(f"$[{i}]", raw) for i, raw in enumerate(page)]
-
-
-def _strip_bom(data: bytes) -> tuple[bytes, int]:
-    """The bytes after a UTF-8 byte-order mark, and the mark's length (0 without one)."""
-    return (data[len(BOM) :], len(BOM)) if data.startswith(BOM) else (data, 0)
+        return [(0, "$", msgspec.Raw(data))]
+    first = segment.first_index
+    return [(i, f"$[{i}]", raw) for i, raw in enumerate(page, start=first)]
 
 
 _JSON_SHAPES = {
@@ -331,32 +400,34 @@ _LONE_SURROGATE = re.compile(
 )
 
 
-def _parser_message(error: Exception, data: bytes, bom: int) -> str:
+def _parser_message(error: Exception, data: bytes, offset: int) -> str:
+    """msgspec's reason, its byte offset in ``data`` moved to the file's (``+ offset``)."""
     text = str(error)
     if not data.strip():
         return "the file is empty (byte 0)"
     lone = _LONE_SURROGATE.search(data)
     if lone:
         escape = lone.group().decode()
-        return f"lone surrogate escape {escape} at byte {lone.start() + bom} is not valid Unicode"
+        at = lone.start() + offset
+        return f"lone surrogate escape {escape} at byte {at} is not valid Unicode"
     if text == "Input data was truncated":
-        return f"input ends early, truncated at byte {len(data) + bom} (end of file)"
-    return re.sub(r"\(byte (\d+)\)", lambda m: f"(byte {int(m.group(1)) + bom})", text)
+        return f"input ends early, truncated at byte {len(data) + offset} (end of file)"
+    return re.sub(r"\(byte (\d+)\)", lambda m: f"(byte {int(m.group(1)) + offset})", text)
 
 
 def _decode_records(
     kind: RecordKind,
-    file: InputFile,
-    records: list[tuple[str, msgspec.Raw]],
-    rows: list[tuple[Any, ...]],
+    name: str,
+    records: list[tuple[int, str, msgspec.Raw]],
+    rows: RowBatches,
     errors: list[RecordError],
 ) -> None:
     """Decode one record at a time: strict first, then lenient, then report what is wrong."""
     strict = _RECORD_DECODERS[kind.name]
     lenient = _LENIENT_DECODERS[kind.name]
-    for index, (path, raw) in enumerate(records):
+    for index, path, raw in records:
         try:
-            rows.append((*kind.row(strict.decode(raw)), file.name, index, path))
+            rows.append((*kind.row(strict.decode(raw)), name, index, path))
             continue
         except _DECODE_FAILURES:
             pass
@@ -366,16 +437,16 @@ def _decode_records(
             field, message = describe(error, path, raw)
             errors.append(
                 RecordError(
-                    kind.name, "VALIDATION_ERROR", field, message, probe_id(raw), file.name, index
+                    kind.name, "VALIDATION_ERROR", field, message, probe_id(raw), name, index
                 )
             )
             continue
-        bad_timestamp = _parse_timestamps(kind, record, file.name, index, path)
+        bad_timestamp = _parse_timestamps(kind, record, name, index, path)
         if bad_timestamp is not None:
             errors.append(bad_timestamp)
             continue
-        errors.extend(_clean_mapping(kind, record, file.name, index, path))
-        rows.append((*kind.row(record), file.name, index, path))
+        errors.extend(_clean_mapping(kind, record, name, index, path))
+        rows.append((*kind.row(record), name, index, path))
 
 
 def _parse_timestamps(
@@ -468,11 +539,3 @@ def probe_id(raw: msgspec.Raw | bytes) -> int | None:
     except _DECODE_FAILURES:
         return None
     return value if type(value) is int and 1 <= value <= MAX_ID else None
-
-
-def _to_table(kind: RecordKind, rows: list[tuple[Any, ...]]) -> pa.Table:
-    schema = pa.schema(list(kind.schema) + POSITION_FIELDS)
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
-    return pa.table(
-        [pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)], schema=schema
-    )

@@ -53,9 +53,7 @@ def errors_frame(errors: list[RecordError]) -> pl.LazyFrame:
 
 def records_frame(decoded: Decoded) -> pl.LazyFrame:
     """The decoded records with ``ordinal``: their position in record order (files, then index)."""
-    frame = pl.from_arrow(decoded.records)
-    assert isinstance(frame, pl.DataFrame)
-    return frame.lazy().with_row_index("ordinal")
+    return decoded.records.lazy().with_row_index("ordinal")
 
 
 def plan_agents(agents: Decoded) -> Plan:
@@ -305,12 +303,17 @@ def resolve_duplicates(
 ) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     """(winners, DUPLICATE_RECORD errors): per id the latest ``updated_at`` wins (a missing one is
     oldest); ties go to the last in record order."""
-    ranked = records.sort(id_column, "updated_at", "ordinal", nulls_last=False).with_columns(
-        wins=pl.col("ordinal") == pl.col("ordinal").last().over(id_column)
+    # Only the keys of repeated ids are ranked, so the records themselves are never sorted.
+    repeated = records.select(id_column, "updated_at", "ordinal").filter(
+        pl.col(id_column).is_duplicated()
     )
-    winners = ranked.filter("wins").drop("wins")
-    losers = ranked.filter(~pl.col("wins")).join(
-        winners.select(id_column, winner_file="source_file", winner_path="record_path"),
+    ranked = repeated.sort(id_column, "updated_at", "ordinal", nulls_last=False)
+    losing = ranked.filter(pl.col("ordinal") != pl.col("ordinal").last().over(id_column))
+    winners = records.join(losing, on="ordinal", how="anti", maintain_order="left")
+    losers = records.join(losing.select("ordinal"), on="ordinal", how="semi").join(
+        winners.join(losing.select(id_column).unique(), on=id_column, how="semi").select(
+            id_column, winner_file="source_file", winner_path="record_path"
+        ),
         on=id_column,
     )
     errors = losers.sort("ordinal").select(

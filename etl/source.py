@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
+import io
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from etl.errors import InputError
 
@@ -26,47 +28,35 @@ def list_days(data_dir: Path) -> list[str]:
     return sorted(days, key=natural_key)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InputFile:
-    """One input page: its bytes and what the ledger records of it."""
+    """One input page, read only when it is decoded: ``data`` when given, else the file
+    ``name`` under ``root``."""
 
     name: str  # path relative to the data folder, as recorded in errors and the ledger
-    data: bytes
+    data: bytes | None = None
+    root: Path | None = None
 
-    @property
-    def size(self) -> int:
-        return len(self.data)
-
-    def ledger_entry(self) -> dict[str, object]:
-        return {
-            "file": self.name,
-            "bytes": self.size,
-            "sha256": hashlib.sha256(self.data).hexdigest(),
-        }
+    def open(self) -> BinaryIO:
+        if self.data is not None:
+            return io.BytesIO(self.data)
+        try:
+            return (self.root or Path()).joinpath(self.name).open("rb")
+        except OSError as error:
+            raise InputError(f"{self.name}: cannot read: {error.strerror}") from error
 
 
-def list_files(data_dir: Path, day: str, folder: str) -> list[Path]:
-    """The ``*.json`` files of one entity folder, in natural order of their names.
-
-    A missing folder or one without .json files means the day's snapshot is incomplete.
-    """
+def list_files(data_dir: Path, day: str, folder: str) -> list[InputFile]:
+    """The ``*.json`` files of one entity folder, in natural order of their names; nothing is
+    read yet. A missing folder or one without .json files means the day's snapshot is
+    incomplete."""
     path = data_dir / f"{DAY_PREFIX}{day}" / folder
     if not path.is_dir():
         raise InputError(f"{path}: folder not found; the {folder} snapshot of {day} is missing")
-    files = sorted(
-        (p for p in path.glob("*.json") if p.is_file()), key=lambda p: natural_key(p.name)
-    )
-    if not files:
+    with os.scandir(path) as entries:
+        names = [e.name for e in entries if e.name.endswith(".json") and e.is_file()]
+    if not names:
         raise InputError(f"{path}: no .json files; the {folder} snapshot of {day} is empty")
-    return files
-
-
-def read_file(path: Path, data_dir: Path) -> InputFile:
-    try:
-        name = path.relative_to(data_dir).as_posix()
-    except ValueError:
-        name = path.as_posix()
-    try:
-        return InputFile(name=name, data=path.read_bytes())
-    except OSError as error:
-        raise InputError(f"{name}: cannot read: {error.strerror}") from error
+    names.sort(key=natural_key)
+    prefix = f"{DAY_PREFIX}{day}/{folder}/"
+    return [InputFile(prefix + name, root=data_dir) for name in names]

@@ -25,12 +25,14 @@ from etl.decode import (
     GROUP,
     RECORD_KINDS,
     ROLE,
+    Decoded,
     RecordKind,
     decode_files,
-    split_records,
+    iter_records,
 )
-from etl.errors import EtlError, RefusedError
+from etl.errors import EtlError, InputError, RefusedError
 from etl.log import get_logger
+from etl.pages import FileDigest
 from etl.plan import Plan, plan_agents, plan_groups, plan_roles
 from etl.source import InputFile
 from etl.stage import stage_frames
@@ -93,18 +95,17 @@ def sync_entity(
     run_id = db.start_run(conn, day, entity, synced_at, options.force)
     log = log.bind(run_id=run_id)
     watch = Stopwatch()
+    ledger = db.FileLedger(conn, run_id)
     try:
         check_day_order(conn, entity, day, options.force)
-        with watch.stage("read"):
-            inputs = read_inputs(options.data_dir, day, ENTITY_KINDS[entity])
-        files = [f.ledger_entry() for kind_files in inputs.values() for f in kind_files]
-        db.set_run_files(conn, run_id, files)
-        db.commit(conn)
-        log.debug("read", files=len(files))
+        with watch.stage("list"):
+            inputs = list_inputs(options.data_dir, day, ENTITY_KINDS[entity])
         with watch.stage("decode_plan"):
             faults.pause_point("decode", entity)
-            plan = plan_entity(conn, entity, inputs)
-            errors = attach_raw(plan, inputs)
+            plan = plan_entity(conn, entity, inputs, ledger)
+            ledger.flush()
+            log.debug("read", files=ledger.count)
+            errors = attach_raw(plan, inputs, db.run_file_hashes(conn, run_id, error_files(plan)))
         with watch.stage("stage"):
             stage_frames(conn, entity, {**plan.tables, "stg_errors": errors})
             faults.pause_point("stage", entity)
@@ -115,20 +116,24 @@ def sync_entity(
             db.commit(conn, "apply")
     except EtlError as error:
         status = "refused" if isinstance(error, RefusedError) else "failed"
-        _close_failed_run(conn, run_id, status, str(error))
+        _close_failed_run(conn, ledger, status, str(error))
         log.error("run_" + status, message=str(error))
         raise
     except BaseException as error:
-        _close_failed_run(conn, run_id, "failed", f"unexpected {type(error).__name__}: {error}")
+        _close_failed_run(conn, ledger, "failed", f"unexpected {type(error).__name__}: {error}")
         raise
     counts = db.run_counts(conn, run_id)
     log.info("synced", synced_at=synced_at.isoformat(), **counts, seconds=watch.seconds)
     return RunResult(entity, day, run_id, counts, watch.seconds)
 
 
-def _close_failed_run(conn: db.Connection, run_id: int, status: str, message: str) -> None:
+def _close_failed_run(
+    conn: db.Connection, ledger: db.FileLedger, status: str, message: str
+) -> None:
     with contextlib.suppress(EtlError):  # if the database is gone, the next run marks it abandoned
-        db.end_run(conn, run_id, status, message)
+        db.rollback(conn)
+        ledger.flush()  # the files read up to the failure, the failing one included
+        db.end_run(conn, ledger.run_id, status, message)
 
 
 def check_day_order(conn: db.Connection, entity: str, day: str, force: bool) -> None:
@@ -144,42 +149,55 @@ def check_day_order(conn: db.Connection, entity: str, day: str, force: bool) -> 
         )
 
 
-def read_inputs(
+def list_inputs(
     data_dir: Path, day: str, kinds: tuple[RecordKind, ...]
 ) -> dict[str, list[InputFile]]:
-    """Every input file of the entity, by record kind; all folders are checked before reading."""
-    paths = {k.name: source.list_files(data_dir, day, k.folder) for k in kinds}
-    return {name: [source.read_file(p, data_dir) for p in ps] for name, ps in paths.items()}
+    """Every input file of the entity, by record kind, unread; all folders are checked first."""
+    return {k.name: source.list_files(data_dir, day, k.folder) for k in kinds}
 
 
-def plan_entity(conn: db.Connection, entity: str, inputs: dict[str, list[InputFile]]) -> Plan:
+def plan_entity(
+    conn: db.Connection, entity: str, inputs: dict[str, list[InputFile]], ledger: db.FileLedger
+) -> Plan:
+    def decode(kind: RecordKind) -> Decoded:
+        return decode_files(kind, inputs[kind.name], on_file=ledger.add)
+
     if entity == "agents":
-        return plan_agents(decode_files(AGENT, inputs[AGENT.name]))
+        return plan_agents(decode(AGENT))
     if entity == "roles":
-        roles = decode_files(ROLE, inputs[ROLE.name])
-        details = decode_files(AGENT_DETAILS, inputs[AGENT_DETAILS.name])
+        roles = decode(ROLE)
+        details = decode(AGENT_DETAILS)
         known_agents = db.fetch_column(conn, "known_agent_ids")
         known_roles = db.fetch_column(conn, "known_role_ids")
         db.commit(conn)
         return plan_roles(roles, details, known_agents, known_roles)
-    groups = decode_files(GROUP, inputs[GROUP.name])
+    groups = decode(GROUP)
     known_agents = db.fetch_column(conn, "known_agent_ids")
     stored_groups = db.fetch_table(conn, "stored_groups")
     db.commit(conn)
     return plan_groups(groups, known_agents, stored_groups)
 
 
-def attach_raw(plan: Plan, inputs: dict[str, list[InputFile]]) -> pl.DataFrame:
-    """The plan's error rows, each with its record's exact JSON text."""
-    files = {f.name: f for kind_files in inputs.values() for f in kind_files}
-    records: dict[str, list[Any]] = {}
-    texts = []
-    for kind_name, source_file, index in plan.errors.select(
-        "record_kind", "source_file", "record_index"
-    ).iter_rows():
-        if source_file not in records:
-            records[source_file] = split_records(RECORD_KINDS[kind_name], files[source_file])
-        texts.append(bytes(records[source_file][index][1]).decode("utf-8", "backslashreplace"))
+def error_files(plan: Plan) -> list[str]:
+    """The files that hold the plan's error records."""
+    return plan.errors.get_column("source_file").unique().sort().to_list()
+
+
+def attach_raw(
+    plan: Plan, inputs: dict[str, list[InputFile]], hashes: dict[str, str]
+) -> pl.DataFrame:
+    """The plan's error rows, each with its record's exact JSON text, read again from its file
+    (one file at a time; ``hashes`` are the files' SHA-256 at the first read, and a file that
+    changed since is an InputError)."""
+    files = {f.name: f for kind_files in inputs.values() for f in kind_files if f.name in hashes}
+    wanted = plan.errors.select("record_kind", "source_file", "record_index")
+    by_file = wanted.group_by("record_kind", "source_file", maintain_order=True).agg("record_index")
+    texts: dict[tuple[str, int], str] = {}
+    for kind_name, name, indexes in by_file.iter_rows():
+        kind = RECORD_KINDS[kind_name]
+        texts.update(read_raw_texts(kind, files[name], set(indexes), hashes[name]))
+    positions = wanted.select("source_file", "record_index").iter_rows()
+    raw = [texts[position] for position in positions]
     return plan.errors.select(
         entity=pl.lit(plan.entity),
         record_kind="record_kind",
@@ -189,5 +207,22 @@ def attach_raw(plan: Plan, inputs: dict[str, list[InputFile]]) -> pl.DataFrame:
         record_id="record_id",
         source_file="source_file",
         record_index="record_index",
-        raw_text=pl.Series(texts, dtype=pl.String),
+        raw_text=pl.Series(raw, dtype=pl.String),
     )
+
+
+def read_raw_texts(
+    kind: RecordKind, file: InputFile, indexes: set[int], sha256: str
+) -> dict[tuple[str, int], str]:
+    """(file, index) -> the exact text of the records at ``indexes`` in ``file``."""
+    digest = FileDigest(file.name)
+    texts = {}
+    for index, _, raw in iter_records(kind, file, digest=digest):
+        if index in indexes:
+            texts[(file.name, index)] = bytes(raw).decode("utf-8", "backslashreplace")
+    if digest.sha256 != sha256:
+        raise InputError(
+            f"{file.name}: changed while this run read it (SHA-256 {sha256[:12]}... at first, "
+            f"{digest.sha256[:12]}... now); run the day again"
+        )
+    return texts

@@ -27,8 +27,8 @@ SELECT etl.record_unstarted_run_v1($1, $2, $3, $4, $5);
 -- name: end_run
 SELECT etl.end_run_v1($1, $2, $3);
 
--- name: set_run_files
-UPDATE etl.sync_runs SET input_files = $2::jsonb WHERE run_id = $1;
+-- name: run_file_hashes
+SELECT file, sha256 FROM etl.sync_run_files WHERE run_id = $1 AND file = ANY ($2::text[]);
 
 -- name: clear_staging
 SELECT etl.clear_staging_v1($1);
@@ -120,7 +120,11 @@ SELECT run_id, sync_day, record_kind, error_type, field, record_id, source_file,
   FROM etl.group_pipeline_errors ORDER BY sync_day, source_file, record_index, field;
 
 -- name: dump_sync_runs
-SELECT run_id, sync_day, entity, status, synced_at, forced, input_files::text, rows_staged,
+SELECT run_id, sync_day, entity, status, synced_at, forced,
+       (SELECT coalesce(jsonb_agg(jsonb_build_object('file', file, 'bytes', bytes,
+                                                      'sha256', sha256) ORDER BY file_index),
+                        '[]')
+          FROM etl.sync_run_files f WHERE f.run_id = r.run_id)::text, rows_staged,
        rows_inserted, rows_updated, rows_unchanged, rows_removed, rows_quarantined,
        details::text, message
-  FROM etl.sync_runs ORDER BY run_id;
+  FROM etl.sync_runs r ORDER BY run_id;

@@ -51,7 +51,11 @@ def admin_execute(sql: str) -> None:
         cur.execute(sql)
 
 
-FUZZ_CASES = {"decode and plan": 0, "end to end": 0}  # counted by tests/test_fuzz.py
+FUZZ_CASES = {
+    "decode and plan": 0,
+    "decode in chunks": 0,
+    "end to end": 0,
+}  # counted by tests/test_fuzz.py
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

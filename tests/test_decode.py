@@ -49,7 +49,7 @@ def test_fast_path_decodes_every_field_with_positions() -> None:
         ],
     )
     assert decoded.errors == []
-    assert decoded.records.to_pylist() == [
+    assert decoded.records.to_dicts() == [
         {
             "role_id": 1,
             "name": "Agent",
@@ -99,7 +99,7 @@ def test_agent_contact_is_flattened_and_may_be_missing() -> None:
     )
     assert [
         (r["agent_id"], r["name"], r["email"], r["deactivated"], r["contact_active"])
-        for r in decoded.records.to_pylist()
+        for r in decoded.records.to_dicts()
     ] == [(7, "A", "a@x", False, False), (8, None, None, None, None)]
 
 
@@ -183,7 +183,7 @@ def test_bad_record_is_quarantined_alone(
 ) -> None:
     """A record of the wrong shape costs only itself, with field, expected and got."""
     decoded = decode_files(ROLE, [page([role(), record, role(id=3)])])
-    assert [r["role_id"] for r in decoded.records.to_pylist()] == [1, 3]
+    assert [r["role_id"] for r in decoded.records.to_dicts()] == [1, 3]
     assert decoded.errors == [
         RecordError("role", "VALIDATION_ERROR", field, message, record_id, "sync-d/roles/1.json", 1)
     ]
@@ -209,7 +209,7 @@ def test_agent_wrong_types(record: object, message: str) -> None:
 def test_bad_mapping_elements_are_reported_and_nulled_in_place() -> None:
     """Null and non-integer elements are INVALID_MAPPING; the record and the rest still load."""
     decoded = decode_files(ROLE, [page([role(agent_ids=[5, None, "6", 1.5, 2**64, 7])])])
-    assert decoded.records.column("agent_ids").to_pylist() == [[5, None, None, None, None, 7]]
+    assert decoded.records.get_column("agent_ids").to_list() == [[5, None, None, None, None, 7]]
     assert [(e.error_type, e.field, e.message, e.record_id) for e in decoded.errors] == [
         (
             "INVALID_MAPPING",
@@ -248,7 +248,7 @@ def test_agent_details_page_may_be_an_object_or_an_array() -> None:
         ],
     )
     assert [
-        (r["agent_id"], r["role_ids"], r["record_path"]) for r in decoded.records.to_pylist()
+        (r["agent_id"], r["role_ids"], r["record_path"]) for r in decoded.records.to_dicts()
     ] == [(1, [2], "$"), (3, [], "$[0]"), (4, None, "$[1]")]
 
 
@@ -265,14 +265,14 @@ def test_utf8_byte_order_mark_is_accepted() -> None:
     decoded = decode_files(
         ROLE, [InputFile("r.json", b"\xef\xbb\xbf" + json.dumps([role()]).encode())]
     )
-    assert decoded.records.column("role_id").to_pylist() == [1]
+    assert decoded.records.get_column("role_id").to_list() == [1]
 
 
 def test_invalid_utf8_inside_a_record_quarantines_that_record() -> None:
     """Invalid UTF-8 in one record's string costs that record only."""
     data = b'[{"id":1,"name":"ok"},{"id":2,"name":"\xff"}]'
     decoded = decode_files(ROLE, [InputFile("r.json", data)])
-    assert decoded.records.column("role_id").to_pylist() == [1]
+    assert decoded.records.get_column("role_id").to_list() == [1]
     assert [(e.record_id, e.message) for e in decoded.errors] == [
         (2, "$[1]: invalid UTF-8 in a string (invalid start byte)")
     ]
@@ -338,7 +338,7 @@ def test_split_records_returns_exact_raw_text() -> None:
 def test_duplicate_keys_in_an_object_keep_the_last() -> None:
     """Of repeated keys in one object the last counts, as in most JSON parsers."""
     decoded = decode_files(ROLE, [InputFile("r.json", b'[{"id":2,"name":"b","id":3}]')])
-    assert decoded.records.column("role_id").to_pylist() == [3]
+    assert decoded.records.get_column("role_id").to_list() == [3]
 
 
 @pytest.mark.parametrize(
@@ -374,4 +374,4 @@ def test_iso8601_timestamps_beyond_rfc3339_are_accepted(text: str, expected: dat
     a timestamp without an offset is UTC."""
     decoded = decode_files(AGENT, [page([{"id": 1, "updated_at": text}], "a.json")])
     assert decoded.errors == []
-    assert decoded.records.column("updated_at").to_pylist() == [expected]
+    assert decoded.records.get_column("updated_at").to_list() == [expected]

@@ -9,6 +9,7 @@ through decode and plan, 25 end to end on PostgreSQL); the totals are printed in
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -22,8 +23,9 @@ from hypothesis import strategies as st
 
 from etl import db
 from etl.cli import main
-from etl.decode import AGENT, AGENT_DETAILS, BOM, GROUP, ROLE, RecordKind, decode_files
+from etl.decode import AGENT, AGENT_DETAILS, GROUP, ROLE, Decoded, RecordKind, decode_files
 from etl.errors import InputError
+from etl.pages import BOM
 from etl.plan import Plan, plan_agents, plan_groups, plan_roles
 from etl.source import InputFile
 from etl.sync import attach_raw
@@ -161,7 +163,7 @@ def test_hostile_pages_never_crash_and_every_record_is_accounted_for(
     file = InputFile(f"{kind.folder}/1.json", data)
     try:
         plan, inputs = plan_page(kind, file)
-        errors = attach_raw(plan, inputs)
+        errors = attach_raw(plan, inputs, {file.name: hashlib.sha256(data).hexdigest()})
     except InputError as error:
         assert must_fail, error
         assert str(error).startswith(f"{file.name}: "), error
@@ -186,6 +188,41 @@ def test_hostile_pages_never_crash_and_every_record_is_accounted_for(
         )
         assert loaded.isdisjoint(rejected)
         assert loaded | rejected == set(range(count))
+
+
+def decode_or_error(kind: RecordKind, file: InputFile, chunk_bytes: int) -> Decoded | str:
+    try:
+        return decode_files(kind, [file], chunk_bytes=chunk_bytes)
+    except InputError as error:
+        return str(error)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(hostile_page(), min_size=1, max_size=3), st.integers(1, 300))
+@example([("agent", b'[{"id": 1}, {"id": "}, {"}, {"id": 2}]', False)], 12)  # a cut in a string
+@example([("agent", b'[{"id": 1} , {"id": 2}\n,{"id": 3}]', False)], 1)
+@example([("agent", b'[{"id": 1}, {"id": 2}, ]', True)], 10)
+def test_a_page_read_in_chunks_decodes_as_when_read_whole(
+    pages: list[tuple[str, bytes, bool]], chunk_bytes: int
+) -> None:
+    """A page of records joined into one big array and read a few bytes at a time gives the
+    same rows and errors (or the same InputError, byte offsets included) as read whole."""
+    FUZZ_CASES["decode in chunks"] += 1
+    kind = KINDS[pages[0][0]]
+    parts = [data.removeprefix(BOM).strip() for _, data, _ in pages]
+    arrays = [p[1:-1].strip() for p in parts if p.startswith(b"[") and p.endswith(b"]")]
+    data = pages[0][1][:3] + b"[" + b",".join(a for a in arrays if a) + b"]"
+    if len(pages) == 1:
+        data = pages[0][1]  # the page as it is, valid or not
+    file = InputFile(f"{kind.folder}/1.json", data)
+    whole = decode_or_error(kind, file, len(data) + 1)
+    chunked = decode_or_error(kind, file, chunk_bytes)
+    if isinstance(whole, str):
+        assert chunked == whole
+        return
+    assert isinstance(chunked, Decoded), chunked
+    assert chunked.records.equals(whole.records)
+    assert chunked.errors == whole.errors
 
 
 @settings(

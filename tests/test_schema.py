@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import rows
+from conftest import admin_execute, rows, server_url, with_database
 
 from etl import db
 from etl.errors import DatabaseError
@@ -49,7 +49,12 @@ def test_migrations_are_recorded_and_applied_once(conn: db.Connection) -> None:
     """Every numbered file is recorded with its hash; migrating again applies nothing."""
     assert db.migrate(conn) == []
     recorded = rows(conn, "SELECT filename, length(sha256) FROM etl.schema_migrations ORDER BY 1")
-    assert recorded == [("001_schema.sql", 64), ("002_apply_v1.sql", 64), ("003_groups.sql", 64)]
+    assert recorded == [
+        ("001_schema.sql", 64),
+        ("002_apply_v1.sql", 64),
+        ("003_groups.sql", 64),
+        ("004_run_files.sql", 64),
+    ]
 
 
 def test_an_edited_migration_is_refused(conn: db.Connection) -> None:
@@ -62,3 +67,44 @@ def test_an_edited_migration_is_refused(conn: db.Connection) -> None:
         r"edited: restore it and add a new file$",
     ):
         db.migrate(conn)
+
+
+def test_run_files_move_from_the_ledger_row_to_their_own_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, template_url: str
+) -> None:
+    """004 moves each run's input_files array into etl.sync_run_files, in order, and drops the
+    column; a run without files keeps none."""
+    for path in [*sorted(db.SQL_DIR.glob("00[123]_*.sql")), db.SQL_DIR / "queries.sql"]:
+        (tmp_path / path.name).write_text(path.read_text())
+    name = f"etl_migrate_{os.getpid()}"
+    admin_execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+    try:
+        conn = db.connect(with_database(server_url(), name))
+        try:
+            with monkeypatch.context() as patch:
+                patch.setattr(db, "SQL_DIR", tmp_path)
+                db.migrate(conn)
+            files = (
+                '[{"file": "sync-d/agents/1.json", "bytes": 10, "sha256": "aa"},'
+                ' {"file": "sync-d/agents/2.json", "bytes": 0, "sha256": "bb"}]'
+            )
+            rows(
+                conn,
+                "INSERT INTO etl.sync_runs (sync_day, entity, synced_at, input_files)"
+                " VALUES ('d', 'agents', now(), $1::jsonb), ('d', 'roles', now(), '[]')",
+                (files,),
+            )
+            assert db.migrate(conn) == ["004_run_files.sql"]
+            assert rows(conn, "SELECT * FROM etl.sync_run_files ORDER BY run_id, file_index") == [
+                (1, 0, "sync-d/agents/1.json", 10, "aa"),
+                (1, 1, "sync-d/agents/2.json", 0, "bb"),
+            ]
+            assert rows(
+                conn,
+                "SELECT count(*) FROM information_schema.columns"
+                " WHERE table_schema = 'etl' AND column_name = 'input_files'",
+            ) == [(0,)]
+        finally:
+            conn.close()
+    finally:
+        admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -18,14 +18,17 @@ def test_days_and_files_sort_naturally_and_totally(tmp_path: Path) -> None:
     folder = tmp_path / "sync-day1" / "agents"
     for name in ("10.json", "2.json", "01.json", "1.json", "B.json", "a.json", "A.json", "x.txt"):
         (folder / name).write_text("[]")
-    assert [p.name for p in list_files(tmp_path, "day1", "agents")] == [
-        "01.json",
-        "1.json",
-        "2.json",
-        "10.json",
-        "A.json",
-        "a.json",
-        "B.json",
+    assert [f.name for f in list_files(tmp_path, "day1", "agents")] == [
+        "sync-day1/agents/" + name
+        for name in (
+            "01.json",
+            "1.json",
+            "2.json",
+            "10.json",
+            "A.json",
+            "a.json",
+            "B.json",
+        )
     ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,9 +25,13 @@ from conftest import (
     sync_days,
 )
 
-from etl import db
+from etl import db, decode
 from etl.cli import main
+from etl.errors import InputError
+from etl.plan import plan_agents
 from etl.replay import FINAL_TABLES, STATE_TABLES, dump_state
+from etl.source import InputFile
+from etl.sync import attach_raw
 
 ACCOUNT_ADMIN, ADMIN, SUPERVISOR, AGENT = 69000378065, 69000378066, 69000378067, 69000378068
 TICKET_COLLAB, ANALYTICS, BILLING = 69000447817, 69000449269, 69000500001
@@ -410,10 +415,9 @@ def test_truncated_page_fails_the_entity_and_changes_nothing(
     assert dump_state(conn, FINAL_TABLES) == before
     assert rows(
         conn,
-        "SELECT sync_day, entity, status, message, finished_at IS NOT NULL,"
-        " input_files -> 0 ->> 'file', input_files -> 0 ->> 'bytes'"
-        " FROM etl.sync_runs WHERE sync_day = 'day2'",
-    ) == [("day2", "agents", "failed", message, True, "sync-day2/agents/1.json", "1000")]
+        "SELECT sync_day, entity, status, message, finished_at IS NOT NULL, file, bytes"
+        " FROM etl.sync_runs JOIN etl.sync_run_files USING (run_id) WHERE sync_day = 'day2'",
+    ) == [("day2", "agents", "failed", message, True, "sync-day2/agents/1.json", 1000)]
 
 
 def test_truncated_roles_page_keeps_the_agents_step(
@@ -598,14 +602,16 @@ def test_ledger_records_files_counts_and_timing(database_url: str, conn: db.Conn
             True,
         ),
     ]
-    files = json.loads(
-        rows(conn, "SELECT input_files::text FROM etl.sync_runs WHERE run_id = 7")[0][0]
+    files = rows(
+        conn,
+        "SELECT file_index, file, bytes, sha256 FROM etl.sync_run_files WHERE run_id = 7"
+        " ORDER BY file_index",
     )
-    assert [(f["file"], f["bytes"]) for f in files] == [
-        ("sync-day3/agents/1.json", (FIXTURES / "sync-day3/agents/1.json").stat().st_size),
-        ("sync-day3/agents/2.json", (FIXTURES / "sync-day3/agents/2.json").stat().st_size),
+    assert files == [
+        (index, name, len(data), hashlib.sha256(data).hexdigest())
+        for index, name in enumerate(["sync-day3/agents/1.json", "sync-day3/agents/2.json"])
+        for data in [(FIXTURES / name).read_bytes()]
     ]
-    assert all(len(f["sha256"]) == 64 for f in files)
 
 
 def test_staging_keeps_the_last_run(database_url: str, conn: db.Connection) -> None:
@@ -720,3 +726,20 @@ def test_raw_record_is_null_where_jsonb_cannot_hold_the_record(
         (2, '{"id":2,"deactivated":"x","score":1e200000}', None),
         (3, '{"id":3,"deactivated":"y"}', '{"id": 3, "deactivated": "y"}'),
     ]
+
+
+def test_raw_text_is_read_again_only_from_an_unchanged_file(tmp_path: Path) -> None:
+    """Error rows get their raw text by reading the file again; if its bytes changed since the
+    run first read it, that is an InputError naming the file, not a wrong raw text."""
+    data = b'[{"id": 1}, {"id": "x"}]'
+    file = InputFile("sync-d/agents/1.json", data)
+    plan = plan_agents(decode.decode_files(decode.AGENT, [file]))
+    inputs = {"agent": [file]}
+    errors = attach_raw(plan, inputs, {file.name: hashlib.sha256(data).hexdigest()})
+    assert errors.select("record_index", "raw_text").rows() == [(1, '{"id": "x"}')]
+    with pytest.raises(InputError) as failure:
+        attach_raw(plan, inputs, {file.name: hashlib.sha256(b"[]").hexdigest()})
+    assert str(failure.value) == (
+        "sync-d/agents/1.json: changed while this run read it (SHA-256 4f53cda18c2b... at first, "
+        f"{hashlib.sha256(data).hexdigest()[:12]}... now); run the day again"
+    )
