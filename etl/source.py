@@ -41,7 +41,7 @@ class InputFile:
         if self.data is not None:
             return io.BytesIO(self.data)
         try:
-            return (self.root or Path()).joinpath(self.name).open("rb")
+            return open(os.path.join(self.root or "", self.name), "rb")
         except OSError as error:
             raise InputError(f"{self.name}: cannot read: {error.strerror}") from error
 

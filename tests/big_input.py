@@ -1,4 +1,4 @@
-"""Big input days for the memory tests: ``count`` agents in ONE agents page (about 200 bytes
+"""Big input days for the README's memory figures: ``count`` agents in ONE agents page (about 200 bytes
 each, so a million agents make a 200 MB page) and one agent_details file per agent."""
 
 from __future__ import annotations
@@ -43,3 +43,9 @@ def _agent(agent_id: int) -> dict[str, object]:
         "updated_at": "2025-06-07T08:09:10Z",
         "ticket_scope": 1,
     }
+
+
+if __name__ == "__main__":  # python tests/big_input.py DIR COUNT: the README's memory figures
+    import sys
+
+    write_big_day(Path(sys.argv[1]), "day1", int(sys.argv[2]))

@@ -1,0 +1,109 @@
+"""Big input: peak memory follows the records kept, not the bytes read.
+
+A run reads one file at a time and big pages a chunk at a time, so input bytes that end up in no
+column (the many fields etl does not store) cost no memory however many there are. Each test
+runs etl in a child process that reports its own peak RSS, and compares a big day with a small
+day of the same shape.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT, rows
+
+from etl import db
+
+FILLER = "x" * 2_000  # an unstored field, as the real API's pages are full of them
+FIRST_ID = 90_000_000_000
+
+# VmHWM, not getrusage: a child's ru_maxrss starts from its parent's, as the fork's copy of the
+# parent counts until exec, and pytest's own RSS would hide the child's.
+PEAK_RSS = """
+import re, sys
+from pathlib import Path
+from etl.cli import main
+code = main(sys.argv[1:])
+status = Path("/proc/self/status").read_text()
+print(int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)) // 1024)
+sys.exit(code)
+"""
+
+
+def peak_rss_mb(url: str, data_dir: Path, entity: str) -> int:
+    """Sync day1 of ``data_dir`` for one entity in a child process; its peak RSS in MB."""
+    result = subprocess.run(
+        [
+            *(sys.executable, "-c", PEAK_RSS, "--day", "day1", "--entity", entity),
+            *("--data-dir", str(data_dir), "--database-url", url, "--log-format", "json"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return int(result.stdout.split()[-1])
+
+
+def agent(n: int) -> dict[str, object]:
+    return {"id": FIRST_ID + n, "contact": {"name": f"Agent {n}"}, "signature": FILLER}
+
+
+def write_agents_page(data_dir: Path, count: int) -> int:
+    """One agents page of ``count`` agents; returns its size in bytes."""
+    folder = data_dir / "sync-day1" / "agents"
+    folder.mkdir(parents=True)
+    page = folder / "1.json"
+    with page.open("w") as out:
+        out.write("[" + ",".join(json.dumps(agent(n)) for n in range(count)) + "]")
+    return page.stat().st_size
+
+
+def write_detail_files(data_dir: Path, count: int) -> None:
+    """A roles page and one agent_details file per agent, with ``count`` agents."""
+    day = data_dir / "sync-day1"
+    (day / "roles").mkdir(parents=True)
+    (day / "roles" / "1.json").write_text(json.dumps([{"id": 7, "name": "Agent"}]))
+    (day / "agent_details").mkdir()
+    for n in range(count):
+        record = {"id": FIRST_ID + n, "role_ids": [7], "signature": FILLER}
+        (day / "agent_details" / f"{FIRST_ID + n}.json").write_text(json.dumps(record))
+
+
+def test_a_100_mb_page_costs_no_more_memory_than_its_records(
+    tmp_path: Path, database_url: str, conn: db.Connection
+) -> None:
+    """A 100 MB agents page of 50,000 agents peaks within 100 MB of a 1 MB page of 500 agents:
+    the page is read 8 MB at a time, and the records' kept columns are a few MB."""
+    write_agents_page(tmp_path / "small", 500)
+    small = peak_rss_mb(database_url, tmp_path / "small", "agents")
+    size = write_agents_page(tmp_path / "big", 50_000)
+    assert size > 100_000_000
+    big = peak_rss_mb(database_url, tmp_path / "big", "agents")
+    assert rows(conn, "SELECT count(*) FROM etl.agents") == [(50_000,)]
+    assert big - small < 100, (small, big)
+
+
+def test_50_000_files_cost_no_more_memory_than_their_records(
+    tmp_path: Path, database_url: str, conn: db.Connection
+) -> None:
+    """50,000 agent_details files (100 MB) peak within 100 MB of 500 such files: each file is
+    read, hashed and decoded on its own, and its ledger entry leaves memory in batches."""
+    write_agents_page(tmp_path / "agents", 50_000)
+    peak_rss_mb(database_url, tmp_path / "agents", "agents")
+    write_detail_files(tmp_path / "small", 500)
+    small = peak_rss_mb(database_url, tmp_path / "small", "roles")
+    write_detail_files(tmp_path / "big", 50_000)
+    big = peak_rss_mb(database_url, tmp_path / "big", "roles")
+    assert rows(
+        conn,
+        "SELECT count(*) FROM etl.sync_run_files"
+        " WHERE run_id = (SELECT max(run_id) FROM etl.sync_runs)",
+    ) == [(50_001,)]
+    assert rows(conn, "SELECT count(*) FROM etl.agent_role_mapping") == [(50_000,)]
+    assert big - small < 100, (small, big)
