@@ -1,5 +1,5 @@
-"""Big input days for the README's memory figures: ``count`` agents in ONE agents page (about 200 bytes
-each, so a million agents make a 200 MB page) and one agent_details file per agent."""
+"""Big input days for the README's memory figures: ``count`` agents in ONE agents page (about
+200 bytes each, so a million agents make a 200 MB page) and one agent_details file per agent."""
 
 from __future__ import annotations
 
