@@ -23,3 +23,7 @@ lint:
     {{python}} -m ruff check etl tests
     {{python}} -m ruff format --check etl tests
     {{python}} -m mypy
+
+# benchmark day1..day3 of a synthetic scale (S, M or L) on a fresh database; see etl/bench.py
+bench SCALE="S" *ARGS:
+    {{python}} -m etl.bench --scale {{SCALE}} {{ARGS}}

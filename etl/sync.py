@@ -63,7 +63,7 @@ class RunResult:
 
 
 class Stopwatch:
-    """Seconds spent per stage, for the summary line."""
+    """Seconds spent per stage, for the summary line (a stage timed twice adds up)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -74,7 +74,8 @@ class Stopwatch:
         try:
             yield
         finally:
-            self.seconds[name] = round(time.perf_counter() - start, 4)
+            spent = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            self.seconds[name] = round(spent, 4)
 
 
 def sync_day(
@@ -100,11 +101,11 @@ def sync_entity(
         check_day_order(conn, entity, day, options.force)
         with watch.stage("list"):
             inputs = list_inputs(options.data_dir, day, ENTITY_KINDS[entity])
-        with watch.stage("decode_plan"):
-            faults.pause_point("decode", entity)
-            plan = plan_entity(conn, entity, inputs, ledger)
-            ledger.flush()
-            log.debug("read", files=ledger.count)
+        faults.pause_point("decode", entity)
+        plan = plan_entity(conn, entity, inputs, ledger, watch)
+        ledger.flush()
+        log.debug("read", files=ledger.count)
+        with watch.stage("plan"):
             errors = attach_raw(plan, inputs, db.run_file_hashes(conn, run_id, error_files(plan)))
         with watch.stage("stage"):
             stage_frames(conn, entity, {**plan.tables, "stg_errors": errors})
@@ -157,25 +158,36 @@ def list_inputs(
 
 
 def plan_entity(
-    conn: db.Connection, entity: str, inputs: dict[str, list[InputFile]], ledger: db.FileLedger
+    conn: db.Connection,
+    entity: str,
+    inputs: dict[str, list[InputFile]],
+    ledger: db.FileLedger,
+    watch: Stopwatch,
 ) -> Plan:
+    """Decode the entity's files (stage "decode", reading included) and plan its rows."""
+
     def decode(kind: RecordKind) -> Decoded:
-        return decode_files(kind, inputs[kind.name], on_file=ledger.add)
+        with watch.stage("decode"):
+            return decode_files(kind, inputs[kind.name], on_file=ledger.add)
 
     if entity == "agents":
-        return plan_agents(decode(AGENT))
+        agents = decode(AGENT)
+        with watch.stage("plan"):
+            return plan_agents(agents)
     if entity == "roles":
         roles = decode(ROLE)
         details = decode(AGENT_DETAILS)
-        known_agents = db.fetch_column(conn, "known_agent_ids")
-        known_roles = db.fetch_column(conn, "known_role_ids")
-        db.commit(conn)
-        return plan_roles(roles, details, known_agents, known_roles)
+        with watch.stage("plan"):
+            known_agents = db.fetch_column(conn, "known_agent_ids")
+            known_roles = db.fetch_column(conn, "known_role_ids")
+            db.commit(conn)
+            return plan_roles(roles, details, known_agents, known_roles)
     groups = decode(GROUP)
-    known_agents = db.fetch_column(conn, "known_agent_ids")
-    stored_groups = db.fetch_table(conn, "stored_groups")
-    db.commit(conn)
-    return plan_groups(groups, known_agents, stored_groups)
+    with watch.stage("plan"):
+        known_agents = db.fetch_column(conn, "known_agent_ids")
+        stored_groups = db.fetch_table(conn, "stored_groups")
+        db.commit(conn)
+        return plan_groups(groups, known_agents, stored_groups)
 
 
 def error_files(plan: Plan) -> list[str]:

@@ -1,0 +1,256 @@
+"""Benchmark: ``python -m etl.bench --scale S`` (``just bench S``).
+
+Generates the scale's days once (``etl.synth``, seed 1, kept under ``.bench/``), then syncs day1
+to day3 on a fresh database, each day in its own ``python -m etl`` process, and prints per day:
+seconds per stage summed over entities, rows per second, the process's peak RSS and wall time,
+and the *floor* measured in the same run: reading every input byte, decoding it with msgspec
+Structs of only the fields used, and bulk-loading the day's final rows into empty unlogged
+tables. A re-run of the last day must change nothing. Figures go to ``.bench/<scale>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import adbc_driver_postgresql.dbapi as pg
+import msgspec
+
+from etl import db, synth
+from etl.log import mask_url
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = ("list", "decode", "plan", "stage", "apply")
+FINAL_TABLES = ("agents", "roles", "agent_role_mapping", "groups", "group_membership")
+
+# The peak RSS of the etl process itself (VmHWM: getrusage would start from the parent's).
+RUN_ETL = """
+import re, sys
+from pathlib import Path
+from etl.cli import main
+code = main(sys.argv[1:])
+status = Path("/proc/self/status").read_text()
+print("peak_rss_kb", re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+class FloorContact(msgspec.Struct):
+    name: str | None = None
+    email: str | None = None
+    active: bool | None = None
+
+
+class FloorAgent(msgspec.Struct):
+    id: int
+    deactivated: bool | None = None
+    contact: FloorContact | None = None
+
+
+class FloorDetail(msgspec.Struct):
+    id: int
+    role_ids: list[int] | None = None
+
+
+class FloorRole(msgspec.Struct):
+    id: int
+    name: str
+    agent_ids: list[int] | None = None
+
+
+class FloorGroup(msgspec.Struct):
+    id: int
+    name: str
+    parent_group_id: int | None = None
+    agent_ids: list[int] | None = None
+
+
+FLOOR_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
+    "agents": msgspec.json.Decoder(list[FloorAgent]),
+    "agent_details": msgspec.json.Decoder(FloorDetail),
+    "roles": msgspec.json.Decoder(list[FloorRole]),
+    "admin_groups": msgspec.json.Decoder(list[FloorGroup]),
+}
+
+
+def data_dir(scale: str, days: int) -> Path:
+    """The scale's days, generated on first use."""
+    folder = ROOT / ".bench" / f"{scale}-seed1-days{days}"
+    if not (folder / f"sync-day{days}").is_dir():
+        started = time.perf_counter()
+        synth.generate(scale, days, 1, folder)
+        print(f"generated {folder} in {time.perf_counter() - started:.1f} s", flush=True)
+    return folder
+
+
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """A new database on ETL_DATABASE_URL's server, else on a new embedded server."""
+    server = os.environ.get("ETL_DATABASE_URL")
+    if server:
+        name = f"etl_bench_{os.getpid()}"
+        admin(server, f'CREATE DATABASE "{name}"')
+        try:
+            yield urlsplit(server)._replace(path=f"/{name}").geturl()
+        finally:
+            admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        return
+    with tempfile.TemporaryDirectory(prefix="etl-bench-pg-") as folder:
+        url, server_handle = db.start_embedded(Path(folder), temporary=True)
+        try:
+            yield url
+        finally:
+            server_handle.cleanup()
+
+
+def admin(url: str, sql: str) -> None:
+    with pg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+
+
+def run_day(url: str, folder: Path, day: str) -> dict[str, Any]:
+    """One ``python -m etl`` process for every entity of ``day``: its stage seconds, rows, peak
+    RSS and wall time."""
+    started = time.perf_counter()
+    result = subprocess.run(
+        [
+            *(sys.executable, "-c", RUN_ETL, "--day", day, "--data-dir", str(folder)),
+            *("--database-url", url, "--log-format", "json"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"etl failed on {day}:\n{result.stderr}")
+    seconds = dict.fromkeys(STAGES, 0.0)
+    rows = 0
+    changed = 0
+    for line in result.stderr.splitlines():
+        if line.startswith("peak_rss_kb"):
+            peak_kb = int(line.split()[1])
+        elif '"event": "synced"' in line:
+            event = json.loads(line)
+            for stage, spent in event["seconds"].items():
+                seconds[stage] = seconds.get(stage, 0.0) + spent
+            rows += event["staged"] + event.get("pairs_staged", 0) + event.get("members_staged", 0)
+            changed += event["inserted"] + event["updated"] + event["removed"]
+    return {
+        "wall_s": round(wall, 3),
+        "stages_s": {k: round(v, 3) for k, v in seconds.items()},
+        "rows": rows,
+        "changed": changed,
+        "peak_rss_mb": peak_kb // 1024,
+    }
+
+
+def floor(url: str, folder: Path, day: str) -> dict[str, float]:
+    """The physical floor of one day: read every byte, decode with minimal Structs, bulk-load
+    the day's final rows (as etl left them) into empty unlogged tables."""
+    read_s = decode_s = 0.0
+    for kind, decoder in FLOOR_DECODERS.items():
+        paths = sorted((folder / f"sync-{day}" / kind).iterdir())
+        started = time.perf_counter()
+        pages = [p.read_bytes() for p in paths]
+        read_s += time.perf_counter() - started
+        started = time.perf_counter()
+        for page in pages:
+            decoder.decode(page)
+        decode_s += time.perf_counter() - started
+    conn = db.connect(url)
+    try:
+        # Identifiers come from the fixed FINAL_TABLES; no value is formatted into SQL.
+        tables = {t: fetch(conn, f"SELECT * FROM etl.{t}") for t in FINAL_TABLES}  # noqa: S608
+        with conn.cursor() as cur:
+            for table in FINAL_TABLES:
+                cur.execute(f"CREATE UNLOGGED TABLE etl.floor_{table} (LIKE etl.{table})")
+        conn.commit()
+        started = time.perf_counter()
+        with conn.cursor() as cur:
+            for table, rows in tables.items():
+                cur.adbc_ingest(f"floor_{table}", rows, mode="append", db_schema_name="etl")
+        conn.commit()
+        load_s = time.perf_counter() - started
+        with conn.cursor() as cur:
+            for table in FINAL_TABLES:
+                cur.execute(f"DROP TABLE etl.floor_{table}")
+        conn.commit()
+    finally:
+        conn.close()
+    total = read_s + decode_s + load_s
+    return {
+        "read_s": round(read_s, 3),
+        "decode_s": round(decode_s, 3),
+        "load_s": round(load_s, 3),
+        "total_s": round(total, 3),
+    }
+
+
+def fetch(conn: db.Connection, sql: str) -> Any:
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        table = cur.fetch_arrow_table()
+    conn.commit()
+    return table
+
+
+def bench(scale: str, days: int) -> dict[str, Any]:
+    folder = data_dir(scale, days)
+    report: dict[str, Any] = {"scale": scale, "days": {}}
+    with fresh_database() as url:
+        print(f"database {mask_url(url)}", flush=True)
+        for n in range(1, days + 1):
+            day = f"day{n}"
+            figures = run_day(url, folder, day)
+            figures["floor"] = floor(url, folder, day)
+            work = sum(v for k, v in figures["stages_s"].items())
+            figures["ratio_to_floor"] = round(work / figures["floor"]["total_s"], 2)
+            figures["rows_per_s"] = round(figures["rows"] / work) if work else None
+            report["days"][day] = figures
+            print_day(day, figures)
+        rerun = run_day(url, folder, f"day{days}")
+        report["rerun_changed"] = rerun["changed"]
+        print(f"re-run of day{days}: {rerun['changed']} rows changed (must be 0)", flush=True)
+    return report
+
+
+def print_day(day: str, f: dict[str, Any]) -> None:
+    stages = " ".join(f"{k}={v:.2f}" for k, v in f["stages_s"].items())
+    print(
+        f"{day}: {stages} | work {sum(f['stages_s'].values()):.2f} s, wall {f['wall_s']:.2f} s,"
+        f" {f['rows']} rows, {f['rows_per_s']} rows/s, peak RSS {f['peak_rss_mb']} MB"
+        f" | floor {f['floor']['total_s']:.2f} s (read {f['floor']['read_s']:.2f},"
+        f" decode {f['floor']['decode_s']:.2f}, load {f['floor']['load_s']:.2f})"
+        f" | etl/floor {f['ratio_to_floor']}",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m etl.bench", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--scale", choices=sorted(synth.SCALES), default="S")
+    parser.add_argument("--days", type=int, default=3)
+    args = parser.parse_args(argv)
+    report = bench(args.scale, args.days)
+    out = ROOT / ".bench" / f"{args.scale}.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out.relative_to(ROOT)}")
+    return 0 if report["rerun_changed"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
