@@ -83,9 +83,9 @@ FLOOR_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
 }
 
 
-def data_dir(scale: str, days: int) -> Path:
+def data_dir(workdir: Path, scale: str, days: int) -> Path:
     """The scale's days, generated on first use."""
-    folder = ROOT / ".bench" / f"{scale}-seed1-days{days}"
+    folder = workdir / f"{scale}-seed1-days{days}"
     if not (folder / f"sync-day{days}").is_dir():
         started = time.perf_counter()
         synth.generate(scale, days, 1, folder)
@@ -206,8 +206,8 @@ def fetch(conn: db.Connection, sql: str) -> Any:
     return table
 
 
-def bench(scale: str, days: int) -> dict[str, Any]:
-    folder = data_dir(scale, days)
+def bench(scale: str, days: int, workdir: Path = ROOT / ".bench") -> dict[str, Any]:
+    folder = data_dir(workdir, scale, days)
     report: dict[str, Any] = {"scale": scale, "days": {}}
     with fresh_database() as url:
         print(f"database {mask_url(url)}", flush=True)
