@@ -21,7 +21,7 @@ import polars as pl
 import pyarrow as pa
 
 from etl.errors import InputError
-from etl.pages import CHUNK_BYTES, FileDigest, Segment, segments
+from etl.pages import CHUNK_BYTES, FileDigest, Segment, segments, whole_page, whole_pages
 from etl.source import InputFile
 
 MAX_ID = 2**63 - 1
@@ -272,13 +272,17 @@ def decode_files(
 ) -> Decoded:
     """Decode every page of one record kind, in file order, into one table plus errors.
 
-    Files are read one at a time and big pages a chunk at a time; ``on_file`` gets each file's
-    size and hash once it is read, also for the file that fails."""
+    Files are read one at a time, pages over ``chunk_bytes`` a chunk at a time;
+    ``on_file`` gets each file's size and hash once it is read, also for the file that fails."""
     rows = RowBatches(kind)
     errors: list[RecordError] = []
-    for file in files:
+    for file, page in whole_pages(files, chunk_bytes):
         digest = FileDigest(file.name)
         try:
+            if page is not None:
+                digest.bytes, digest.sha256 = len(page.data), page.sha256
+                decode_segment(kind, file.name, whole_page(page.data), rows, errors)
+                continue
             with closing(segments(file, digest, chunk_bytes)) as parts:
                 for segment in parts:
                     decode_segment(kind, file.name, segment, rows, errors)
