@@ -54,6 +54,7 @@ def test_migrations_are_recorded_and_applied_once(conn: db.Connection) -> None:
         ("002_apply_v1.sql", 64),
         ("003_groups.sql", 64),
         ("004_run_files.sql", 64),
+        ("005_role_pair_checks.sql", 64),
     ]
 
 
@@ -94,7 +95,7 @@ def test_run_files_move_from_the_ledger_row_to_their_own_table(
                 " VALUES ('d', 'agents', now(), $1::jsonb), ('d', 'roles', now(), '[]')",
                 (files,),
             )
-            assert db.migrate(conn) == ["004_run_files.sql"]
+            assert db.migrate(conn)[0] == "004_run_files.sql"
             assert rows(conn, "SELECT * FROM etl.sync_run_files ORDER BY run_id, file_index") == [
                 (1, 0, "sync-d/agents/1.json", 10, "aa"),
                 (1, 1, "sync-d/agents/2.json", 0, "bb"),

@@ -6,12 +6,15 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from conftest import fresh_database, rows, write_day
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from etl import db
+from etl.apply import apply_run
 from etl.cli import main
+from etl.errors import DatabaseError
 
 AGENT_IDS = (1, 2, 3, 4)
 ROLE_IDS = (10, 11, 12)
@@ -105,3 +108,22 @@ def test_model_sanity() -> None:
             (1, 10, "removed", "assigned", t[2]),
         ],
     )
+
+
+def test_apply_refuses_pairs_naming_unknown_agents(conn: db.Connection) -> None:
+    """The procedure checks staged pairs as a set (in place of row-by-row foreign keys): a pair
+    naming no stored agent stops the apply with the pair named, and nothing is written."""
+    rows(conn, "SELECT etl.start_run_v1('day1', 'roles', now(), false)")
+    rows(
+        conn,
+        "INSERT INTO etl.stg_roles (role_id, name, source_file, record_index)"
+        " VALUES (7, 'r', 'r.json', 0)",
+    )
+    rows(conn, "INSERT INTO etl.stg_agent_roles VALUES (42, 7, true, false), (41, 7, true, false)")
+    with pytest.raises(DatabaseError) as raised:
+        apply_run(conn, 1, allow_mass_removal=False)
+    assert str(raised.value) == (
+        "database error during apply: staged pairs (agent, role) name no stored agent or role: "
+        "(41, 7), (42, 7)"
+    )
+    assert rows(conn, "SELECT count(*) FROM etl.roles") == [(0,)]
