@@ -91,7 +91,10 @@ def hostile_record(draw: st.DrawFn, kind: str) -> dict[str, Any]:
     for field in draw(st.sets(st.sampled_from(sorted(VALID[kind])))):
         record[field] = draw(HOSTILE)
     if kind == "agent" and isinstance(record.get("contact"), dict) and draw(st.booleans()):
-        record["contact"][draw(st.sampled_from(["active", "name", "email"]))] = draw(HOSTILE)
+        # A new dict: the contact may be one of HOSTILE's own objects, which must not change
+        # (it could end up holding itself).
+        field = draw(st.sampled_from(["active", "name", "email"]))
+        record["contact"] = {**record["contact"], field: draw(HOSTILE)}
     return record
 
 
