@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from etl.errors import InputError
-from etl.source import list_days, list_files, natural_key
+from etl.source import list_days, list_files, natural_key, sort_naturally
 
 
 def test_days_and_files_sort_naturally_and_totally(tmp_path: Path) -> None:
@@ -42,3 +44,19 @@ def test_missing_folder_is_an_input_error(tmp_path: Path) -> None:
     """A missing entity folder names the path and what is missing."""
     with pytest.raises(InputError, match="folder not found; the roles snapshot of day3 is missing"):
         list_files(tmp_path, "day3", "roles")
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.integers(1, 10**12).map(lambda n: f"{n}.json"),
+            st.sampled_from(["01.json", "0.json", "a1.json", "A.json", "10.JSON.json"]),
+        ),
+        unique=True,
+    )
+)
+def test_sort_naturally_matches_natural_key(names: list[str]) -> None:
+    """The fast path for plain numbered names sorts exactly as natural_key does."""
+    fast = list(names)
+    sort_naturally(fast)
+    assert fast == sorted(names, key=natural_key)
