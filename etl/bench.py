@@ -118,14 +118,14 @@ def admin(url: str, sql: str) -> None:
         cur.execute(sql)
 
 
-def run_day(url: str, folder: Path, day: str) -> dict[str, Any]:
-    """One ``python -m etl`` process for every entity of ``day``: its stage seconds, rows, peak
-    RSS and wall time."""
+def run_day(url: str, folder: Path, day: str, *extra: str) -> dict[str, Any]:
+    """One ``python -m etl`` process for ``day`` (every entity, unless ``extra`` options say
+    otherwise): its stage seconds, rows, peak RSS and wall time."""
     started = time.perf_counter()
     result = subprocess.run(
         [
             *(sys.executable, "-c", RUN_ETL, "--day", day, "--data-dir", str(folder)),
-            *("--database-url", url, "--log-format", "json"),
+            *("--database-url", url, "--log-format", "json", *extra),
         ],
         cwd=ROOT,
         capture_output=True,

@@ -265,6 +265,8 @@ class FileLedger:
 
 def run_file_hashes(conn: Connection, run_id: int, files: list[str]) -> dict[str, str]:
     """file -> sha256 as the run recorded it, for ``files``."""
+    if not files:
+        return {}
     rows = execute(conn, "run_file_hashes", (run_id, files))
     commit(conn)
     return dict(rows)

@@ -21,7 +21,7 @@ import polars as pl
 import pyarrow as pa
 
 from etl.errors import InputError
-from etl.pages import CHUNK_BYTES, FileDigest, Segment, segments, whole_page, whole_pages
+from etl.pages import CHUNK_BYTES, FileDigest, Segment, segments
 from etl.source import InputFile
 
 MAX_ID = 2**63 - 1
@@ -276,16 +276,12 @@ def decode_files(
     ``on_file`` gets each file's size and hash once it is read, also for the file that fails."""
     rows = RowBatches(kind)
     errors: list[RecordError] = []
-    for file, page in whole_pages(files, chunk_bytes):
+    for file in files:
         digest = FileDigest(file.name)
         try:
-            if page is not None:
-                digest.bytes, digest.sha256 = len(page.data), page.sha256
-                decode_segment(kind, file.name, whole_page(page.data), rows, errors)
-                continue
             with closing(segments(file, digest, chunk_bytes)) as parts:
                 for segment in parts:
-                    decode_segment(kind, file.name, segment, rows, errors)
+                    decode_segment(kind, digest.name, segment, rows, errors)
         finally:
             if on_file is not None:
                 on_file(digest)
@@ -353,11 +349,6 @@ def iter_records(
     with closing(segments(file, digest or FileDigest(file.name), chunk_bytes)) as parts:
         for segment in parts:
             yield from segment_records(kind, file.name, segment)
-
-
-def split_records(kind: RecordKind, file: InputFile) -> list[tuple[str, msgspec.Raw]]:
-    """The page's records as (JSON path, exact raw text)."""
-    return [(path, raw) for _, path, raw in iter_records(kind, file)]
 
 
 def segment_records(

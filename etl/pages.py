@@ -14,7 +14,7 @@ import hashlib
 import io
 import os
 import re
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -54,11 +54,13 @@ def segments(
     """The page's segments in order. ``digest`` is complete once they are exhausted or the
     iterator is closed (use ``contextlib.closing`` when a consumer may stop early)."""
     with file.open() as stream:
+        if 0 <= _size(stream) <= chunk_bytes:  # most pages: one read of the right size
+            data = stream.read()
+            digest.bytes, digest.sha256 = len(data), hashlib.sha256(data).hexdigest()
+            yield whole_page(data)
+            return
         reader = _HashingReader(stream, digest)
         try:
-            if 0 <= _size(stream) <= chunk_bytes:  # most pages: one read of the right size
-                yield whole_page(reader.read())
-                return
             head, more = b"", b"."
             while more and (len(head) < len(BOM) or not head.lstrip(BOM + b" \t\r\n")):
                 more = reader.read(chunk_bytes)  # up to the first byte that is no BOM or space
@@ -77,36 +79,6 @@ def whole_page(data: bytes) -> Segment:
     """A page read whole as one segment, without its byte-order mark."""
     bom = len(BOM) if data.startswith(BOM) else 0
     return Segment(data[bom:], 0, bom, whole=True)
-
-
-@dataclass(frozen=True)
-class SmallPage:
-    """A file read whole, with its SHA-256."""
-
-    data: bytes
-    sha256: str
-
-
-def whole_pages(
-    files: Iterable[InputFile], chunk_bytes: int = CHUNK_BYTES
-) -> Iterator[tuple[InputFile, SmallPage | None]]:
-    """Each file, in order, with its bytes if it holds at most ``chunk_bytes`` (else None: read
-    it with :func:`segments`)."""
-    for file in files:
-        yield file, _read_small(file, chunk_bytes)
-
-
-def _read_small(file: InputFile, chunk_bytes: int) -> SmallPage | None:
-    if file.data is not None:
-        data = file.data
-    else:
-        with file.open() as stream:
-            if not 0 <= _size(stream) <= chunk_bytes:
-                return None
-            data = stream.read()
-    if len(data) > chunk_bytes:
-        return None
-    return SmallPage(data, hashlib.sha256(data).hexdigest())
 
 
 def _size(stream: BinaryIO) -> int:

@@ -13,8 +13,8 @@ from etl.decode import (
     ROLE,
     RecordError,
     decode_files,
+    iter_records,
     probe_id,
-    split_records,
 )
 from etl.errors import InputError
 from etl.source import InputFile
@@ -326,10 +326,10 @@ def test_agent_details_top_level_must_be_object_or_array() -> None:
         decode_files(AGENT_DETAILS, [InputFile("d.json", b"42")])
 
 
-def test_split_records_returns_exact_raw_text() -> None:
+def test_iter_records_returns_exact_raw_text() -> None:
     """Each record's raw text is byte-for-byte what the file holds, spacing and key order kept."""
     data = b'[ {"name":"a",  "id":1} ,\n{"id":2,"name":"b","id":3}]'
-    assert [(p, bytes(r)) for p, r in split_records(ROLE, InputFile("r.json", data))] == [
+    assert [(p, bytes(r)) for _, p, r in iter_records(ROLE, InputFile("r.json", data))] == [
         ("$[0]", b'{"name":"a",  "id":1}'),
         ("$[1]", b'{"id":2,"name":"b","id":3}'),
     ]

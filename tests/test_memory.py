@@ -9,45 +9,20 @@ day of the same shape.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-from conftest import ROOT, rows
+from conftest import rows
 
 from etl import db
+from etl.bench import run_day
 
 FILLER = "x" * 2_000  # an unstored field, as the real API's pages are full of them
 FIRST_ID = 90_000_000_000
 
-# VmHWM, not getrusage: a child's ru_maxrss starts from its parent's, as the fork's copy of the
-# parent counts until exec, and pytest's own RSS would hide the child's.
-PEAK_RSS = """
-import re, sys
-from pathlib import Path
-from etl.cli import main
-code = main(sys.argv[1:])
-status = Path("/proc/self/status").read_text()
-print(int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)) // 1024)
-sys.exit(code)
-"""
-
 
 def peak_rss_mb(url: str, data_dir: Path, entity: str) -> int:
     """Sync day1 of ``data_dir`` for one entity in a child process; its peak RSS in MB."""
-    result = subprocess.run(
-        [
-            *(sys.executable, "-c", PEAK_RSS, "--day", "day1", "--entity", entity),
-            *("--data-dir", str(data_dir), "--database-url", url, "--log-format", "json"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return int(result.stdout.split()[-1])
+    return int(run_day(url, data_dir, "day1", "--entity", entity)["peak_rss_mb"])
 
 
 def agent(n: int) -> dict[str, object]:
