@@ -289,23 +289,29 @@ def decode_files(
 
 
 class RowBatches:
-    """Decoded rows of one kind, moved into Polars frames every ``batch_rows`` rows so that
-    Python objects never pile up."""
+    """Decoded rows of one kind, moved into Polars frames every ``batch_values`` values (a row
+    counts one, plus one per element of its mapping array) so that Python objects never pile up,
+    also when a few records hold millions of ids."""
 
-    def __init__(self, kind: RecordKind, batch_rows: int = 65_536) -> None:
+    def __init__(self, kind: RecordKind, batch_values: int = 65_536) -> None:
         self.schema = pa.schema(list(kind.schema) + POSITION_FIELDS)
-        self.batch_rows = batch_rows
+        self.mapping = kind.schema.names.index(kind.mapping) if kind.mapping else None
+        self.batch_values = batch_values
         self.pending: list[tuple[Any, ...]] = []
+        self.values = 0
         self.frames: list[pl.DataFrame] = []
 
     def append(self, row: tuple[Any, ...]) -> None:
-        self.pending.append(row)
-        if len(self.pending) >= self.batch_rows:
-            self.flush()
+        self.extend((row,))
 
     def extend(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        start = len(self.pending)
         self.pending.extend(rows)
-        if len(self.pending) >= self.batch_rows:
+        self.values += len(self.pending) - start
+        if self.mapping is not None:
+            m = self.mapping
+            self.values += sum(len(row[m]) for row in self.pending[start:] if row[m])
+        if self.values >= self.batch_values:
             self.flush()
 
     def flush(self) -> None:
@@ -315,6 +321,7 @@ class RowBatches:
         assert isinstance(frame, pl.DataFrame)
         self.frames.append(frame)
         self.pending = []
+        self.values = 0
 
     def frame(self) -> pl.DataFrame:
         if self.pending or not self.frames:

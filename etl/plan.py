@@ -155,8 +155,20 @@ def plan_roles(
                 "agent_id",
                 "agent",
             ),
-            _element_errors(unknown_roles, AGENT_DETAILS, "INVALID_ROLE_ID", "role_id", "role"),
-            _element_errors(unknown_agents, ROLE, "INVALID_AGENT_ID", "agent_id", "agent"),
+            _element_errors(
+                locate(unknown_roles, detail_known, "role_ids", "role_id"),
+                AGENT_DETAILS,
+                "INVALID_ROLE_ID",
+                "role_id",
+                "role",
+            ),
+            _element_errors(
+                locate(unknown_agents, role_winners, "agent_ids", "agent_id"),
+                ROLE,
+                "INVALID_AGENT_ID",
+                "agent_id",
+                "agent",
+            ),
         ],
     )
     return Plan("roles", tables, errors)
@@ -172,13 +184,9 @@ def plan_groups(groups: Decoded, known_agents: pa.Array, stored_groups: pa.Table
     record_errors = pl.concat([errors_frame(groups.errors), nul_errors])
     held = held_ids(record_errors, winners, "groups", GROUP, "group_id")
 
-    agents = pl.LazyFrame({"agent_id": known_agents}, schema={"agent_id": pl.Int64})
+    known = pl.col("agent_id").is_in(pl.Series(known_agents, dtype=pl.Int64))
     members = explode_mapping(winners, "group_id", "agent_ids", "agent_id")
-    stg_group_membership = (
-        members.join(agents, on="agent_id", how="semi")
-        .select("group_id", "agent_id")
-        .sort("group_id", "agent_id")
-    )
+    stg_group_membership = members.filter(known).select("group_id", "agent_id")
     stg_groups = winners.select(
         "group_id",
         "name",
@@ -199,7 +207,7 @@ def plan_groups(groups: Decoded, known_agents: pa.Array, stored_groups: pa.Table
             record_errors,
             duplicate_errors,
             _element_errors(
-                members.join(agents, on="agent_id", how="anti"),
+                locate(members.filter(~known), winners, "agent_ids", "agent_id"),
                 GROUP,
                 "INVALID_AGENT_ID",
                 "agent_id",
@@ -338,17 +346,34 @@ def resolve_duplicates(
 
 def explode_mapping(records: pl.LazyFrame, owner: str, mapping: str, element: str) -> pl.LazyFrame:
     """One row per distinct non-null element of ``mapping`` in each record (repeats collapse to
-    the first): (owner, element, position, path)."""
+    the first), in record and array order: (ordinal, owner, element). Integers only, so that
+    millions of elements stay cheap; :func:`locate` finds the few that are reported."""
+    distinct = pl.col(mapping).list.drop_nulls().list.unique(maintain_order=True)
     return (
-        records.select(owner, mapping, *POSITION)
-        .with_columns(position=pl.int_ranges(pl.col(mapping).list.len()))
-        .explode(mapping, "position")
-        .filter(pl.col(mapping).is_not_null())
-        .unique([owner, mapping, "source_file", "record_index"], keep="first", maintain_order=True)
-        .rename({mapping: element})
-        .with_columns(
-            path=pl.format("{}.{}[{}]", "record_path", pl.lit(mapping), "position"),
+        records.select("ordinal", owner, distinct.alias(element))
+        .explode(element)
+        .filter(pl.col(element).is_not_null())  # an empty array explodes to one null
+    )
+
+
+def locate(
+    elements: pl.LazyFrame, records: pl.LazyFrame, mapping: str, element: str
+) -> pl.LazyFrame:
+    """``elements`` of ``records`` (from :func:`explode_mapping`) with their record's position
+    columns and ``path``, the JSON path of the element's first occurrence in ``mapping``."""
+    positions = (
+        records.join(elements.select("ordinal"), on="ordinal", how="semi")
+        .select(
+            "ordinal",
+            *POSITION,
+            pl.col(mapping).alias(element),
+            position=pl.int_ranges(pl.col(mapping).list.len(), dtype=pl.UInt32),
         )
+        .explode(element, "position")
+        .unique(["ordinal", element], keep="first", maintain_order=True)
+    )
+    return elements.join(positions, on=["ordinal", element], maintain_order="left").with_columns(
+        path=pl.format("{}.{}[{}]", "record_path", pl.lit(mapping), "position")
     )
 
 

@@ -12,6 +12,7 @@ from etl.decode import (
     AGENT_DETAILS,
     ROLE,
     RecordError,
+    RowBatches,
     decode_files,
     iter_records,
     probe_id,
@@ -375,3 +376,16 @@ def test_iso8601_timestamps_beyond_rfc3339_are_accepted(text: str, expected: dat
     decoded = decode_files(AGENT, [page([{"id": 1, "updated_at": text}], "a.json")])
     assert decoded.errors == []
     assert decoded.records.get_column("updated_at").to_list() == [expected]
+
+
+def test_row_batches_count_mapping_elements_toward_the_batch() -> None:
+    """Rows move into a frame once rows plus their mapping elements reach the batch size, so a
+    few records holding millions of ids never pile up as Python objects."""
+    rows = RowBatches(ROLE, batch_values=10)
+    with_ids = (1, "a", None, None, None, [1, 2, 3, 4], None, None, "f", 0, "$[0]")
+    rows.append(with_ids)
+    assert (len(rows.pending), rows.frames) == (1, [])
+    rows.extend([with_ids])  # 2 rows + 8 ids
+    assert (len(rows.pending), [f.height for f in rows.frames]) == (0, [2])
+    rows.extend([(2, "b", None, None, None, None, None, None, "f", 1, "$[1]")])
+    assert rows.frame().get_column("role_id").to_list() == [1, 1, 2]
