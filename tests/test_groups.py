@@ -605,6 +605,87 @@ def test_apply_refuses_memberships_naming_unknown_agents(conn: db.Connection) ->
     assert rows(conn, "SELECT count(*) FROM etl.groups") == [(0,)]
 
 
+MEMBERSHIP_KEYS = [
+    (
+        "group_membership_agent",
+        "CREATE INDEX group_membership_agent ON etl.group_membership USING btree (agent_id)",
+    ),
+    (
+        "group_membership_pkey",
+        "CREATE UNIQUE INDEX group_membership_pkey ON etl.group_membership "
+        "USING btree (group_id, agent_id)",
+    ),
+]
+
+
+def membership_keys(conn: db.Connection) -> list[tuple[object, ...]]:
+    return rows(
+        conn,
+        "SELECT indexname, indexdef FROM pg_indexes"
+        " WHERE schemaname = 'etl' AND tablename = 'group_membership' ORDER BY 1",
+    )
+
+
+def test_first_membership_load_rebuilds_the_keys(database_url: str, conn: db.Connection) -> None:
+    """Into an empty group_membership the pairs load without its keys, which are built after the
+    insert: the same keys exist after the first load and after a later one."""
+    sync_days(database_url, "day1")
+    assert membership_keys(conn) == MEMBERSHIP_KEYS
+    sync_days(database_url, "day2")
+    assert membership_keys(conn) == MEMBERSHIP_KEYS
+    assert rows(conn, "SELECT count(*) FROM etl.group_membership") == [(16,)]
+
+
+@pytest.mark.parametrize(
+    ("first_load", "message"),
+    [
+        (
+            True,
+            'database error during apply: could not create unique index "group_membership_pkey"',
+        ),
+        (
+            False,
+            "database error during apply: duplicate key value violates unique constraint "
+            '"group_membership_pkey"',
+        ),
+    ],
+)
+def test_a_repeated_staged_membership_fails_the_apply(
+    conn: db.Connection, first_load: bool, message: str
+) -> None:
+    """Staging has no key of its own: a pair staged twice (which the plan never does) still
+    fails on group_membership's key, on the first load and later, and changes nothing."""
+    for agent in (A1, A2):
+        rows(
+            conn,
+            "INSERT INTO etl.agents VALUES ($1, 'a', NULL, false, true, true, true, NULL, NULL,"
+            " now(), now())",
+            (agent,),
+        )
+    if not first_load:  # a stored pair that stays, so the table is not empty at the insert
+        rows(
+            conn,
+            "INSERT INTO etl.groups VALUES (1, 'g', NULL, NULL, true, false, NULL, NULL,"
+            " now(), now())",
+        )
+        rows(conn, "INSERT INTO etl.group_membership VALUES (1, $1, now())", (A2,))
+    db.commit(conn)
+    before = dump_state(conn, STATE_TABLES)
+    rows(conn, "SELECT etl.start_run_v1('day1', 'groups', now(), false)")
+    rows(
+        conn,
+        "INSERT INTO etl.stg_groups (group_id, name, source_file, record_index)"
+        " VALUES (1, 'g', 'g.json', 0)",
+    )
+    rows(conn, "INSERT INTO etl.stg_group_membership VALUES (1, $1), (1, $2), (1, $2)", (A2, A1))
+    with pytest.raises(DatabaseError) as raised:
+        apply_run(conn, 1, allow_mass_removal=True)
+    db.rollback(conn)
+    assert str(raised.value).startswith(message)
+    assert dump_state(conn, STATE_TABLES) == before
+    assert membership_keys(conn) == MEMBERSHIP_KEYS
+
+
 def test_group_staging_keeps_the_last_run(database_url: str, conn: db.Connection) -> None:
     """After a run, stg_groups and stg_group_membership show exactly what the groups step staged."""
     sync_days(database_url, "day1", "day2")

@@ -55,6 +55,7 @@ def test_migrations_are_recorded_and_applied_once(conn: db.Connection) -> None:
         ("003_groups.sql", 64),
         ("004_run_files.sql", 64),
         ("005_role_pair_checks.sql", 64),
+        ("006_bulk_memberships.sql", 64),
     ]
 
 
