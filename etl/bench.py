@@ -161,9 +161,8 @@ def floor(url: str, folder: Path, day: str) -> dict[str, float]:
     the day's final rows (as etl left them) into empty unlogged tables."""
     read_s = decode_s = 0.0
     for kind, decoder in FLOOR_DECODERS.items():
-        paths = sorted((folder / f"sync-{day}" / kind).iterdir())
         started = time.perf_counter()
-        pages = [p.read_bytes() for p in paths]
+        pages = read_folder(folder / f"sync-{day}" / kind)
         read_s += time.perf_counter() - started
         started = time.perf_counter()
         for page in pages:
@@ -196,6 +195,27 @@ def floor(url: str, folder: Path, day: str) -> dict[str, float]:
         "load_s": round(load_s, 3),
         "total_s": round(total, 3),
     }
+
+
+def read_folder(path: Path) -> list[bytes]:
+    """Every file's bytes, by the cheapest calls there are: names relative to an open directory,
+    one ``os.read`` of the file's size (plus the one that finds its end)."""
+    pages = []
+    folder = os.open(path, os.O_RDONLY)
+    try:
+        for name in os.listdir(folder):
+            fd = os.open(name, os.O_RDONLY, dir_fd=folder)
+            try:
+                size = os.fstat(fd).st_size
+                parts = [os.read(fd, size + 1)]
+                while parts[-1]:
+                    parts.append(os.read(fd, 1 << 20))
+            finally:
+                os.close(fd)
+            pages.append(b"".join(parts))
+    finally:
+        os.close(folder)
+    return pages
 
 
 def fetch(conn: db.Connection, sql: str) -> Any:

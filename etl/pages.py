@@ -11,8 +11,6 @@ Byte offsets in segments map back to the file by adding the segment's ``offset``
 from __future__ import annotations
 
 import hashlib
-import io
-import os
 import re
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -53,12 +51,12 @@ def segments(
 ) -> Generator[Segment, None, None]:
     """The page's segments in order. ``digest`` is complete once they are exhausted or the
     iterator is closed (use ``contextlib.closing`` when a consumer may stop early)."""
+    data = file.read_whole(chunk_bytes)
+    if data is not None:  # most pages
+        digest.bytes, digest.sha256 = len(data), hashlib.sha256(data).hexdigest()
+        yield whole_page(data)
+        return
     with file.open() as stream:
-        if 0 <= _size(stream) <= chunk_bytes:  # most pages: one read of the right size
-            data = stream.read()
-            digest.bytes, digest.sha256 = len(data), hashlib.sha256(data).hexdigest()
-            yield whole_page(data)
-            return
         reader = _HashingReader(stream, digest)
         try:
             head, more = b"", b"."
@@ -79,14 +77,6 @@ def whole_page(data: bytes) -> Segment:
     """A page read whole as one segment, without its byte-order mark."""
     bom = len(BOM) if data.startswith(BOM) else 0
     return Segment(data[bom:], 0, bom, whole=True)
-
-
-def _size(stream: BinaryIO) -> int:
-    """The file's size, or -1 when the stream is no file."""
-    try:
-        return os.fstat(stream.fileno()).st_size
-    except (OSError, io.UnsupportedOperation):
-        return -1
 
 
 def _array_segments(

@@ -60,3 +60,22 @@ def test_sort_naturally_matches_natural_key(names: list[str]) -> None:
     fast = list(names)
     sort_naturally(fast)
     assert fast == sorted(names, key=natural_key)
+
+
+def test_read_whole_reads_small_files_only(tmp_path: Path) -> None:
+    """A file of at most ``limit`` bytes is read whole in one call; a bigger one is left to the
+    chunked reader (None); an unreadable one is an InputError naming it."""
+    folder = tmp_path / "sync-d" / "agent_details"
+    folder.mkdir(parents=True)
+    (folder / "1.json").write_bytes(b"[" + b" " * 98 + b"]")
+    (folder / "2.json").write_bytes(b"")
+    small, empty = list_files(tmp_path, "d", "agent_details")
+    assert small.read_whole(100) == b"[" + b" " * 98 + b"]"
+    assert small.read_whole(99) is None
+    assert empty.read_whole(100) == b""
+    (folder / "1.json").unlink()
+    with pytest.raises(InputError) as raised:
+        small.read_whole(100)
+    assert str(raised.value) == (
+        "sync-d/agent_details/1.json: cannot read: No such file or directory"
+    )
