@@ -30,13 +30,13 @@ Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
 Name = Annotated[str, msgspec.Meta(pattern=r"\S")]  # not empty, not only white space
 
 
-class Contact(msgspec.Struct):
+class Contact(msgspec.Struct, gc=False):
     active: bool | None = None
     name: str | None = None
     email: str | None = None
 
 
-class Agent(msgspec.Struct):
+class Agent(msgspec.Struct, gc=False):
     id: Id
     deactivated: bool | None = None
     contact: Contact | None = None
@@ -44,14 +44,14 @@ class Agent(msgspec.Struct):
     updated_at: datetime | None = None
 
 
-class AgentDetail(msgspec.Struct):
+class AgentDetail(msgspec.Struct, gc=False):
     id: Id
     role_ids: list[Id] | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
 
-class Role(msgspec.Struct):
+class Role(msgspec.Struct, gc=False):
     id: Id
     name: Name
     description: str | None = None
@@ -62,7 +62,7 @@ class Role(msgspec.Struct):
     updated_at: datetime | None = None
 
 
-class Group(msgspec.Struct):
+class Group(msgspec.Struct, gc=False):
     id: Id
     name: Name
     description: str | None = None

@@ -56,6 +56,7 @@ def test_migrations_are_recorded_and_applied_once(conn: db.Connection) -> None:
         ("004_run_files.sql", 64),
         ("005_role_pair_checks.sql", 64),
         ("006_bulk_memberships.sql", 64),
+        ("007_run_files_unchecked.sql", 64),
     ]
 
 
@@ -110,3 +111,17 @@ def test_run_files_move_from_the_ledger_row_to_their_own_table(
             conn.close()
     finally:
         admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_deleting_a_run_deletes_its_files(conn: db.Connection) -> None:
+    """sync_run_files has no foreign key (checking it per file was 11 us a file); a statement
+    trigger still deletes a run's files with the run, and only that run's."""
+    rows(conn, "SELECT etl.start_run_v1('d1', 'agents', now(), false)")
+    rows(conn, "SELECT etl.start_run_v1('d1', 'roles', now(), false)")
+    rows(
+        conn,
+        "INSERT INTO etl.sync_run_files VALUES (1, 0, 'a.json', 2, 'aa'),"
+        " (1, 1, 'b.json', 2, 'bb'), (2, 0, 'r.json', 2, 'rr')",
+    )
+    rows(conn, "DELETE FROM etl.sync_runs WHERE run_id = 1")
+    assert rows(conn, "SELECT run_id, file FROM etl.sync_run_files") == [(2, "r.json")]
