@@ -290,6 +290,8 @@ def reject_nul(records: pl.LazyFrame, kind: RecordKind) -> tuple[pl.LazyFrame, p
         ]
     )
     flagged = records.with_columns(nul_field=nul_field)
+    if not flagged.select(pl.col("nul_field").is_not_null().any()).collect().item():
+        return records, errors_frame([])  # the usual case: the records stay as they are
     errors = flagged.filter(pl.col("nul_field").is_not_null()).select(
         record_kind=pl.lit(kind.name),
         error_type=pl.lit("VALIDATION_ERROR"),
@@ -312,10 +314,14 @@ def resolve_duplicates(
     """(winners, DUPLICATE_RECORD errors): per id the latest ``updated_at`` wins (a missing one is
     oldest); ties go to the last in record order."""
     # Only the keys of repeated ids are ranked, so the records themselves are never sorted.
-    repeated = records.select(id_column, "updated_at", "ordinal").filter(
-        pl.col(id_column).is_duplicated()
+    repeated = (
+        records.select(id_column, "updated_at", "ordinal")
+        .filter(pl.col(id_column).is_duplicated())
+        .collect()
     )
-    ranked = repeated.sort(id_column, "updated_at", "ordinal", nulls_last=False)
+    if repeated.height == 0:
+        return records, errors_frame([])  # the usual case: the records stay as they are
+    ranked = repeated.lazy().sort(id_column, "updated_at", "ordinal", nulls_last=False)
     losing = ranked.filter(pl.col("ordinal") != pl.col("ordinal").last().over(id_column))
     winners = records.join(losing, on="ordinal", how="anti", maintain_order="left")
     losers = records.join(losing.select("ordinal"), on="ordinal", how="semi").join(
