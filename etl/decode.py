@@ -302,7 +302,10 @@ class RowBatches:
         self.frames: list[pl.DataFrame] = []
 
     def append(self, row: tuple[Any, ...]) -> None:
-        self.extend((row,))
+        self.pending.append(row)
+        self.values += 1 if self.mapping is None else 1 + len(row[self.mapping] or ())
+        if self.values >= self.batch_values:
+            self.flush()
 
     def extend(self, rows: Iterable[tuple[Any, ...]]) -> None:
         start = len(self.pending)

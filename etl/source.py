@@ -91,7 +91,7 @@ class InputFile:
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def path(self) -> str:
-        return os.path.join(self.root or "", self.name)
+        return f"{self.root}/{self.folder}{self.base}" if self.root else self.name
 
 
 def list_files(data_dir: Path, day: str, folder: str) -> list[InputFile]:
