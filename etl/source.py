@@ -5,9 +5,10 @@ from __future__ import annotations
 import io
 import os
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, overload
 
 from etl.errors import InputError
 
@@ -94,7 +95,33 @@ class InputFile:
         return f"{self.root}/{self.folder}{self.base}" if self.root else self.name
 
 
-def list_files(data_dir: Path, day: str, folder: str) -> list[InputFile]:
+class FolderFiles(Sequence[InputFile]):
+    """The input files of one folder, in order: only their names are held, and an
+    :class:`InputFile` is made when one is asked for (a million of them held 64 MB more)."""
+
+    def __init__(self, root: Path, folder: str, names: list[str]) -> None:
+        self.root, self.folder, self.names = root, folder, names
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @overload
+    def __getitem__(self, index: int) -> InputFile: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[InputFile]: ...
+    def __getitem__(self, index: int | slice) -> InputFile | list[InputFile]:
+        if isinstance(index, slice):
+            return [self._file(name) for name in self.names[index]]
+        return self._file(self.names[index])
+
+    def __iter__(self) -> Iterator[InputFile]:
+        return map(self._file, self.names)
+
+    def _file(self, name: str) -> InputFile:
+        return InputFile(name, root=self.root, folder=self.folder)
+
+
+def list_files(data_dir: Path, day: str, folder: str) -> FolderFiles:
     """The ``*.json`` files of one entity folder, in natural order of their names; nothing is
     read yet. A missing folder or one without .json files means the day's snapshot is
     incomplete."""
@@ -106,5 +133,4 @@ def list_files(data_dir: Path, day: str, folder: str) -> list[InputFile]:
     if not names:
         raise InputError(f"{path}: no .json files; the {folder} snapshot of {day} is empty")
     sort_naturally(names)
-    prefix = f"{DAY_PREFIX}{day}/{folder}/"
-    return [InputFile(name, root=data_dir, folder=prefix) for name in names]
+    return FolderFiles(data_dir, f"{DAY_PREFIX}{day}/{folder}/", names)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -152,7 +152,7 @@ def check_day_order(conn: db.Connection, entity: str, day: str, force: bool) -> 
 
 def list_inputs(
     data_dir: Path, day: str, kinds: tuple[RecordKind, ...]
-) -> dict[str, list[InputFile]]:
+) -> dict[str, Sequence[InputFile]]:
     """Every input file of the entity, by record kind, unread; all folders are checked first."""
     return {k.name: source.list_files(data_dir, day, k.folder) for k in kinds}
 
@@ -160,7 +160,7 @@ def list_inputs(
 def plan_entity(
     conn: db.Connection,
     entity: str,
-    inputs: dict[str, list[InputFile]],
+    inputs: dict[str, Sequence[InputFile]],
     ledger: db.FileLedger,
     watch: Stopwatch,
 ) -> Plan:
@@ -196,7 +196,7 @@ def error_files(plan: Plan) -> list[str]:
 
 
 def attach_raw(
-    plan: Plan, inputs: dict[str, list[InputFile]], hashes: dict[str, str]
+    plan: Plan, inputs: dict[str, Sequence[InputFile]], hashes: dict[str, str]
 ) -> pl.DataFrame:
     """The plan's error rows, each with its record's exact JSON text, read again from its file
     (one file at a time; ``hashes`` are the files' SHA-256 at the first read, and a file that

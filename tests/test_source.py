@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from etl.errors import InputError
-from etl.source import list_days, list_files, natural_key, sort_naturally
+from etl.source import InputFile, list_days, list_files, natural_key, sort_naturally
 
 
 def test_days_and_files_sort_naturally_and_totally(tmp_path: Path) -> None:
@@ -79,3 +79,20 @@ def test_read_whole_reads_small_files_only(tmp_path: Path) -> None:
     assert str(raised.value) == (
         "sync-d/agent_details/1.json: cannot read: No such file or directory"
     )
+
+
+def test_listed_files_hold_names_and_make_input_files_on_demand(tmp_path: Path) -> None:
+    """list_files keeps only the names; indexing, slicing and iterating give the same files."""
+    folder = tmp_path / "sync-d" / "agent_details"
+    folder.mkdir(parents=True)
+    for n in (3, 1, 2):
+        (folder / f"{n}.json").write_text("{}")
+    files = list_files(tmp_path, "d", "agent_details")
+    assert files.names == ["1.json", "2.json", "3.json"]
+    assert len(files) == 3
+    assert [f.name for f in files] == [f"sync-d/agent_details/{n}.json" for n in (1, 2, 3)]
+    assert (
+        files[-1] == files[2] == InputFile("3.json", root=tmp_path, folder="sync-d/agent_details/")
+    )
+    assert files[1:] == [files[1], files[2]]
+    assert files[0].read_whole(10) == b"{}"
