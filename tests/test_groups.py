@@ -618,6 +618,9 @@ MEMBERSHIP_KEYS = [
 ]
 
 
+DAY1_MEMBERS = 17  # the (group, agent) pairs of day1 whose agent is in day1's agents
+
+
 def membership_keys(conn: db.Connection) -> list[tuple[object, ...]]:
     return rows(
         conn,
@@ -631,9 +634,28 @@ def test_first_membership_load_rebuilds_the_keys(database_url: str, conn: db.Con
     insert: the same keys exist after the first load and after a later one."""
     sync_days(database_url, "day1")
     assert membership_keys(conn) == MEMBERSHIP_KEYS
+    assert rows(conn, "SELECT count(*) FROM etl.group_membership") == [(DAY1_MEMBERS,)]
     sync_days(database_url, "day2")
     assert membership_keys(conn) == MEMBERSHIP_KEYS
     assert rows(conn, "SELECT count(*) FROM etl.group_membership") == [(16,)]
+
+
+def test_first_membership_load_beside_a_reader_keeps_the_keys_in_place(
+    database_url: str, conn: db.Connection
+) -> None:
+    """Building the keys after the insert needs group_membership to itself; while another
+    session's transaction holds a lock on it, the first load inserts with the keys in place
+    instead of waiting for it."""
+    reader = db.connect(database_url)
+    try:
+        with reader.cursor() as cur:  # an open transaction that has read the table
+            cur.execute("SELECT count(*) FROM etl.group_membership")
+            assert cur.fetchall() == [(0,)]
+        sync_days(database_url, "day1")
+        assert membership_keys(conn) == MEMBERSHIP_KEYS
+        assert rows(conn, "SELECT count(*) FROM etl.group_membership") == [(DAY1_MEMBERS,)]
+    finally:
+        db.close(reader)
 
 
 @pytest.mark.parametrize(
