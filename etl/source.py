@@ -117,8 +117,22 @@ class FolderFiles(Sequence[InputFile]):
     def __iter__(self) -> Iterator[InputFile]:
         return map(self._file, self.names)
 
+    def named(self, name: str) -> InputFile:
+        """The file whose :attr:`InputFile.name` is ``name``, without a search."""
+        if not name.startswith(self.folder):
+            raise KeyError(name)
+        return self._file(name[len(self.folder) :])
+
     def _file(self, name: str) -> InputFile:
         return InputFile(name, root=self.root, folder=self.folder)
+
+
+def file_named(files: Sequence[InputFile], name: str) -> InputFile:
+    """The file called ``name`` among ``files``: made directly from a folder listing (a scan of a
+    million listed files took 3 s), searched for in any other sequence."""
+    if isinstance(files, FolderFiles):
+        return files.named(name)
+    return next(f for f in files if f.name == name)
 
 
 def list_files(data_dir: Path, day: str, folder: str) -> FolderFiles:

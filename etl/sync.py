@@ -201,13 +201,12 @@ def attach_raw(
     """The plan's error rows, each with its record's exact JSON text, read again from its file
     (one file at a time; ``hashes`` are the files' SHA-256 at the first read, and a file that
     changed since is an InputError)."""
-    files = {f.name: f for kind_files in inputs.values() for f in kind_files if f.name in hashes}
     wanted = plan.errors.select("record_kind", "source_file", "record_index")
     by_file = wanted.group_by("record_kind", "source_file", maintain_order=True).agg("record_index")
     texts: dict[tuple[str, int], str] = {}
     for kind_name, name, indexes in by_file.iter_rows():
-        kind = RECORD_KINDS[kind_name]
-        texts.update(read_raw_texts(kind, files[name], set(indexes), hashes[name]))
+        file = source.file_named(inputs[kind_name], name)
+        texts.update(read_raw_texts(RECORD_KINDS[kind_name], file, set(indexes), hashes[name]))
     positions = wanted.select("source_file", "record_index").iter_rows()
     raw = [texts[position] for position in positions]
     return plan.errors.select(
