@@ -14,12 +14,13 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
-import polars as pl
 import pyarrow as pa
 
+from etl.batches import Records
 from etl.errors import InputError
 from etl.pages import CHUNK_BYTES, FileDigest, Segment, segments
 from etl.source import InputFile
@@ -102,6 +103,7 @@ POSITION_FIELDS = [
     pa.field("source_file", pa.string()),
     pa.field("record_index", pa.int32()),
     pa.field("record_path", pa.string()),
+    pa.field("ordinal", pa.int64()),  # the record's position in decode order (files, then index)
 ]
 
 
@@ -246,7 +248,7 @@ class RecordError:
 
 @dataclass(frozen=True)
 class Decoded:
-    records: pl.DataFrame  # kind.schema + source_file, record_index, record_path
+    records: Records  # kind.schema + source_file, record_index, record_path, ordinal
     errors: list[RecordError]
 
 
@@ -269,12 +271,14 @@ def decode_files(
     files: Iterable[InputFile],
     on_file: Callable[[FileDigest], None] | None = None,
     chunk_bytes: int = CHUNK_BYTES,
+    spill: Path | None = None,
 ) -> Decoded:
-    """Decode every page of one record kind, in file order, into one table plus errors.
+    """Decode every page of one record kind, in file order, into record batches plus errors.
 
     Files are read one at a time, pages over ``chunk_bytes`` a chunk at a time;
-    ``on_file`` gets each file's size and hash once it is read, also for the file that fails."""
-    rows = RowBatches(kind)
+    ``on_file`` gets each file's size and hash once it is read, also for the file that fails.
+    With ``spill`` (a file path), the batches are written there instead of kept in memory."""
+    rows = RowBatches(kind, Records(_batch_schema(kind), spill))
     errors: list[RecordError] = []
     for file in files:
         digest = FileDigest(file.name)
@@ -285,21 +289,26 @@ def decode_files(
         finally:
             if on_file is not None:
                 on_file(digest)
-    return Decoded(records=rows.frame(), errors=errors)
+    return Decoded(records=rows.close(), errors=errors)
+
+
+def _batch_schema(kind: RecordKind) -> pa.Schema:
+    return pa.schema(list(kind.schema) + POSITION_FIELDS)
 
 
 class RowBatches:
-    """Decoded rows of one kind, moved into Polars frames every ``batch_values`` values (a row
-    counts one, plus one per element of its mapping array) so that Python objects never pile up,
-    also when a few records hold millions of ids."""
+    """Decoded rows of one kind, moved into ``records`` as an Arrow batch every ``batch_values``
+    values (a row counts one, plus one per element of its mapping array), so that Python objects
+    never pile up, also when a few records hold millions of ids."""
 
-    def __init__(self, kind: RecordKind, batch_values: int = 65_536) -> None:
-        self.schema = pa.schema(list(kind.schema) + POSITION_FIELDS)
+    def __init__(self, kind: RecordKind, records: Records, batch_values: int = 65_536) -> None:
+        self.schema = records.schema
         self.mapping = kind.schema.names.index(kind.mapping) if kind.mapping else None
+        self.records = records
         self.batch_values = batch_values
         self.pending: list[tuple[Any, ...]] = []
         self.values = 0
-        self.frames: list[pl.DataFrame] = []
+        self.count = 0  # rows moved so far: the next batch's first ordinal
 
     def append(self, row: tuple[Any, ...]) -> None:
         self.pending.append(row)
@@ -318,18 +327,20 @@ class RowBatches:
             self.flush()
 
     def flush(self) -> None:
-        columns = list(zip(*self.pending, strict=True)) or [() for _ in self.schema]
-        arrays = [pa.array(c, type=f.type) for c, f in zip(columns, self.schema, strict=True)]
-        frame = pl.from_arrow(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
-        assert isinstance(frame, pl.DataFrame)
-        self.frames.append(frame)
+        if not self.pending:
+            return
+        columns = zip(*self.pending, strict=True)
+        arrays = [pa.array(c, type=f.type) for c, f in zip(columns, self.schema, strict=False)]
+        start, self.count = self.count, self.count + len(self.pending)
+        arrays.append(pa.array(range(start, self.count), pa.int64()))  # ordinal
+        self.records.add(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
         self.pending = []
         self.values = 0
 
-    def frame(self) -> pl.DataFrame:
-        if self.pending or not self.frames:
-            self.flush()
-        return pl.concat(self.frames, rechunk=False)
+    def close(self) -> Records:
+        self.flush()
+        self.records.close()
+        return self.records
 
 
 def decode_segment(

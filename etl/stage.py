@@ -1,38 +1,53 @@
-"""Stage: planned frames -> PostgreSQL staging tables, by ADBC bulk ingest (COPY)."""
+"""Stage: planned tables -> PostgreSQL staging tables, by ADBC bulk ingest (COPY)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import polars as pl
 import pyarrow as pa
 
 from etl import db
+from etl.batches import Table
 from etl.log import get_logger
 
 SCHEMA = "etl"
 
 
-def stage_frames(conn: db.Connection, entity: str, frames: dict[str, pl.DataFrame]) -> int:
-    """Replace the entity's staging rows with ``frames`` (table -> rows) in one transaction
+def stage_tables(conn: db.Connection, entity: str, tables: dict[str, Table]) -> int:
+    """Replace the entity's staging rows with ``tables`` (name -> rows) in one transaction
     committed by the caller; returns the number of rows staged."""
     log = get_logger()
     db.execute(conn, "clear_staging", (entity,))
     total = 0
     with db.wrapped("staging"), conn.cursor() as cur:
-        for table, frame in frames.items():
-            if frame.height == 0:
-                continue
-            cur.adbc_ingest(table, arrow_batches(frame), mode="append", db_schema_name=SCHEMA)
-            log.debug("staged", table=f"{SCHEMA}.{table}", rows=frame.height)
-            total += frame.height
+        for name, table in tables.items():
+            counted = RowCount()
+            batches = arrow_batches(table, counted)
+            cur.adbc_ingest(name, batches, mode="append", db_schema_name=SCHEMA)
+            log.debug("staged", table=f"{SCHEMA}.{name}", rows=counted.rows)
+            total += counted.rows
     return total
 
 
 BATCH_ROWS = 65_536  # rows converted to Arrow at a time
 
 
-def arrow_batches(frame: pl.DataFrame, rows: int = BATCH_ROWS) -> pa.RecordBatchReader:
-    """``frame`` as a stream of Arrow batches of ``rows`` rows, each converted when COPY wants
-    it, so that staging never holds an Arrow copy of the whole frame (111 MB for 1M agents)."""
-    schema = frame.head(0).to_arrow().schema
-    batches = (b for part in frame.iter_slices(rows) for b in part.to_arrow().to_batches())
-    return pa.RecordBatchReader.from_batches(schema, batches)
+class RowCount:
+    rows = 0
+
+
+def arrow_batches(
+    table: Table, count: RowCount | None = None, rows: int = BATCH_ROWS
+) -> pa.RecordBatchReader:
+    """``table`` as a stream of Arrow batches of at most ``rows`` rows, each made when COPY wants
+    it, so that staging holds one batch at a time. ``count`` adds up the rows as they go."""
+    schema = pl.DataFrame(schema=table.schema()).to_arrow().schema
+    return pa.RecordBatchReader.from_batches(schema, _batches(table, count or RowCount(), rows))
+
+
+def _batches(table: Table, count: RowCount, rows: int) -> Iterator[pa.RecordBatch]:
+    for frame in table.frames():
+        for part in frame.iter_slices(rows):
+            count.rows += part.height
+            yield from part.to_arrow().to_batches()

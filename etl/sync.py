@@ -7,6 +7,7 @@ transaction. The first entity that fails stops the run: later entities are not a
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ import polars as pl
 
 from etl import db, faults, source
 from etl.apply import apply_run
+from etl.batches import Table
 from etl.decode import (
     AGENT,
     AGENT_DETAILS,
@@ -35,7 +37,7 @@ from etl.log import get_logger
 from etl.pages import FileDigest
 from etl.plan import Plan, plan_agents, plan_groups, plan_roles
 from etl.source import InputFile
-from etl.stage import stage_frames
+from etl.stage import stage_tables
 
 ENTITIES = ("agents", "roles", "groups")  # the order of --entity all
 ENTITY_KINDS: dict[str, tuple[RecordKind, ...]] = {
@@ -102,15 +104,17 @@ def sync_entity(
         with watch.stage("list"):
             inputs = list_inputs(options.data_dir, day, ENTITY_KINDS[entity])
         faults.pause_point("decode", entity)
-        plan = plan_entity(conn, entity, inputs, ledger, watch)
-        ledger.flush()
-        log.debug("read", files=ledger.count)
-        with watch.stage("plan"):
-            errors = attach_raw(plan, inputs, db.run_file_hashes(conn, run_id, error_files(plan)))
-        with watch.stage("stage"):
-            stage_frames(conn, entity, {**plan.tables, "stg_errors": errors})
-            faults.pause_point("stage", entity)
-            db.commit(conn, "staging")
+        with tempfile.TemporaryDirectory(prefix="etl-batches-") as spill:
+            plan = plan_entity(conn, entity, inputs, ledger, watch, Path(spill))
+            ledger.flush()
+            log.debug("read", files=ledger.count)
+            with watch.stage("plan"):
+                hashes = db.run_file_hashes(conn, run_id, error_files(plan))
+                errors = attach_raw(plan, inputs, hashes)
+            with watch.stage("stage"):
+                stage_tables(conn, entity, {**plan.tables, "stg_errors": Table(errors)})
+                faults.pause_point("stage", entity)
+                db.commit(conn, "staging")
         with watch.stage("apply"):
             apply_run(conn, run_id, allow_mass_removal=options.allow_mass_removal)
             faults.pause_point("apply", entity)
@@ -163,12 +167,15 @@ def plan_entity(
     inputs: dict[str, Sequence[InputFile]],
     ledger: db.FileLedger,
     watch: Stopwatch,
+    spill: Path,
 ) -> Plan:
-    """Decode the entity's files (stage "decode", reading included) and plan its rows."""
+    """Decode the entity's files (stage "decode", reading included) and plan its rows. Decoded
+    batches are spilled to files in the folder ``spill``, which must outlive staging."""
 
     def decode(kind: RecordKind) -> Decoded:
         with watch.stage("decode"):
-            return decode_files(kind, inputs[kind.name], on_file=ledger.add)
+            batches = spill / f"{kind.name}.arrow"
+            return decode_files(kind, inputs[kind.name], on_file=ledger.add, spill=batches)
 
     if entity == "agents":
         agents = decode(AGENT)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
+from etl.batches import Records
 from etl.decode import (
     AGENT,
     AGENT_DETAILS,
+    POSITION_FIELDS,
     ROLE,
     RecordError,
     RowBatches,
@@ -30,7 +34,8 @@ def role(**fields: object) -> dict[str, object]:
 
 
 def test_fast_path_decodes_every_field_with_positions() -> None:
-    """A clean page yields one row per record with its file, index and JSON path."""
+    """A clean page yields one row per record with its file, index, JSON path and ordinal (its
+    position in decode order)."""
     decoded = decode_files(
         ROLE,
         [
@@ -50,7 +55,7 @@ def test_fast_path_decodes_every_field_with_positions() -> None:
         ],
     )
     assert decoded.errors == []
-    assert decoded.records.to_dicts() == [
+    assert decoded.records.frame().to_dicts() == [
         {
             "role_id": 1,
             "name": "Agent",
@@ -63,6 +68,7 @@ def test_fast_path_decodes_every_field_with_positions() -> None:
             "source_file": "sync-d/roles/1.json",
             "record_index": 0,
             "record_path": "$[0]",
+            "ordinal": 0,
         },
         {
             "role_id": 2,
@@ -76,6 +82,7 @@ def test_fast_path_decodes_every_field_with_positions() -> None:
             "source_file": "sync-d/roles/1.json",
             "record_index": 1,
             "record_path": "$[1]",
+            "ordinal": 1,
         },
     ]
 
@@ -100,7 +107,7 @@ def test_agent_contact_is_flattened_and_may_be_missing() -> None:
     )
     assert [
         (r["agent_id"], r["name"], r["email"], r["deactivated"], r["contact_active"])
-        for r in decoded.records.to_dicts()
+        for r in decoded.records.frame().to_dicts()
     ] == [(7, "A", "a@x", False, False), (8, None, None, None, None)]
 
 
@@ -184,7 +191,7 @@ def test_bad_record_is_quarantined_alone(
 ) -> None:
     """A record of the wrong shape costs only itself, with field, expected and got."""
     decoded = decode_files(ROLE, [page([role(), record, role(id=3)])])
-    assert [r["role_id"] for r in decoded.records.to_dicts()] == [1, 3]
+    assert [r["role_id"] for r in decoded.records.frame().to_dicts()] == [1, 3]
     assert decoded.errors == [
         RecordError("role", "VALIDATION_ERROR", field, message, record_id, "sync-d/roles/1.json", 1)
     ]
@@ -210,7 +217,9 @@ def test_agent_wrong_types(record: object, message: str) -> None:
 def test_bad_mapping_elements_are_reported_and_nulled_in_place() -> None:
     """Null and non-integer elements are INVALID_MAPPING; the record and the rest still load."""
     decoded = decode_files(ROLE, [page([role(agent_ids=[5, None, "6", 1.5, 2**64, 7])])])
-    assert decoded.records.get_column("agent_ids").to_list() == [[5, None, None, None, None, 7]]
+    assert decoded.records.frame().get_column("agent_ids").to_list() == [
+        [5, None, None, None, None, 7]
+    ]
     assert [(e.error_type, e.field, e.message, e.record_id) for e in decoded.errors] == [
         (
             "INVALID_MAPPING",
@@ -249,7 +258,7 @@ def test_agent_details_page_may_be_an_object_or_an_array() -> None:
         ],
     )
     assert [
-        (r["agent_id"], r["role_ids"], r["record_path"]) for r in decoded.records.to_dicts()
+        (r["agent_id"], r["role_ids"], r["record_path"]) for r in decoded.records.frame().to_dicts()
     ] == [(1, [2], "$"), (3, [], "$[0]"), (4, None, "$[1]")]
 
 
@@ -266,14 +275,14 @@ def test_utf8_byte_order_mark_is_accepted() -> None:
     decoded = decode_files(
         ROLE, [InputFile("r.json", b"\xef\xbb\xbf" + json.dumps([role()]).encode())]
     )
-    assert decoded.records.get_column("role_id").to_list() == [1]
+    assert decoded.records.frame().get_column("role_id").to_list() == [1]
 
 
 def test_invalid_utf8_inside_a_record_quarantines_that_record() -> None:
     """Invalid UTF-8 in one record's string costs that record only."""
     data = b'[{"id":1,"name":"ok"},{"id":2,"name":"\xff"}]'
     decoded = decode_files(ROLE, [InputFile("r.json", data)])
-    assert decoded.records.get_column("role_id").to_list() == [1]
+    assert decoded.records.frame().get_column("role_id").to_list() == [1]
     assert [(e.record_id, e.message) for e in decoded.errors] == [
         (2, "$[1]: invalid UTF-8 in a string (invalid start byte)")
     ]
@@ -339,7 +348,7 @@ def test_iter_records_returns_exact_raw_text() -> None:
 def test_duplicate_keys_in_an_object_keep_the_last() -> None:
     """Of repeated keys in one object the last counts, as in most JSON parsers."""
     decoded = decode_files(ROLE, [InputFile("r.json", b'[{"id":2,"name":"b","id":3}]')])
-    assert decoded.records.get_column("role_id").to_list() == [3]
+    assert decoded.records.frame().get_column("role_id").to_list() == [3]
 
 
 @pytest.mark.parametrize(
@@ -375,17 +384,34 @@ def test_iso8601_timestamps_beyond_rfc3339_are_accepted(text: str, expected: dat
     a timestamp without an offset is UTC."""
     decoded = decode_files(AGENT, [page([{"id": 1, "updated_at": text}], "a.json")])
     assert decoded.errors == []
-    assert decoded.records.get_column("updated_at").to_list() == [expected]
+    assert decoded.records.frame().get_column("updated_at").to_list() == [expected]
 
 
 def test_row_batches_count_mapping_elements_toward_the_batch() -> None:
-    """Rows move into a frame once rows plus their mapping elements reach the batch size, so a
-    few records holding millions of ids never pile up as Python objects."""
-    rows = RowBatches(ROLE, batch_values=10)
+    """Rows move into a batch once rows plus their mapping elements reach the batch size, so a
+    few records holding millions of ids never pile up as Python objects; ordinals run on across
+    batches."""
+    records = Records(pa.schema(list(ROLE.schema) + POSITION_FIELDS))
+    rows = RowBatches(ROLE, records, batch_values=10)
     with_ids = (1, "a", None, None, None, [1, 2, 3, 4], None, None, "f", 0, "$[0]")
     rows.append(with_ids)
-    assert (len(rows.pending), rows.frames) == (1, [])
+    assert (len(rows.pending), records.frames) == (1, [])
     rows.extend([with_ids])  # 2 rows + 8 ids
-    assert (len(rows.pending), [f.height for f in rows.frames]) == (0, [2])
+    assert (len(rows.pending), [f.height for f in records.frames]) == (0, [2])
     rows.extend([(2, "b", None, None, None, None, None, None, "f", 1, "$[1]")])
-    assert rows.frame().get_column("role_id").to_list() == [1, 1, 2]
+    rows.close()
+    assert [f.get_column("ordinal").to_list() for f in records.batches()] == [[0, 1], [2]]
+    assert records.frame().get_column("role_id").to_list() == [1, 1, 2]
+
+
+def test_spilled_records_are_read_back_one_batch_at_a_time(tmp_path: Path) -> None:
+    """With ``spill``, decoded batches go to an Arrow IPC file and come back, batch by batch,
+    exactly as they would have stayed in memory."""
+    pages = [page([role(id=n, agent_ids=list(range(1, 40_000)))], f"{n}.json") for n in (1, 2, 3)]
+    in_memory = decode_files(ROLE, pages)
+    spilled = decode_files(ROLE, pages, spill=tmp_path / "roles.arrow")
+    assert spilled.records.frames == []
+    assert (tmp_path / "roles.arrow").read_bytes().startswith(b"ARROW1")
+    assert [b.height for b in spilled.records.batches()] == [2, 1]
+    assert spilled.records.frame().equals(in_memory.records.frame())
+    assert spilled.records.gather(lambda b: b.select("ordinal")).to_series().to_list() == [0, 1, 2]

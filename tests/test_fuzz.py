@@ -183,7 +183,7 @@ def test_hostile_pages_never_crash_and_every_record_is_accounted_for(
         "group": "stg_groups",
     }.get(kind_name)
     if staged:
-        loaded = set(plan.tables[staged]["record_index"].to_list())
+        loaded = set(plan.tables[staged].frame()["record_index"].to_list())
         rejected = set(
             errors.filter(errors["error_type"].is_in(["VALIDATION_ERROR", "DUPLICATE_RECORD"]))[
                 "record_index"
@@ -224,7 +224,7 @@ def test_a_page_read_in_chunks_decodes_as_when_read_whole(
         assert chunked == whole
         return
     assert isinstance(chunked, Decoded), chunked
-    assert chunked.records.equals(whole.records)
+    assert chunked.records.frame().equals(whole.records.frame())
     assert chunked.errors == whole.errors
 
 

@@ -135,7 +135,7 @@ def test_a_cycle_through_a_held_group_uses_its_stored_parent() -> None:
         ),
         ("VALIDATION_ERROR", 2, "$[1].name: Expected a non-empty `str`, got an empty or blank one"),
     ]
-    assert plan.tables["stg_held_ids"].rows() == [("groups", "group", 2)]
+    assert plan.tables["stg_held_ids"].frame().rows() == [("groups", "group", 2)]
 
 
 def test_absent_groups_do_not_close_cycles() -> None:
@@ -174,7 +174,7 @@ def test_memberships_keep_known_agents_and_report_the_rest() -> None:
         pa.array([5, 7], pa.int64()),
         NO_GROUPS,
     )
-    assert plan.tables["stg_group_membership"].rows() == [(1, 5), (1, 7)]
+    assert plan.tables["stg_group_membership"].frame().rows() == [(1, 5), (1, 7)]
     assert reports(plan) == [
         ("INVALID_AGENT_ID", 1, "$[0].agent_ids[1]: agent 6 is not a known agent"),
         ("INVALID_MAPPING", 1, "$[0].agent_ids[3]: Expected an integer id in 1..2^63-1, got null"),

@@ -46,7 +46,7 @@ def test_latest_updated_at_wins_and_losers_are_reported() -> None:
             ),
         )
     )
-    assert plan.tables["stg_agents"].select("agent_id", "name", "source_file").rows() == [
+    assert plan.tables["stg_agents"].frame().select("agent_id", "name", "source_file").rows() == [
         (1, "new", "agents/1.json")
     ]
     assert errors_of(plan) == [
@@ -81,7 +81,10 @@ def test_tie_goes_to_the_last_in_record_order_and_missing_updated_at_is_oldest()
             ),
         )
     )
-    assert plan.tables["stg_agents"].select("agent_id", "name").rows() == [(2, "c"), (1, "b")]
+    assert plan.tables["stg_agents"].frame().select("agent_id", "name").rows() == [
+        (2, "c"),
+        (1, "b"),
+    ]
     assert [(e[3], e[4], e[5]) for e in errors_of(plan)] == [
         (1, "agents/1.json", 0),
         (2, "agents/2.json", 1),
@@ -102,8 +105,8 @@ def test_only_valid_occurrences_compete() -> None:
             ),
         )
     )
-    assert plan.tables["stg_agents"].select("agent_id", "name").rows() == [(1, "ok")]
-    assert plan.tables["stg_held_ids"].rows() == []
+    assert plan.tables["stg_agents"].frame().select("agent_id", "name").rows() == [(1, "ok")]
+    assert plan.tables["stg_held_ids"].frame().rows() == []
     assert [e[1] for e in errors_of(plan)] == ["VALIDATION_ERROR"]
 
 
@@ -122,8 +125,11 @@ def test_quarantined_ids_without_a_valid_occurrence_are_held() -> None:
             ),
         )
     )
-    assert plan.tables["stg_agents"].height == 0
-    assert plan.tables["stg_held_ids"].rows() == [("agents", "agent", 5), ("agents", "agent", 7)]
+    assert plan.tables["stg_agents"].frame().height == 0
+    assert plan.tables["stg_held_ids"].frame().rows() == [
+        ("agents", "agent", 5),
+        ("agents", "agent", 7),
+    ]
     assert errors_of(plan)[2] == (
         "agent",
         "VALIDATION_ERROR",
@@ -148,7 +154,7 @@ def test_roles_snapshot_is_the_union_of_details_and_role_agent_ids() -> None:
         known_agents=ids(1, 2),
         known_roles=ids(),
     )
-    assert plan.tables["stg_agent_roles"].rows() == [
+    assert plan.tables["stg_agent_roles"].frame().rows() == [
         (1, 10, True, True),
         (1, 11, True, False),
         (2, 10, False, True),
@@ -167,7 +173,10 @@ def test_unknown_ids_are_element_errors() -> None:
         known_agents=ids(1),
         known_roles=ids(12),
     )
-    assert plan.tables["stg_agent_roles"].rows() == [(1, 10, True, True), (1, 12, True, False)]
+    assert plan.tables["stg_agent_roles"].frame().rows() == [
+        (1, 10, True, True),
+        (1, 12, True, False),
+    ]
     assert errors_of(plan) == [
         (
             "agent_details",
@@ -211,7 +220,7 @@ def test_repeated_unknown_ids_are_reported_once() -> None:
         ("INVALID_ROLE_ID", "role_ids[0]"),
         ("INVALID_AGENT_ID", "agent_ids[0]"),
     ]
-    assert plan.tables["stg_agent_roles"].rows() == [(1, 10, True, True)]
+    assert plan.tables["stg_agent_roles"].frame().rows() == [(1, 10, True, True)]
 
 
 def test_held_roles_and_details_are_listed_per_kind() -> None:
@@ -222,7 +231,7 @@ def test_held_roles_and_details_are_listed_per_kind() -> None:
         known_agents=ids(1),
         known_roles=ids(10),
     )
-    assert plan.tables["stg_held_ids"].rows() == [
+    assert plan.tables["stg_held_ids"].frame().rows() == [
         ("roles", "role", 10),
         ("roles", "agent_details", 1),
     ]
@@ -252,7 +261,7 @@ def test_duplicate_resolution_matches_brute_force(rows: list[tuple[int, int | No
         key = (-1 if u is None else u, n)
         if i not in expected or key > expected[i][0]:
             expected[i] = (key, str(n))
-    assert sorted(plan.tables["stg_agents"].select("agent_id", "name").rows()) == sorted(
+    assert sorted(plan.tables["stg_agents"].frame().select("agent_id", "name").rows()) == sorted(
         (i, name) for i, (_, name) in expected.items()
     )
     assert plan.errors.height == len(rows) - len(expected)

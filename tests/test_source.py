@@ -88,7 +88,7 @@ def test_listed_files_hold_names_and_make_input_files_on_demand(tmp_path: Path) 
     for n in (3, 1, 2):
         (folder / f"{n}.json").write_text("{}")
     files = list_files(tmp_path, "d", "agent_details")
-    assert files.names == ["1.json", "2.json", "3.json"]
+    assert files.names.to_pylist() == ["1.json", "2.json", "3.json"]
     assert len(files) == 3
     assert [f.name for f in files] == [f"sync-d/agent_details/{n}.json" for n in (1, 2, 3)]
     assert (
