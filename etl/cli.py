@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from etl import __version__, db, faults, log
+from etl.decode import BATCH_VALUES
 from etl.errors import EtlError, LockTimeoutError, UsageError
 from etl.sync import ENTITIES, SyncOptions, sync_day
 
@@ -74,6 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for another run's lock (env ETL_LOCK_TIMEOUT; default: 300)",
     )
     parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=env("ETL_BATCH_SIZE", str(BATCH_VALUES)),
+        help="records plus mapping-array ids per decoded batch: peak memory follows it "
+        f"(env ETL_BATCH_SIZE; default: {BATCH_VALUES:,})",
+    )
+    parser.add_argument(
+        "--spill-dir",
+        type=Path,
+        default=env("ETL_SPILL_DIR") or None,
+        help="folder for a run's decoded batches, removed when each entity ends (env "
+        "ETL_SPILL_DIR; default: the system's temporary folder, TMPDIR)",
+    )
+    parser.add_argument(
         "--log-format",
         choices=["console", "json"],
         default=env("ETL_LOG_FORMAT"),
@@ -82,6 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug events and tracebacks")
     parser.add_argument("--version", action="version", version=f"etl {__version__}")
     return parser
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -112,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     if not DAY_LABEL.match(args.day):
         raise UsageError(f"--day {args.day!r}: use letters, digits, '.', '_' or '-'")
+    if args.spill_dir is not None and not Path(args.spill_dir).is_dir():
+        raise UsageError(f"--spill-dir {args.spill_dir}: no such folder")
     entities = ENTITIES if args.entity == "all" else (args.entity,)
     logger = log.get_logger()
     url, _server = resolve_database(args)
@@ -125,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
             synced_at=args.synced_at,
             force=args.force,
             allow_mass_removal=args.allow_mass_removal,
+            batch_values=args.batch_size,
+            spill_dir=args.spill_dir,
         )
         try:
             with db.sync_lock(conn, args.lock_timeout):

@@ -26,6 +26,7 @@ from etl.pages import CHUNK_BYTES, FileDigest, Segment, segments
 from etl.source import InputFile
 
 MAX_ID = 2**63 - 1
+BATCH_VALUES = 65_536  # records plus mapping-array elements per decoded batch
 Id = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]
 Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
 Name = Annotated[str, msgspec.Meta(pattern=r"\S")]  # not empty, not only white space
@@ -272,13 +273,14 @@ def decode_files(
     on_file: Callable[[FileDigest], None] | None = None,
     chunk_bytes: int = CHUNK_BYTES,
     spill: Path | None = None,
+    batch_values: int = BATCH_VALUES,
 ) -> Decoded:
     """Decode every page of one record kind, in file order, into record batches plus errors.
 
     Files are read one at a time, pages over ``chunk_bytes`` a chunk at a time;
     ``on_file`` gets each file's size and hash once it is read, also for the file that fails.
     With ``spill`` (a file path), the batches are written there instead of kept in memory."""
-    rows = RowBatches(kind, Records(_batch_schema(kind), spill))
+    rows = RowBatches(kind, Records(_batch_schema(kind), spill), batch_values)
     errors: list[RecordError] = []
     for file in files:
         digest = FileDigest(file.name)
@@ -301,7 +303,9 @@ class RowBatches:
     values (a row counts one, plus one per element of its mapping array), so that Python objects
     never pile up, also when a few records hold millions of ids."""
 
-    def __init__(self, kind: RecordKind, records: Records, batch_values: int = 65_536) -> None:
+    def __init__(
+        self, kind: RecordKind, records: Records, batch_values: int = BATCH_VALUES
+    ) -> None:
         self.schema = records.schema
         self.mapping = kind.schema.names.index(kind.mapping) if kind.mapping else None
         self.records = records

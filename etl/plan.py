@@ -63,6 +63,18 @@ def among(column: str, values: pl.Series) -> pl.Expr:
     return pl.col(column).is_in(values.implode())
 
 
+def known_frame(column: str, ids: pa.Array) -> pl.LazyFrame:
+    """Known ids as a frame to join with: a semi or anti join per batch took half the time of
+    ``is_in`` with 200,000 ids, whose hash set is rebuilt for every batch."""
+    return pl.LazyFrame({column: pl.Series(ids, dtype=pl.Int64)})
+
+
+def unknown(elements: pl.LazyFrame, known: pl.LazyFrame, column: str) -> pl.LazyFrame:
+    """The ``elements`` whose ``column`` is not in ``known``, computed once (:func:`locate`
+    reads its elements twice)."""
+    return elements.join(known, on=column, how="anti", maintain_order="left").collect().lazy()
+
+
 def keeping(*dropped: pl.Series) -> Step:
     """The step that drops the records at the ``dropped`` ordinals (none: the batch as it is)."""
     ordinals = pl.concat([NO_ORDINALS, *dropped])
@@ -116,16 +128,17 @@ def plan_roles(
     role_errors = pl.concat([errors_frame(roles.errors), role_nul])
     detail_errors = errors_frame(details.errors)
 
-    is_agent = among("agent_id", pl.Series(known_agents, dtype=pl.Int64))
+    agents = known_frame("agent_id", known_agents)
     today = role_records.gather(lambda batch: role_winners(batch).select("role_id"))
     role_ids = pl.concat([pl.Series(known_roles, dtype=pl.Int64), today.get_column("role_id")])
-    is_role = among("role_id", role_ids.unique())
+    is_role = among("role_id", role_ids.unique())  # a few hundred ids: cheap to hash per batch
+    role_frame = role_ids.unique().to_frame("role_id").lazy()
 
     # An agent_details record whose own id is no known agent cannot hold assignments.
     detail_unknown = detail_records.gather(
         lambda batch: (
             detail_winners(batch)
-            .filter(~is_agent)
+            .join(agents, on="agent_id", how="anti", maintain_order="left")
             .select("ordinal", "agent_id", *POSITION, path=pl.col("record_path") + ".id")
         )
     )
@@ -139,7 +152,11 @@ def plan_roles(
 
     # Pairs from roles' agent_ids: as many as the roles pages hold, and those are few.
     role_pairs = role_records.gather(
-        lambda batch: from_roles(batch).filter(is_agent).select("agent_id", "role_id")
+        lambda batch: (
+            from_roles(batch)
+            .join(agents, on="agent_id", how="semi", maintain_order="left")
+            .select("agent_id", "role_id")
+        )
     )
     role_pairs_in_details = detail_records.gather(
         lambda batch: (
@@ -204,7 +221,7 @@ def plan_roles(
             detail_records.gather(
                 lambda batch: _element_errors(
                     locate(
-                        from_details(batch).filter(~is_role),
+                        unknown(from_details(batch), role_frame, "role_id"),
                         detail_known(batch),
                         "role_ids",
                         "role_id",
@@ -218,7 +235,7 @@ def plan_roles(
             role_records.gather(
                 lambda batch: _element_errors(
                     locate(
-                        from_roles(batch).filter(~is_agent),
+                        unknown(from_roles(batch), agents, "agent_id"),
                         role_winners(batch),
                         "agent_ids",
                         "agent_id",
@@ -251,20 +268,22 @@ def plan_groups(groups: Decoded, known_agents: pa.Array, stored_groups: pa.Table
     record_errors = pl.concat([errors_frame(groups.errors), nul_errors])
     held = held_ids(record_errors, records, winners, "groups", GROUP, "group_id")
 
-    known = among("agent_id", pl.Series(known_agents, dtype=pl.Int64))
+    agents = known_frame("agent_id", known_agents)
 
     def members(batch: pl.LazyFrame) -> pl.LazyFrame:
         return explode_mapping(winners(batch), "group_id", "agent_ids", "agent_id")
 
-    unknown = records.gather(
-        lambda batch: locate(members(batch).filter(~known), winners(batch), "agent_ids", "agent_id")
+    strangers = records.gather(
+        lambda batch: locate(
+            unknown(members(batch), agents, "agent_id"), winners(batch), "agent_ids", "agent_id"
+        )
     )
-    unknown_keys = unknown.lazy().select("ordinal", "agent_id")
+    stranger_keys = strangers.lazy().select("ordinal", "agent_id")
 
     def known_members(batch: pl.LazyFrame) -> pl.LazyFrame:
-        if unknown.is_empty():  # the usual day: the known-id check ran once, in the pass above
+        if strangers.is_empty():  # the usual day: the known-id check ran once, in the pass above
             return members(batch).select("group_id", "agent_id")
-        kept = members(batch).join(unknown_keys, on=["ordinal", "agent_id"], how="anti")
+        kept = members(batch).join(stranger_keys, on=["ordinal", "agent_id"], how="anti")
         return kept.select("group_id", "agent_id")
 
     stg_groups = Table(
@@ -289,7 +308,7 @@ def plan_groups(groups: Decoded, known_agents: pa.Array, stored_groups: pa.Table
         [
             record_errors,
             duplicate_errors,
-            _element_errors(unknown.lazy(), GROUP, "INVALID_AGENT_ID", "agent_id", "agent"),
+            _element_errors(strangers.lazy(), GROUP, "INVALID_AGENT_ID", "agent_id", "agent"),
             hierarchy_reports(hierarchy_rows, held, stored_groups),
         ]
     )

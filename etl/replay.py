@@ -36,8 +36,9 @@ DUMPED_TABLES = (*FINAL_TABLES, "sync_runs")
 FIRST_SYNC = datetime(2026, 1, 1, 6, tzinfo=UTC)
 
 
-def replay_days(url: str, data_dir: Path) -> None:
-    """Sync every day of ``data_dir`` in natural order; raises SystemExit if one fails."""
+def replay_days(url: str, data_dir: Path, *options: str) -> None:
+    """Sync every day of ``data_dir`` in natural order, with ``options`` added to each run's
+    command line; raises SystemExit if one fails."""
     for number, day in enumerate(source.list_days(data_dir)):
         synced_at = (FIRST_SYNC + timedelta(days=number)).isoformat()
         argv = [
@@ -49,6 +50,7 @@ def replay_days(url: str, data_dir: Path) -> None:
             url,
             "--synced-at",
             synced_at,
+            *options,
         ]
         code = cli.main(argv)
         if code != 0:

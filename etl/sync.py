@@ -24,6 +24,7 @@ from etl.batches import Table
 from etl.decode import (
     AGENT,
     AGENT_DETAILS,
+    BATCH_VALUES,
     GROUP,
     RECORD_KINDS,
     ROLE,
@@ -53,6 +54,8 @@ class SyncOptions:
     synced_at: datetime | None = None
     force: bool = False
     allow_mass_removal: bool = False
+    batch_values: int = BATCH_VALUES  # records plus mapping elements per decoded batch
+    spill_dir: Path | None = None  # where decoded batches go; None: the system's temp folder
 
 
 @dataclass
@@ -104,8 +107,8 @@ def sync_entity(
         with watch.stage("list"):
             inputs = list_inputs(options.data_dir, day, ENTITY_KINDS[entity])
         faults.pause_point("decode", entity)
-        with tempfile.TemporaryDirectory(prefix="etl-batches-") as spill:
-            plan = plan_entity(conn, entity, inputs, ledger, watch, Path(spill))
+        with tempfile.TemporaryDirectory(prefix="etl-batches-", dir=options.spill_dir) as spill:
+            plan = plan_entity(conn, entity, inputs, ledger, watch, Path(spill), options)
             ledger.flush()
             log.debug("read", files=ledger.count)
             with watch.stage("plan"):
@@ -168,6 +171,7 @@ def plan_entity(
     ledger: db.FileLedger,
     watch: Stopwatch,
     spill: Path,
+    options: SyncOptions,
 ) -> Plan:
     """Decode the entity's files (stage "decode", reading included) and plan its rows. Decoded
     batches are spilled to files in the folder ``spill``, which must outlive staging."""
@@ -175,7 +179,13 @@ def plan_entity(
     def decode(kind: RecordKind) -> Decoded:
         with watch.stage("decode"):
             batches = spill / f"{kind.name}.arrow"
-            return decode_files(kind, inputs[kind.name], on_file=ledger.add, spill=batches)
+            return decode_files(
+                kind,
+                inputs[kind.name],
+                on_file=ledger.add,
+                spill=batches,
+                batch_values=options.batch_values,
+            )
 
     if entity == "agents":
         agents = decode(AGENT)

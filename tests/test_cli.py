@@ -27,6 +27,8 @@ def test_help_names_every_environment_variable(capsys: pytest.CaptureFixture[str
         "ETL_EMBEDDED_DIR",
         "ETL_LOCK_TIMEOUT",
         "ETL_LOG_FORMAT",
+        "ETL_BATCH_SIZE",
+        "ETL_SPILL_DIR",
     ):
         assert name in out
     assert "Exit status: 0 success, 1 a failed or refused run, 2 a usage error." in out
@@ -47,6 +49,14 @@ def test_help_names_every_environment_variable(capsys: pytest.CaptureFixture[str
             "etl: error: argument --synced-at: 'tuesday' is not an ISO-8601 timestamp (e.g. "
             "2026-01-05T06:00:00Z)",
         ),
+        (
+            ["--day", "day1", "--batch-size", "0"],
+            "etl: error: argument --batch-size: '0' is not a whole number of at least 1",
+        ),
+        (
+            ["--day", "day1", "--batch-size", "64k"],
+            "etl: error: argument --batch-size: '64k' is not a whole number of at least 1",
+        ),
     ],
 )
 def test_usage_errors_exit_2(
@@ -64,6 +74,10 @@ def test_usage_errors_exit_2(
     [
         (["--day", "../etc"], "etl: error: --day '../etc': use letters, digits, '.', '_' or '-'"),
         (["--day", ""], "etl: error: --day '': use letters, digits, '.', '_' or '-'"),
+        (
+            ["--day", "day1", "--spill-dir", "/nonexistent/spill"],
+            "etl: error: --spill-dir /nonexistent/spill: no such folder",
+        ),
     ],
 )
 def test_bad_values_exit_2(
