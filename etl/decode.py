@@ -280,17 +280,22 @@ def decode_files(
     Files are read one at a time, pages over ``chunk_bytes`` a chunk at a time;
     ``on_file`` gets each file's size and hash once it is read, also for the file that fails.
     With ``spill`` (a file path), the batches are written there instead of kept in memory."""
-    rows = RowBatches(kind, Records(_batch_schema(kind), spill), batch_values)
+    records = Records(_batch_schema(kind), spill)
+    rows = RowBatches(kind, records, batch_values)
     errors: list[RecordError] = []
-    for file in files:
-        digest = FileDigest(file.name)
-        try:
-            with closing(segments(file, digest, chunk_bytes)) as parts:
-                for segment in parts:
-                    decode_segment(kind, digest.name, segment, rows, errors)
-        finally:
-            if on_file is not None:
-                on_file(digest)
+    try:
+        for file in files:
+            digest = FileDigest(file.name)
+            try:
+                with closing(segments(file, digest, chunk_bytes)) as parts:
+                    for segment in parts:
+                        decode_segment(kind, digest.name, segment, rows, errors)
+            finally:
+                if on_file is not None:
+                    on_file(digest)
+    except BaseException:
+        records.close()  # the spill file's handle goes now, not with the traceback
+        raise
     return Decoded(records=rows.close(), errors=errors)
 
 
@@ -318,7 +323,7 @@ class RowBatches:
         self.pending.append(row)
         self.values += 1 if self.mapping is None else 1 + len(row[self.mapping] or ())
         if self.values >= self.batch_values:
-            self.flush()
+            self.move_full_batches()
 
     def extend(self, rows: Iterable[tuple[Any, ...]]) -> None:
         start = len(self.pending)
@@ -328,23 +333,39 @@ class RowBatches:
             m = self.mapping
             self.values += sum(len(row[m]) for row in self.pending[start:] if row[m])
         if self.values >= self.batch_values:
-            self.flush()
+            self.move_full_batches()
 
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        columns = zip(*self.pending, strict=True)
-        arrays = [pa.array(c, type=f.type) for c, f in zip(columns, self.schema, strict=False)]
-        start, self.count = self.count, self.count + len(self.pending)
-        arrays.append(pa.array(range(start, self.count), pa.int64()))  # ordinal
-        self.records.add(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
-        self.pending = []
-        self.values = 0
+    def move_full_batches(self) -> None:
+        """Move the pending rows out in batches of at most ``batch_values`` values (a row with
+        more ids than that is a batch of its own); a last, unfilled batch stays pending."""
+        m = self.mapping
+        start = size = 0
+        for index, row in enumerate(self.pending):
+            values = 1 if m is None else 1 + len(row[m] or ())
+            if size and size + values > self.batch_values:
+                self._move(self.pending[start:index])
+                start, size = index, 0
+            size += values
+        rest = self.pending[start:]
+        if size >= self.batch_values:
+            self._move(rest)
+            rest, size = [], 0
+        self.pending, self.values = rest, size
 
     def close(self) -> Records:
-        self.flush()
+        """Move the last rows out; the records are complete."""
+        if self.pending:
+            self._move(self.pending)
+        self.pending, self.values = [], 0
         self.records.close()
         return self.records
+
+    def _move(self, rows: list[tuple[Any, ...]]) -> None:
+        columns = zip(*rows, strict=True)
+        arrays = [pa.array(c, type=f.type) for c, f in zip(columns, self.schema, strict=False)]
+        start, self.count = self.count, self.count + len(rows)
+        arrays.append(pa.array(range(start, self.count), pa.int64()))  # ordinal
+        self.records.add(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
 
 
 def decode_segment(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import chain
 
 import polars as pl
 import pyarrow as pa
@@ -24,7 +25,11 @@ def stage_tables(conn: db.Connection, entity: str, tables: dict[str, Table]) -> 
         for name, table in tables.items():
             counted = RowCount()
             batches = arrow_batches(table, counted)
-            cur.adbc_ingest(name, batches, mode="append", db_schema_name=SCHEMA)
+            first = next(iter(batches), None)
+            if first is None:
+                continue  # nothing to COPY
+            rest = pa.RecordBatchReader.from_batches(batches.schema, chain([first], batches))
+            cur.adbc_ingest(name, rest, mode="append", db_schema_name=SCHEMA)
             log.debug("staged", table=f"{SCHEMA}.{name}", rows=counted.rows)
             total += counted.rows
     return total

@@ -412,6 +412,19 @@ def test_spilled_records_are_read_back_one_batch_at_a_time(tmp_path: Path) -> No
     spilled = decode_files(ROLE, pages, spill=tmp_path / "roles.arrow")
     assert spilled.records.frames == []
     assert (tmp_path / "roles.arrow").read_bytes().startswith(b"ARROW1")
-    assert [b.height for b in spilled.records.batches()] == [2, 1]
+    assert [b.height for b in spilled.records.batches()] == [1, 1, 1]  # 2 would hold 80k ids
     assert spilled.records.frame().equals(in_memory.records.frame())
     assert spilled.records.gather(lambda b: b.select("ordinal")).to_series().to_list() == [0, 1, 2]
+
+
+def test_a_page_is_cut_into_batches_of_at_most_the_batch_size() -> None:
+    """Records of one clean page go into batches of at most ``batch_values`` values, so that a
+    small batch size really splits a page (a record is never split)."""
+    decoded = decode_files(ROLE, [page([role(id=n) for n in range(1, 6)])], batch_values=2)
+    assert [b.get_column("role_id").to_list() for b in decoded.records.batches()] == [
+        [1, 2],
+        [3, 4],
+        [5],
+    ]
+    big = decode_files(ROLE, [page([role(id=1, agent_ids=[5, 6, 7]), role(id=2)])], batch_values=2)
+    assert [b.height for b in big.records.batches()] == [1, 1]
