@@ -10,6 +10,18 @@ default:
 sync DAY *ARGS:
     {{python}} -m etl --day {{DAY}} {{ARGS}}
 
+# the ledger: each day and entity's last run (status --day DAY, status --all)
+status *ARGS:
+    {{python}} -m etl status {{ARGS}}
+
+# the stored group hierarchy (tree --group ID for one subtree)
+tree *ARGS:
+    {{python}} -m etl tree {{ARGS}}
+
+# a day's quarantined records by error type and field
+errors DAY *ARGS:
+    {{python}} -m etl errors --day {{DAY}} {{ARGS}}
+
 # replay every fixture day on a fresh embedded database and compare with the golden state
 replay *ARGS:
     {{python}} -m etl.replay {{ARGS}}

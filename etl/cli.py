@@ -1,4 +1,5 @@
-"""Command line: ``python -m etl --day DAY [--entity E] ...``; exit 0 success, 1 a failed or
+"""Command line: ``python -m etl --day DAY [--entity E] ...`` syncs a day, and
+``python -m etl status|tree|errors ...`` shows what is stored; exit 0 success, 1 a failed or
 refused run, 2 a usage error."""
 
 from __future__ import annotations
@@ -11,21 +12,28 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from etl import __version__, db, faults, log
+from etl import __version__, db, faults, log, views
 from etl.decode import BATCH_VALUES
 from etl.errors import EtlError, LockTimeoutError, UsageError
 from etl.sync import ENTITIES, SyncOptions, sync_day
 
 DAY_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+VIEWS = {
+    "status": "the ledger: each day and entity's last run, with status and counts",
+    "tree": "the stored group hierarchy with member counts; inactive, orphans, cycles marked",
+    "errors": "a day's quarantined records, by error type and field, with examples",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     env = os.environ.get
+    views_help = "; ".join(f"etl {name}: {text}" for name, text in VIEWS.items())
     parser = argparse.ArgumentParser(
         prog="etl",
         description="Sync one day of help-desk admin exports (agents, roles, groups) into "
         "PostgreSQL.",
-        epilog="Exit status: 0 success, 1 a failed or refused run, 2 a usage error.",
+        epilog=f"Views of what is stored (each with --help): {views_help}. "
+        "Exit status: 0 success, 1 a failed or refused run, 2 a usage error.",
     )
     parser.add_argument(
         "--day", required=True, help="the day to sync: folder sync-DAY of the data dir"
@@ -42,18 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path(env("ETL_DATA_DIR", "fixtures")),
         help="folder holding sync-<day>/ folders (env ETL_DATA_DIR; default: fixtures)",
     )
-    parser.add_argument(
-        "--database-url",
-        default=env("ETL_DATABASE_URL"),
-        help="PostgreSQL URL (env ETL_DATABASE_URL); without one, an embedded server is "
-        "started in --embedded-dir",
-    )
-    parser.add_argument(
-        "--embedded-dir",
-        type=Path,
-        default=Path(env("ETL_EMBEDDED_DIR", ".etl/postgres")),
-        help="data folder of the embedded server (env ETL_EMBEDDED_DIR; default: .etl/postgres)",
-    )
+    add_database_options(parser)
     parser.add_argument(
         "--synced-at",
         type=parse_timestamp,
@@ -88,14 +85,54 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for a run's decoded batches, removed when each entity ends (env "
         "ETL_SPILL_DIR; default: the system's temporary folder, TMPDIR)",
     )
+    add_log_options(parser)
+    parser.add_argument("--version", action="version", version=f"etl {__version__}")
+    return parser
+
+
+def add_database_options(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    parser.add_argument(
+        "--database-url",
+        default=env("ETL_DATABASE_URL"),
+        help="PostgreSQL URL (env ETL_DATABASE_URL); without one, an embedded server is "
+        "started in --embedded-dir",
+    )
+    parser.add_argument(
+        "--embedded-dir",
+        type=Path,
+        default=Path(env("ETL_EMBEDDED_DIR", ".etl/postgres")),
+        help="data folder of the embedded server (env ETL_EMBEDDED_DIR; default: .etl/postgres)",
+    )
+
+
+def add_log_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-format",
         choices=["console", "json"],
-        default=env("ETL_LOG_FORMAT"),
+        default=os.environ.get("ETL_LOG_FORMAT"),
         help="log rendering (env ETL_LOG_FORMAT; default: console on a terminal, else json)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug events and tracebacks")
-    parser.add_argument("--version", action="version", version=f"etl {__version__}")
+
+
+def build_view_parser(view: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"etl {view}", description=VIEWS[view] + ".")
+    if view == "status":
+        parser.add_argument("--day", help="only this day")
+        parser.add_argument("--all", action="store_true", help="every run, not just the last")
+    elif view == "tree":
+        parser.add_argument("--group", type=positive_int, help="only this group's subtree")
+    else:
+        parser.add_argument("--day", required=True, help="the day whose errors to show")
+        parser.add_argument(
+            "--examples",
+            type=positive_int,
+            default=views.EXAMPLES,
+            help=f"records shown per error type and field (default: {views.EXAMPLES})",
+        )
+    add_database_options(parser)
+    add_log_options(parser)
     return parser
 
 
@@ -120,6 +157,9 @@ def parse_timestamp(text: str) -> datetime:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in VIEWS:
+        return main_view(argv[0], argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     log.configure(verbose=args.verbose, fmt=args.log_format)
@@ -132,6 +172,35 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"etl: error: {error}", file=sys.stderr)
         return error.exit_code
+
+
+def main_view(view: str, argv: list[str]) -> int:
+    """``etl status|tree|errors``: print the view on stdout (logs stay on stderr)."""
+    args = build_view_parser(view).parse_args(argv)
+    log.configure(verbose=args.verbose, fmt=args.log_format)
+    try:
+        print(show_view(view, args))
+    except EtlError as error:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"etl: error: {error}", file=sys.stderr)
+        return error.exit_code
+    return 0
+
+
+def show_view(view: str, args: argparse.Namespace) -> str:
+    url, _server = resolve_database(args)
+    conn = db.connect(url)
+    try:
+        if not db.execute(conn, "view_ready")[0][0]:
+            return "nothing synced yet: this database has no etl schema"
+        if view == "status":
+            return views.status_view(conn, args.day, every_run=args.all)
+        if view == "tree":
+            return views.tree_view(conn, args.group, dim=sys.stdout.isatty())
+        return views.errors_view(conn, args.day, args.examples)
+    finally:
+        db.close(conn)
 
 
 def run(args: argparse.Namespace) -> int:

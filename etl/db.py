@@ -284,6 +284,12 @@ def applied_days(conn: Connection, entity: str) -> list[str]:
     return [r[0] for r in rows]
 
 
+def record_seconds(conn: Connection, run_id: int, seconds: dict[str, float]) -> None:
+    """Add the run's seconds per stage to its ledger row (``details.seconds``)."""
+    execute(conn, "record_seconds", (run_id, json.dumps(seconds)))
+    conn.commit()
+
+
 def run_counts(conn: Connection, run_id: int) -> dict[str, Any]:
     staged, inserted, updated, unchanged, removed, quarantined, details = execute(
         conn, "run_counts", (run_id,)

@@ -130,8 +130,9 @@ def sync_entity(
     except BaseException as error:
         _close_failed_run(conn, ledger, "failed", f"unexpected {type(error).__name__}: {error}")
         raise
-    counts = db.run_counts(conn, run_id)
-    log.info("synced", synced_at=synced_at.isoformat(), **counts, seconds=watch.seconds)
+    db.record_seconds(conn, run_id, watch.seconds)
+    counts = db.run_counts(conn, run_id)  # the ledger's figures, seconds per stage included
+    log.info("synced", synced_at=synced_at.isoformat(), **counts)
     return RunResult(entity, day, run_id, counts, watch.seconds)
 
 

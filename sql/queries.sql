@@ -41,6 +41,10 @@ SELECT rows_staged, rows_inserted, rows_updated, rows_unchanged, rows_removed, r
        details::text
   FROM etl.sync_runs WHERE run_id = $1;
 
+-- name: record_seconds
+UPDATE etl.sync_runs SET details = coalesce(details, '{}') || jsonb_build_object('seconds', $2::jsonb)
+ WHERE run_id = $1;
+
 -- name: known_agent_ids
 SELECT agent_id FROM etl.agents;
 
@@ -126,5 +130,58 @@ SELECT run_id, sync_day, entity, status, synced_at, forced,
                         '[]')
           FROM etl.sync_run_files f WHERE f.run_id = r.run_id)::text, rows_staged,
        rows_inserted, rows_updated, rows_unchanged, rows_removed, rows_quarantined,
-       details::text, message
+       (details - 'seconds')::text, message
   FROM etl.sync_runs r ORDER BY run_id;
+
+-- name: view_ready
+-- The views (python -m etl status | tree | errors) only read.
+SELECT to_regclass('etl.sync_runs') IS NOT NULL;
+
+-- name: view_status
+SELECT run_id, sync_day, entity, status, synced_at, rows_staged, rows_inserted, rows_updated,
+       rows_unchanged, rows_removed, rows_quarantined, message,
+       count(*) OVER (PARTITION BY sync_day, entity) AS runs,
+       rank() OVER (PARTITION BY sync_day, entity ORDER BY run_id DESC) AS newest
+  FROM etl.sync_runs
+ WHERE $1::text IS NULL OR sync_day = $1
+ ORDER BY run_id;
+
+-- name: view_groups
+SELECT g.group_id, g.name, g.parent_group_id, g.present, g.inactive,
+       count(a.agent_id) AS members, count(a.agent_id) FILTER (WHERE a.active) AS active_members
+  FROM etl.groups g
+  LEFT JOIN etl.group_membership m ON m.group_id = g.group_id
+  LEFT JOIN etl.agents a ON a.agent_id = m.agent_id
+ GROUP BY g.group_id
+ ORDER BY g.group_id;
+
+-- name: view_errors
+-- Per entity, the errors of the day's last succeeded run: a count per (type, field) with array
+-- positions folded ("agent_ids[3]" -> "agent_ids[]"), and the first few records of each.
+WITH runs AS (
+    SELECT DISTINCT ON (entity) entity, run_id FROM etl.sync_runs
+     WHERE sync_day = $1 AND status = 'succeeded'
+     ORDER BY entity, run_id DESC
+), errors AS (
+    SELECT run_id, error_type, field, record_id, source_file, record_index, error_message
+      FROM etl.agent_pipeline_errors WHERE sync_day = $1
+    UNION ALL
+    SELECT run_id, error_type, field, record_id, source_file, record_index, error_message
+      FROM etl.role_pipeline_errors WHERE sync_day = $1
+    UNION ALL
+    SELECT run_id, error_type, field, record_id, source_file, record_index, error_message
+      FROM etl.group_pipeline_errors WHERE sync_day = $1
+), grouped AS (
+    SELECT r.entity, r.run_id, e.error_type,
+           regexp_replace(coalesce(e.field, '-'), '\[\d+\]', '[]', 'g') AS field,
+           e.record_id, e.source_file, e.record_index, e.error_message
+      FROM runs r JOIN errors e USING (run_id)
+), ranked AS (
+    SELECT *, count(*) OVER (PARTITION BY entity, error_type, field) AS n,
+           row_number() OVER (PARTITION BY entity, error_type, field
+                              ORDER BY source_file, record_index, error_message) AS example
+      FROM grouped
+)
+SELECT entity, run_id, error_type, field, n, record_id, source_file, error_message
+  FROM ranked WHERE example <= $2
+ ORDER BY entity, error_type, field, example;

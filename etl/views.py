@@ -1,0 +1,188 @@
+"""Views: read-only reports on what etl stored, as plain text -- the ledger (``status``), the
+group hierarchy (``tree``) and a day's quarantined records (``errors``)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from etl import db, source
+
+ENTITY_ORDER = {"agents": 0, "roles": 1, "groups": 2}
+FAILED = ("failed", "refused", "abandoned", "running")
+EXAMPLES = 3  # records shown per (error type, field)
+
+
+def text_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], right: set[int]) -> str:
+    """Rows under headers in aligned columns; the columns at indexes ``right`` align right."""
+    cells = [list(headers), *[["" if v is None else str(v) for v in row] for row in rows]]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(headers))]
+    lines = [
+        "  ".join(
+            cell.rjust(width) if i in right else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+        ).rstrip()
+        for line in cells
+    ]
+    return "\n".join(lines)
+
+
+def _when(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+# -- status -----------------------------------------------------------------------------------
+
+
+def status_view(conn: db.Connection, day: str | None = None, every_run: bool = False) -> str:
+    """The ledger: per day and entity its last run (``every_run``: all runs), with status, sync
+    time and counts; failed, refused, abandoned and still-running runs are listed with their
+    message below the table."""
+    runs = [r for r in db.execute(conn, "view_status", (day,)) if every_run or r[13] == 1]
+    if not runs:
+        return "no runs yet" if day is None else f"no runs of day {day}"
+    runs.sort(key=lambda r: (source.natural_key(r[1]), ENTITY_ORDER[r[2]], r[0]))
+    headers = (
+        "day", "entity", "run", "status", "synced at", "staged", "inserted", "updated",
+        "unchanged", "removed", "quarantined", "runs",
+    )  # fmt: skip
+    rows = [
+        (r[1], r[2], r[0], r[3], _when(r[4]), r[5], r[6], r[7], r[8], r[9], r[10], r[12])
+        for r in runs
+    ]
+    text = text_table(headers, rows, right={2, *range(5, 12)})
+    failures = [r for r in runs if r[3] in FAILED]
+    if failures:
+        text += "\n\nnot succeeded:\n" + "\n".join(
+            f"  run {r[0]} ({r[1]} {r[2]}) {r[3]}: {r[11] or 'no message'}" for r in failures
+        )
+    return text
+
+
+# -- tree -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Group:
+    group_id: int
+    name: str
+    parent_id: int | None
+    present: bool
+    inactive: bool
+    members: int
+    active_members: int
+
+
+def tree_view(conn: db.Connection, group_id: int | None = None, dim: bool = False) -> str:
+    """The stored hierarchy of present groups, each with its member counts; ``[inactive]``,
+    ``[orphan ...]`` and ``[cycle ...]`` mark what needs a look. Roots come first (no parent,
+    or a parent that is no present group), then each parent cycle with what hangs below it.
+    ``group_id``: that group's subtree only. ``dim``: inactive groups in faint text (terminal)."""
+    groups = {r[0]: Group(*r) for r in db.execute(conn, "view_groups")}
+    shown = {g.group_id: g for g in groups.values() if g.present}
+    children: dict[int, list[Group]] = defaultdict(list)
+    for g in shown.values():
+        if g.parent_id in shown and g.parent_id != g.group_id:
+            children[g.parent_id].append(g)
+    cycles = _cycles(shown)
+    on_cycle = {member: cycle for cycle in cycles for member in cycle}
+    lines: list[str] = []
+
+    def label(g: Group) -> str:
+        marks = []
+        if g.inactive:
+            marks.append("[inactive]")
+        if g.parent_id is not None and g.parent_id not in shown:
+            known = "absent today" if g.parent_id in groups else "not a known group"
+            marks.append(f"[orphan: parent {g.parent_id} is {known}]")
+        if g.group_id in on_cycle:
+            marks.append(f"[cycle: {' -> '.join(map(str, on_cycle[g.group_id]))}]")
+        text = f"{g.name} ({g.group_id})  members {g.members}, active {g.active_members}"
+        text = " ".join([text, *marks])
+        return f"\x1b[2m{text}\x1b[0m" if dim and g.inactive else text
+
+    def walk(g: Group, prefix: str, last: bool, top: bool) -> None:
+        lines.append(label(g) if top else f"{prefix}{'└── ' if last else '├── '}{label(g)}")
+        # cycle members stand at the top level, each once, with what hangs below them
+        below = sorted((c for c in children[g.group_id] if c.group_id not in on_cycle), key=_order)
+        inner = "" if top else prefix + ("    " if last else "│   ")
+        for i, child in enumerate(below):
+            walk(child, inner, i == len(below) - 1, False)
+
+    if group_id is not None:
+        if group_id not in shown:
+            return f"no present group {group_id}"
+        walk(shown[group_id], "", True, True)
+        return "\n".join(lines)
+    roots = [g for g in shown.values() if g.parent_id is None or g.parent_id not in shown]
+    for root in sorted(roots, key=_order):
+        walk(root, "", True, True)
+    for cycle in cycles:
+        for member in cycle:
+            walk(shown[member], "", True, True)
+    return "\n".join(lines) if lines else "no groups yet"
+
+
+def _order(g: Group) -> tuple[str, int]:
+    return g.name.lower(), g.group_id
+
+
+def _cycles(groups: dict[int, Group]) -> list[list[int]]:
+    """Each parent cycle among ``groups`` once, as ids from its smallest id along the parents."""
+    cycles: list[list[int]] = []
+    seen: set[int] = set()
+    for start in sorted(groups):
+        path: list[int] = []
+        where: dict[int, int] = {}
+        node: int | None = start
+        while node is not None and node in groups and node not in seen and node not in where:
+            where[node] = len(path)
+            path.append(node)
+            node = groups[node].parent_id
+        if node is not None and node in where:
+            loop = path[where[node] :]
+            first = loop.index(min(loop))
+            cycles.append(loop[first:] + loop[:first])
+        seen.update(path)
+    return sorted(cycles)
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+def errors_view(conn: db.Connection, day: str, examples: int = EXAMPLES) -> str:
+    """A day's quarantined records and elements, from each entity's last succeeded run of the
+    day: a count per error type and field (array positions folded, ``agent_ids[]``), with the
+    first ``examples`` in file order."""
+    succeeded: dict[str, int] = {}
+    for run in db.execute(conn, "view_status", (day,)):  # in run order: the last one stays
+        if run[3] == "succeeded":
+            succeeded[run[2]] = run[0]
+    if not succeeded:
+        return f"no succeeded run of day {day}"
+    found = db.execute(conn, "view_errors", (day, examples))
+    by_entity: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for row in found:
+        by_entity[row[0]].append(row)
+    lines = []
+    for entity in sorted(succeeded, key=ENTITY_ORDER.__getitem__):
+        rows = by_entity[entity]
+        total = sum({(r[2], r[3]): r[4] for r in rows}.values())
+        lines.append(f"{entity} (run {succeeded[entity]}): {_quarantined(total)}")
+        last_key = None
+        for _, _, error_type, field, count, record_id, file, message in rows:
+            if (error_type, field) != last_key:
+                lines.append(f"  {error_type} {field}: {count}")
+                last_key = (error_type, field)
+            record = "" if record_id is None else f" (id {record_id})"
+            lines.append(f"    {file} {message}{record}")
+    return "\n".join(lines)
+
+
+def _quarantined(count: int) -> str:
+    if count == 0:
+        return "nothing quarantined"
+    return f"{count} quarantined" if count != 1 else "1 quarantined"

@@ -1,0 +1,192 @@
+"""Views: status, tree and errors print exactly this text when not on a terminal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import rows, sync, sync_days
+
+from etl import db
+from etl.cli import main
+from etl.views import tree_view
+
+
+def view(capsys: pytest.CaptureFixture[str], url: str, *argv: str) -> str:
+    capsys.readouterr()
+    assert main([*argv, "--database-url", url]) == 0
+    return capsys.readouterr().out
+
+
+STATUS_DAY3 = """\
+day   entity  run  status     synced at             staged  inserted  updated  unchanged  removed  quarantined  runs
+day3  agents    7  succeeded  2026-01-03 06:00:00Z       5         2        1          2        0            3     1
+day3  roles    10  failed     2026-01-03 06:00:00Z                                                                 2
+day3  groups    9  succeeded  2026-01-03 06:00:00Z      21        18        1          2        1           11     1
+
+not succeeded:
+  run 10 (day3 roles) failed: /nonexistent/sync-day3/roles: folder not found; the roles snapshot of day3 is missing
+"""  # noqa: E501
+
+
+def test_status_shows_each_days_last_run_and_why_one_failed(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Per day and entity the last run with its counts; a failure's message below the table.
+    ``--all`` shows the earlier, succeeded roles run too."""
+    sync_days(database_url, "day1", "day2", "day3")
+    assert sync(database_url, "day3", "--entity", "roles", data_dir=Path("/nonexistent")) == 1
+    assert view(capsys, database_url, "status", "--day", "day3") == STATUS_DAY3
+    every = view(capsys, database_url, "status", "--day", "day3", "--all").splitlines()
+    assert every[2] == (
+        "day3  roles     8  succeeded  2026-01-03 06:00:00Z       5         1        1"
+        "          3        3            8     2"
+    )
+    assert len(every) == 8
+    assert view(capsys, database_url, "status").splitlines()[1].startswith("day1  agents    1  ")
+
+
+def test_status_of_an_empty_ledger(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert view(capsys, database_url, "status") == "no runs yet\n"
+    assert view(capsys, database_url, "status", "--day", "day9") == "no runs of day day9\n"
+
+
+TREE_DAY3 = """\
+Chain level 1 (69000700001)  members 0, active 0
+└── Chain level 2 (69000700002)  members 0, active 0
+    └── Chain level 3 (69000700003)  members 0, active 0
+        └── Chain level 4 (69000700004)  members 0, active 0
+            └── Chain level 5 (69000700005)  members 0, active 0
+                └── Chain level 6 (69000700006)  members 0, active 0
+                    └── Chain level 7 (69000700007)  members 0, active 0
+                        └── Chain level 8 (69000700008)  members 0, active 0
+                            └── Chain level 9 (69000700009)  members 0, active 0
+                                └── Chain level 10 (69000700010)  members 0, active 0
+                                    └── Chain level 11 (69000700011)  members 0, active 0
+                                        └── Chain level 12 (69000700012)  members 1, active 1
+H1 IT Support (69000521031)  members 3, active 2
+├── DevOps (69000630118)  members 2, active 0
+│   └── Information Security Group (69000639671)  members 2, active 2
+└── Hardware Procurement (69000632384)  members 0, active 0 [inactive]
+Orphan (69000800006)  members 1, active 1 [orphan: parent 69000899999 is not a known group]
+Cycle X (69000800001)  members 0, active 0 [cycle: 69000800001 -> 69000800002 -> 69000800003]
+└── Below the cycle (69000800004)  members 1, active 0 [inactive]
+Cycle Y (69000800002)  members 1, active 1 [cycle: 69000800001 -> 69000800002 -> 69000800003]
+Cycle Z (69000800003)  members 0, active 0 [cycle: 69000800001 -> 69000800002 -> 69000800003]
+Own parent (69000800005)  members 1, active 0 [inactive] [cycle: 69000800005]
+"""
+
+
+def test_tree_marks_inactive_groups_orphans_and_cycles(
+    database_url: str, conn: db.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Day3's hierarchy: roots by name, then each cycle member with what hangs below it.
+    Onboarding/Offboarding is absent on day3, so it is not shown."""
+    sync_days(database_url, "day1", "day2", "day3")
+    assert view(capsys, database_url, "tree") == TREE_DAY3
+    assert view(capsys, database_url, "tree", "--group", "69000630118") == (
+        "DevOps (69000630118)  members 2, active 0\n"
+        "└── Information Security Group (69000639671)  members 2, active 2\n"
+    )
+    assert view(capsys, database_url, "tree", "--group", "69000630324") == (
+        "no present group 69000630324\n"
+    )
+    on_terminal = tree_view(conn, 69000521031, dim=True).splitlines()
+    dim, plain = "\x1b[2m", "\x1b[0m"  # faint text on a terminal, for inactive groups only
+    assert on_terminal[-1] == (
+        f"└── {dim}Hardware Procurement (69000632384)  members 0, active 0 [inactive]{plain}"
+    )
+    assert on_terminal[0] == "H1 IT Support (69000521031)  members 3, active 2"
+
+
+def test_tree_after_the_cycle_is_broken(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Day4 gives Cycle Z no parent: the former cycle hangs below it; the self-parent stays."""
+    sync_days(database_url, "day1", "day2", "day3", "day4")
+    tree = view(capsys, database_url, "tree").splitlines()
+    assert tree[tree.index("Cycle Z (69000800003)  members 0, active 0") :][:4] == [
+        "Cycle Z (69000800003)  members 0, active 0",
+        "└── Cycle Y (69000800002)  members 1, active 1",
+        "    └── Cycle X (69000800001)  members 0, active 0 [inactive]",
+        "        └── Below the cycle (69000800004)  members 1, active 0 [inactive]",
+    ]
+    assert (
+        tree[-1] == "Own parent (69000800005)  members 1, active 0 [inactive] [cycle: 69000800005]"
+    )
+
+
+ERRORS_DAY3 = """\
+agents (run 4): 3 quarantined
+  DUPLICATE_RECORD id: 1
+    sync-day3/agents/1.json $[1].id: duplicate agent id 69010960305; the occurrence at sync-day3/agents/2.json $[1] wins (latest updated_at, then last in file order) (id 69010960305)
+  VALIDATION_ERROR contact.name: 1
+    sync-day3/agents/2.json $[2].contact.name: NUL character (\\u0000) in a string; PostgreSQL text cannot hold it (id 69040000002)
+  VALIDATION_ERROR deactivated: 1
+    sync-day3/agents/2.json $[0].deactivated: Expected `bool | null`, got `str` (id 69015615959)
+roles (run 5): 8 quarantined
+  DUPLICATE_RECORD id: 2
+    sync-day3/agent_details/69010960305.json $.id: duplicate agent_details id 69010960305; the occurrence at sync-day3/agent_details/zz-late-export.json $[0] wins (latest updated_at, then last in file order) (id 69010960305)
+  INVALID_AGENT_ID agent_ids[]: 1
+    sync-day3/roles/2.json $[1].agent_ids[1]: agent 79999999999 is not a known agent (id 69000500001)
+  INVALID_MAPPING role_ids[]: 1
+    sync-day3/agent_details/69040000001.json $.role_ids[1]: Expected an integer id in 1..2^63-1, got null (id 69040000001)
+  INVALID_ROLE_ID role_ids[]: 1
+    sync-day3/agent_details/69015615959.json $.role_ids[2]: role 69000999999 is not a known role (id 69015615959)
+  VALIDATION_ERROR agent_type: 1
+    sync-day3/roles/1.json $[5].agent_type: Expected `int | null`, got `str` (id 69000449269)
+  VALIDATION_ERROR description: 1
+    sync-day3/roles/1.json $[2].description: NUL character (\\u0000) in a string; PostgreSQL text cannot hold it (id 69000378067)
+  VALIDATION_ERROR role_ids: 1
+    sync-day3/agent_details/69013042475.json $.role_ids: Expected `array | null`, got `str` (id 69013042475)
+groups (run 6): 11 quarantined
+  DUPLICATE_RECORD id: 1
+    sync-day3/admin_groups/1.json $[1].id: duplicate group id 69000521031; the occurrence at sync-day3/admin_groups/2.json $[0] wins (latest updated_at, then last in file order) (id 69000521031)
+  HIERARCHY_CYCLE parent_group_id: 4
+    sync-day3/admin_groups/1.json $[16].parent_group_id: group 69000800001 is on a parent cycle of 3 groups: 69000800001, 69000800002, 69000800003 (id 69000800001)
+  INVALID_AGENT_ID agent_ids[]: 1
+    sync-day3/admin_groups/2.json $[0].agent_ids[4]: agent 79030996455 is not a known agent (id 69000521031)
+  INVALID_MAPPING agent_ids[]: 1
+    sync-day3/admin_groups/2.json $[0].agent_ids[3]: Expected an integer id in 1..2^63-1, got null (id 69000521031)
+  ORPHAN_PARENT parent_group_id: 1
+    sync-day3/admin_groups/1.json $[21].parent_group_id: parent group 69000899999 is not a known group (id 69000800006)
+  VALIDATION_ERROR agent_ids: 1
+    sync-day3/admin_groups/1.json $[3].agent_ids: Expected `array | null`, got `str` (id 69000639671)
+  VALIDATION_ERROR name: 1
+    sync-day3/admin_groups/1.json $[22].name: NUL character (\\u0000) in a string; PostgreSQL text cannot hold it (id 69000800007)
+  VALIDATION_ERROR parent_group_id: 1
+    sync-day3/admin_groups/1.json $[23].parent_group_id: Expected `int | null`, got `str` (id 69000800008)
+"""  # noqa: E501
+
+
+def test_errors_of_a_day_by_type_and_field_with_examples(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Day3 alone (runs 4-6): counts per type and field with array positions folded, one example
+    each with --examples 1 (the default shows three)."""
+    sync_days(database_url, "day1")
+    assert sync(database_url, "day3") == 0
+    assert view(capsys, database_url, "errors", "--day", "day3", "--examples", "1") == ERRORS_DAY3
+    full = view(capsys, database_url, "errors", "--day", "day3")
+    assert full.count("is on a parent cycle of 3 groups") == 3  # three of the four examples
+    assert view(capsys, database_url, "errors", "--day", "day1") == (
+        "agents (run 1): nothing quarantined\n"
+        "roles (run 2): nothing quarantined\n"
+        "groups (run 3): nothing quarantined\n"
+    )
+    assert view(capsys, database_url, "errors", "--day", "day9") == "no succeeded run of day day9\n"
+
+
+def test_the_ledger_row_holds_the_summary_lines_seconds(
+    database_url: str, conn: db.Connection
+) -> None:
+    """Each run's ledger row keeps its seconds per stage beside its counts (details.seconds),
+    as the `synced` log line shows them."""
+    assert sync(database_url, "day1") == 0
+    assert rows(
+        conn,
+        "SELECT entity, (SELECT string_agg(k, ',' ORDER BY k)"
+        " FROM jsonb_object_keys(details -> 'seconds') k),"
+        " (SELECT bool_and(v::numeric >= 0) FROM jsonb_each_text(details -> 'seconds') s(k, v))"
+        " FROM etl.sync_runs ORDER BY run_id",
+    ) == [(e, "apply,decode,list,plan,stage", True) for e in ("agents", "roles", "groups")]
