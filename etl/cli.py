@@ -12,7 +12,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from etl import __version__, db, faults, log, views
+from etl import __version__, db, dryrun, faults, log, views
 from etl.decode import BATCH_VALUES
 from etl.errors import EtlError, LockTimeoutError, UsageError
 from etl.sync import ENTITIES, SyncOptions, sync_day
@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=float(env("ETL_LOCK_TIMEOUT", "300")),
         help="seconds to wait for another run's lock (env ETL_LOCK_TIMEOUT; default: 300)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="run every stage and apply in one transaction, print what would change, then "
+        "roll it all back (ledger rows included)",
     )
     parser.add_argument(
         "--batch-size",
@@ -226,15 +232,26 @@ def run(args: argparse.Namespace) -> int:
         )
         try:
             with db.sync_lock(conn, args.lock_timeout):
-                sync_day(conn, args.day, entities, options)
+                if args.dry_run:
+                    print(dry_run(conn, args.day, entities, options))
+                else:
+                    sync_day(conn, args.day, entities, options)
         except LockTimeoutError as error:
             synced_at = args.synced_at or datetime.now(UTC)
-            for entity in entities:
+            for entity in [] if args.dry_run else entities:
                 db.record_unstarted_run(conn, args.day, entity, synced_at, args.force, str(error))
             raise
     finally:
         db.close(conn)
     return 0
+
+
+def dry_run(conn: db.Connection, day: str, entities: tuple[str, ...], options: SyncOptions) -> str:
+    """Sync ``entities`` of ``day`` in one transaction, report the difference, roll back."""
+    log.get_logger().info("dry_run", day=day, note="every step is rolled back at the end")
+    with dryrun.rolled_back(conn):
+        sync_day(conn, day, entities, options)
+        return dryrun.diff_report(conn, day)
 
 
 def resolve_database(args: argparse.Namespace) -> tuple[str, object]:

@@ -90,10 +90,27 @@ def start_embedded(folder: Path, *, temporary: bool = False) -> tuple[str, Any]:
     return server.get_uri(), server
 
 
+_UNCOMMITTED: set[int] = set()  # connections in a dry run (by id): their commits are skipped
+
+
 def commit(conn: Connection, stage: str = "commit") -> None:
-    """Commit; a failure is a DatabaseError naming ``stage``."""
+    """Commit (not in a dry run); a failure is a DatabaseError naming ``stage``."""
+    if id(conn) in _UNCOMMITTED:
+        return
     with wrapped(stage):
         conn.commit()
+
+
+@contextmanager
+def uncommitted(conn: Connection) -> Iterator[None]:
+    """Every commit on ``conn`` inside is skipped, and all is rolled back at the end: what runs
+    inside leaves nothing behind, and each step still sees what the earlier ones did."""
+    _UNCOMMITTED.add(id(conn))
+    try:
+        yield
+    finally:
+        _UNCOMMITTED.discard(id(conn))
+        rollback(conn)
 
 
 def rollback(conn: Connection) -> None:
@@ -113,6 +130,12 @@ def execute(conn: Connection, name: str, params: Sequence[Any] = ()) -> list[tup
     with wrapped(name.replace("_", " ")), conn.cursor() as cur:
         cur.execute(queries()[name], tuple(params) or None)
         return cur.fetchall() if cur.description else []
+
+
+def execute_script(conn: Connection, name: str) -> None:
+    """Run a named query of several statements, without values."""
+    with wrapped(name.replace("_", " ")), conn.cursor() as cur:
+        cur.executescript(queries()[name])
 
 
 def fetch_table(conn: Connection, name: str) -> pa.Table:
@@ -196,7 +219,7 @@ def sync_lock(conn: Connection, timeout: float) -> Iterator[None]:
 
 def start_run(conn: Connection, day: str, entity: str, synced_at: datetime, forced: bool) -> int:
     run_id = execute(conn, "start_run", (day, entity, synced_at, forced))[0][0]
-    conn.commit()
+    commit(conn)
     return int(run_id)
 
 
@@ -274,27 +297,27 @@ def run_file_hashes(conn: Connection, run_id: int, files: list[str]) -> dict[str
 
 def first_synced_at(conn: Connection, entity: str, day: str) -> datetime | None:
     rows = execute(conn, "first_synced_at", (entity, day))
-    conn.commit()
+    commit(conn)
     return rows[0][0] if rows else None
 
 
 def applied_days(conn: Connection, entity: str) -> list[str]:
     rows = execute(conn, "applied_days", (entity,))
-    conn.commit()
+    commit(conn)
     return [r[0] for r in rows]
 
 
 def record_seconds(conn: Connection, run_id: int, seconds: dict[str, float]) -> None:
     """Add the run's seconds per stage to its ledger row (``details.seconds``)."""
     execute(conn, "record_seconds", (run_id, json.dumps(seconds)))
-    conn.commit()
+    commit(conn)
 
 
 def run_counts(conn: Connection, run_id: int) -> dict[str, Any]:
     staged, inserted, updated, unchanged, removed, quarantined, details = execute(
         conn, "run_counts", (run_id,)
     )[0]
-    conn.commit()
+    commit(conn)
     return {
         "staged": staged,
         "inserted": inserted,

@@ -185,3 +185,101 @@ WITH runs AS (
 SELECT entity, run_id, error_type, field, n, record_id, source_file, error_message
   FROM ranked WHERE example <= $2
  ORDER BY entity, error_type, field, example;
+
+-- name: dry_run_snapshot
+-- A dry run's picture of the final tables before its steps (temporary, gone at the rollback).
+CREATE TEMP TABLE before_agents AS SELECT * FROM etl.agents;
+CREATE TEMP TABLE before_roles AS SELECT * FROM etl.roles;
+CREATE TEMP TABLE before_pairs AS SELECT agent_id, role_id, status FROM etl.agent_role_mapping;
+CREATE TEMP TABLE before_groups AS SELECT * FROM etl.groups;
+CREATE TEMP TABLE before_members AS SELECT group_id, agent_id FROM etl.group_membership;
+
+-- name: dry_run_diff
+-- What the dry run's steps changed, per table and kind of change: a count, and the first
+-- $1 keys of each (with the names of the fields that changed, for "changed").
+WITH changes (entity, what, k1, k2, fields) AS (
+    SELECT 'agents', 'new', a.agent_id, NULL::bigint, NULL
+      FROM etl.agents a LEFT JOIN before_agents b USING (agent_id) WHERE b.agent_id IS NULL
+    UNION ALL
+    SELECT 'agents', 'changed', a.agent_id, NULL, array_to_string(ARRAY[
+               CASE WHEN a.name IS DISTINCT FROM b.name THEN 'name' END,
+               CASE WHEN a.email IS DISTINCT FROM b.email THEN 'email' END,
+               CASE WHEN a.deactivated IS DISTINCT FROM b.deactivated THEN 'deactivated' END,
+               CASE WHEN a.contact_active IS DISTINCT FROM b.contact_active
+                    THEN 'contact_active' END,
+               CASE WHEN a.created_at IS DISTINCT FROM b.created_at THEN 'created_at' END,
+               CASE WHEN a.updated_at IS DISTINCT FROM b.updated_at THEN 'updated_at' END], ',')
+      FROM etl.agents a JOIN before_agents b USING (agent_id)
+     WHERE (a.name, a.email, a.deactivated, a.contact_active, a.created_at, a.updated_at)
+           IS DISTINCT FROM
+           (b.name, b.email, b.deactivated, b.contact_active, b.created_at, b.updated_at)
+    UNION ALL
+    SELECT 'agents', CASE WHEN a.present THEN 'back' ELSE 'removed' END, a.agent_id, NULL, NULL
+      FROM etl.agents a JOIN before_agents b USING (agent_id) WHERE a.present <> b.present
+    UNION ALL
+    SELECT 'agents', CASE WHEN a.active THEN 'turned active' ELSE 'turned inactive' END,
+           a.agent_id, NULL, NULL
+      FROM etl.agents a JOIN before_agents b USING (agent_id) WHERE a.active <> b.active
+    UNION ALL
+    SELECT 'roles', 'new', a.role_id, NULL, NULL
+      FROM etl.roles a LEFT JOIN before_roles b USING (role_id) WHERE b.role_id IS NULL
+    UNION ALL
+    SELECT 'roles', 'changed', a.role_id, NULL, array_to_string(ARRAY[
+               CASE WHEN a.name IS DISTINCT FROM b.name THEN 'name' END,
+               CASE WHEN a.description IS DISTINCT FROM b.description THEN 'description' END,
+               CASE WHEN a.is_default IS DISTINCT FROM b.is_default THEN 'is_default' END,
+               CASE WHEN a.agent_type IS DISTINCT FROM b.agent_type THEN 'agent_type' END,
+               CASE WHEN a.created_at IS DISTINCT FROM b.created_at THEN 'created_at' END,
+               CASE WHEN a.updated_at IS DISTINCT FROM b.updated_at THEN 'updated_at' END], ',')
+      FROM etl.roles a JOIN before_roles b USING (role_id)
+     WHERE (a.name, a.description, a.is_default, a.agent_type, a.created_at, a.updated_at)
+           IS DISTINCT FROM
+           (b.name, b.description, b.is_default, b.agent_type, b.created_at, b.updated_at)
+    UNION ALL
+    SELECT 'roles', CASE WHEN a.present THEN 'back' ELSE 'removed' END, a.role_id, NULL, NULL
+      FROM etl.roles a JOIN before_roles b USING (role_id) WHERE a.present <> b.present
+    UNION ALL
+    SELECT 'roles', 'pairs assigned', a.agent_id, a.role_id, NULL
+      FROM etl.agent_role_mapping a LEFT JOIN before_pairs b USING (agent_id, role_id)
+     WHERE b.agent_id IS NULL AND a.status = 'assigned'
+    UNION ALL
+    SELECT 'roles', CASE WHEN a.status = 'assigned' THEN 'pairs re-assigned'
+                         ELSE 'pairs removed' END, a.agent_id, a.role_id, NULL
+      FROM etl.agent_role_mapping a JOIN before_pairs b USING (agent_id, role_id)
+     WHERE a.status <> b.status
+    UNION ALL
+    SELECT 'groups', 'new', a.group_id, NULL, NULL
+      FROM etl.groups a LEFT JOIN before_groups b USING (group_id) WHERE b.group_id IS NULL
+    UNION ALL
+    SELECT 'groups', 'changed', a.group_id, NULL, array_to_string(ARRAY[
+               CASE WHEN a.name IS DISTINCT FROM b.name THEN 'name' END,
+               CASE WHEN a.description IS DISTINCT FROM b.description THEN 'description' END,
+               CASE WHEN a.parent_group_id IS DISTINCT FROM b.parent_group_id
+                    THEN 'parent_group_id' END,
+               CASE WHEN a.created_at IS DISTINCT FROM b.created_at THEN 'created_at' END,
+               CASE WHEN a.updated_at IS DISTINCT FROM b.updated_at THEN 'updated_at' END], ',')
+      FROM etl.groups a JOIN before_groups b USING (group_id)
+     WHERE (a.name, a.description, a.parent_group_id, a.created_at, a.updated_at)
+           IS DISTINCT FROM (b.name, b.description, b.parent_group_id, b.created_at, b.updated_at)
+    UNION ALL
+    SELECT 'groups', CASE WHEN a.present THEN 'back' ELSE 'removed' END, a.group_id, NULL, NULL
+      FROM etl.groups a JOIN before_groups b USING (group_id) WHERE a.present <> b.present
+    UNION ALL
+    SELECT 'groups', CASE WHEN a.inactive THEN 'turned inactive' ELSE 'turned active' END,
+           a.group_id, NULL, NULL
+      FROM etl.groups a JOIN before_groups b USING (group_id) WHERE a.inactive <> b.inactive
+    UNION ALL
+    SELECT 'groups', 'members added', a.group_id, a.agent_id, NULL
+      FROM etl.group_membership a LEFT JOIN before_members b USING (group_id, agent_id)
+     WHERE b.group_id IS NULL
+    UNION ALL
+    SELECT 'groups', 'members removed', b.group_id, b.agent_id, NULL
+      FROM before_members b LEFT JOIN etl.group_membership a USING (group_id, agent_id)
+     WHERE a.group_id IS NULL
+), ranked AS (
+    SELECT *, count(*) OVER (PARTITION BY entity, what) AS n,
+           row_number() OVER (PARTITION BY entity, what ORDER BY k1, k2) AS example
+      FROM changes
+)
+SELECT entity, what, n, k1, k2, fields FROM ranked WHERE example <= $1
+ ORDER BY entity, what, example;
