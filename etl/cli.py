@@ -9,12 +9,14 @@ import os
 import re
 import sys
 import traceback
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from etl import __version__, db, dryrun, faults, log, views
 from etl.decode import BATCH_VALUES
 from etl.errors import EtlError, LockTimeoutError, UsageError
+from etl.progress import Progress, TerminalProgress
 from etl.sync import ENTITIES, SyncOptions, sync_day
 
 DAY_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -228,6 +230,7 @@ def run(args: argparse.Namespace) -> int:
             force=args.force,
             allow_mass_removal=args.allow_mass_removal,
             batch_values=args.batch_size,
+            progress=terminal_progress(args.log_format),
             spill_dir=args.spill_dir,
         )
         try:
@@ -244,6 +247,13 @@ def run(args: argparse.Namespace) -> int:
     finally:
         db.close(conn)
     return 0
+
+
+def terminal_progress(log_format: str | None) -> Callable[[str], Progress] | None:
+    """A live progress line per entity when a person watches stderr and logs are for people."""
+    if log_format == "json" or not sys.stderr.isatty():
+        return None
+    return lambda title: TerminalProgress(title, sys.stderr)
 
 
 def dry_run(conn: db.Connection, day: str, entities: tuple[str, ...], options: SyncOptions) -> str:

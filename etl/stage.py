@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import chain
 
 import polars as pl
@@ -15,15 +15,21 @@ from etl.log import get_logger
 SCHEMA = "etl"
 
 
-def stage_tables(conn: db.Connection, entity: str, tables: dict[str, Table]) -> int:
+def stage_tables(
+    conn: db.Connection,
+    entity: str,
+    tables: dict[str, Table],
+    on_rows: Callable[[int], None] | None = None,
+) -> int:
     """Replace the entity's staging rows with ``tables`` (name -> rows) in one transaction
-    committed by the caller; returns the number of rows staged."""
+    committed by the caller; returns the number of rows staged. ``on_rows`` hears of each batch
+    as COPY takes it."""
     log = get_logger()
     db.execute(conn, "clear_staging", (entity,))
     total = 0
     with db.wrapped("staging"), conn.cursor() as cur:
         for name, table in tables.items():
-            counted = RowCount()
+            counted = RowCount(on_rows)
             batches = arrow_batches(table, counted)
             first = next(iter(batches), None)
             if first is None:
@@ -39,7 +45,16 @@ BATCH_ROWS = 65_536  # rows converted to Arrow at a time
 
 
 class RowCount:
-    rows = 0
+    """Rows that went by, and whom to tell."""
+
+    def __init__(self, on_rows: Callable[[int], None] | None = None) -> None:
+        self.rows = 0
+        self.on_rows = on_rows
+
+    def add(self, rows: int) -> None:
+        self.rows += rows
+        if self.on_rows is not None:
+            self.on_rows(rows)
 
 
 def arrow_batches(
@@ -54,5 +69,5 @@ def arrow_batches(
 def _batches(table: Table, count: RowCount, rows: int) -> Iterator[pa.RecordBatch]:
     for frame in table.frames():
         for part in frame.iter_slices(rows):
-            count.rows += part.height
+            count.add(part.height)
             yield from part.to_arrow().to_batches()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +37,7 @@ from etl.errors import EtlError, InputError, RefusedError
 from etl.log import get_logger
 from etl.pages import FileDigest
 from etl.plan import Plan, plan_agents, plan_groups, plan_roles
+from etl.progress import NoProgress, Progress
 from etl.source import InputFile
 from etl.stage import stage_tables
 
@@ -54,6 +55,7 @@ class SyncOptions:
     synced_at: datetime | None = None
     force: bool = False
     allow_mass_removal: bool = False
+    progress: Callable[[str], Progress] | None = None  # a live line per entity (a terminal)
     batch_values: int = BATCH_VALUES  # records plus mapping elements per decoded batch
     spill_dir: Path | None = None  # where decoded batches go; None: the system's temp folder
 
@@ -68,13 +70,18 @@ class RunResult:
 
 
 class Stopwatch:
-    """Seconds spent per stage, for the summary line (a stage timed twice adds up)."""
+    """Seconds spent per stage, for the summary line (a stage timed twice adds up); each stage
+    also shows on ``progress``, as ``shown`` when given, with ``total`` steps when known."""
 
-    def __init__(self) -> None:
+    def __init__(self, progress: Progress | None = None) -> None:
         self.seconds: dict[str, float] = {}
+        self.progress = progress or NoProgress()
 
     @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
+    def stage(
+        self, name: str, shown: str | None = None, total: int | None = None
+    ) -> Iterator[None]:
+        self.progress.stage(shown or name, total)
         start = time.perf_counter()
         try:
             yield
@@ -100,36 +107,40 @@ def sync_entity(
     synced_at = options.synced_at or db.first_synced_at(conn, entity, day) or now
     run_id = db.start_run(conn, day, entity, synced_at, options.force)
     log = log.bind(run_id=run_id)
-    watch = Stopwatch()
+    watch = Stopwatch(options.progress(f"{day} {entity}") if options.progress else None)
     ledger = db.FileLedger(conn, run_id)
     try:
         check_day_order(conn, entity, day, options.force)
-        with watch.stage("list"):
+        with watch.stage("list", "list files"):
             inputs = list_inputs(options.data_dir, day, ENTITY_KINDS[entity])
         faults.pause_point("decode", entity)
         with tempfile.TemporaryDirectory(prefix="etl-batches-", dir=options.spill_dir) as spill:
             plan = plan_entity(conn, entity, inputs, ledger, watch, Path(spill), options)
             ledger.flush()
             log.debug("read", files=ledger.count)
-            with watch.stage("plan"):
+            with watch.stage("plan", "read bad records' text"):
                 hashes = db.run_file_hashes(conn, run_id, error_files(plan))
                 errors = attach_raw(plan, inputs, hashes)
-            with watch.stage("stage"):
-                stage_tables(conn, entity, {**plan.tables, "stg_errors": Table(errors)})
+            with watch.stage("stage", "stage rows"):
+                tables = {**plan.tables, "stg_errors": Table(errors)}
+                stage_tables(conn, entity, tables, on_rows=watch.progress.advance)
                 faults.pause_point("stage", entity)
                 db.commit(conn, "staging")
-        with watch.stage("apply"):
+        with watch.stage("apply", "apply (one transaction)"):
             apply_run(conn, run_id, allow_mass_removal=options.allow_mass_removal)
             faults.pause_point("apply", entity)
             db.commit(conn, "apply")
     except EtlError as error:
+        watch.progress.close()
         status = "refused" if isinstance(error, RefusedError) else "failed"
         _close_failed_run(conn, ledger, status, str(error))
         log.error("run_" + status, message=str(error))
         raise
     except BaseException as error:
+        watch.progress.close()
         _close_failed_run(conn, ledger, "failed", f"unexpected {type(error).__name__}: {error}")
         raise
+    watch.progress.close()
     db.record_seconds(conn, run_id, watch.seconds)
     counts = db.run_counts(conn, run_id)  # the ledger's figures, seconds per stage included
     log.info("synced", synced_at=synced_at.isoformat(), **counts)
@@ -177,13 +188,18 @@ def plan_entity(
     """Decode the entity's files (stage "decode", reading included) and plan its rows. Decoded
     batches are spilled to files in the folder ``spill``, which must outlive staging."""
 
+    def on_file(digest: FileDigest) -> None:
+        ledger.add(digest)
+        watch.progress.advance()
+
     def decode(kind: RecordKind) -> Decoded:
-        with watch.stage("decode"):
+        files = inputs[kind.name]
+        with watch.stage("decode", f"decode {kind.folder} files", len(files)):
             batches = spill / f"{kind.name}.arrow"
             return decode_files(
                 kind,
-                inputs[kind.name],
-                on_file=ledger.add,
+                files,
+                on_file=on_file,
                 spill=batches,
                 batch_values=options.batch_values,
             )

@@ -536,12 +536,14 @@ def test_groups_step_alone_uses_the_stored_agents(database_url: str, conn: db.Co
 
 def test_ledger_counts_group_steps(database_url: str, conn: db.Connection) -> None:
     """The groups ledger row: staged, inserted, updated, unchanged, removed, quarantined and the
-    membership and inactive moves in details."""
+    membership and inactive moves in details (its seconds per stage vary, so they are left
+    out here; test_views checks they are there)."""
     sync_days(database_url, "day1", "day2")
     assert rows(
         conn,
         "SELECT sync_day, rows_staged, rows_inserted, rows_updated, rows_unchanged, rows_removed,"
-        " rows_quarantined, details::text FROM etl.sync_runs WHERE entity = 'groups'"
+        " rows_quarantined, (details - 'seconds')::text FROM etl.sync_runs"
+        " WHERE entity = 'groups'"
         " ORDER BY run_id",
     ) == [
         (

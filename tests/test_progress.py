@@ -1,0 +1,81 @@
+"""Progress: each stage of a run, with its steps, on a live terminal line; nothing when piped."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+
+from conftest import FIXTURES
+
+from etl import db
+from etl.cli import terminal_progress
+from etl.progress import TerminalProgress
+from etl.sync import SyncOptions, sync_day
+
+
+class Recorder:
+    """A Progress that writes down what it is told."""
+
+    def __init__(self, title: str, seen: list[tuple[str, str, int | None, int]]) -> None:
+        self.title, self.seen = title, seen
+
+    def stage(self, name: str, total: int | None = None) -> None:
+        self.seen.append((self.title, name, total, 0))
+
+    def advance(self, steps: int = 1) -> None:
+        title, name, total, done = self.seen[-1]
+        self.seen[-1] = (title, name, total, done + steps)
+
+    def close(self) -> None:
+        self.seen.append((self.title, "closed", None, 0))
+
+
+def test_a_sync_shows_each_stage_with_files_decoded_and_rows_staged(
+    conn: db.Connection,
+) -> None:
+    """Per entity: its stages in order, decode counting files against the folder's total and
+    staging counting rows (agents: 6 agents; roles: 6 roles plus 9 pairs)."""
+    seen: list[tuple[str, str, int | None, int]] = []
+    options = SyncOptions(
+        data_dir=FIXTURES,
+        synced_at=datetime(2026, 1, 1, 6, tzinfo=UTC),
+        progress=lambda title: Recorder(title, seen),
+    )
+    sync_day(conn, "day1", ("agents", "roles"), options)
+    assert seen == [
+        ("day1 agents", "list files", None, 0),
+        ("day1 agents", "decode agents files", 1, 1),
+        ("day1 agents", "plan", None, 0),
+        ("day1 agents", "read bad records' text", None, 0),
+        ("day1 agents", "stage rows", None, 6),
+        ("day1 agents", "apply (one transaction)", None, 0),
+        ("day1 agents", "closed", None, 0),
+        ("day1 roles", "list files", None, 0),
+        ("day1 roles", "decode roles files", 1, 1),
+        ("day1 roles", "decode agent_details files", 6, 6),
+        ("day1 roles", "plan", None, 0),
+        ("day1 roles", "read bad records' text", None, 0),
+        ("day1 roles", "stage rows", None, 15),
+        ("day1 roles", "apply (one transaction)", None, 0),
+        ("day1 roles", "closed", None, 0),
+    ]
+
+
+def test_the_terminal_line_shows_the_stage_count_and_rate() -> None:
+    screen = io.StringIO()
+    progress = TerminalProgress("day1 roles", screen, force_terminal=True)
+    progress.stage("decode agent_details files", 10)
+    progress.shown_at = 0.0  # as if the last redraw were long ago
+    progress.advance(4)
+    progress.bar.refresh()
+    progress.close()
+    drawn = screen.getvalue()
+    assert "day1 roles: decode agent_details files" in drawn
+    assert "4/10" in drawn
+    assert "/s" in drawn
+
+
+def test_no_progress_when_logs_are_json_or_stderr_is_no_terminal() -> None:
+    assert terminal_progress("json") is None
+    assert terminal_progress("console") is None  # pytest's stderr is no terminal
+    assert terminal_progress(None) is None
