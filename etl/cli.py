@@ -5,6 +5,7 @@ refused run, 2 a usage error."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
@@ -217,36 +218,41 @@ def run(args: argparse.Namespace) -> int:
     if args.spill_dir is not None and not Path(args.spill_dir).is_dir():
         raise UsageError(f"--spill-dir {args.spill_dir}: no such folder")
     entities = ENTITIES if args.entity == "all" else (args.entity,)
-    logger = log.get_logger()
     url, _server = resolve_database(args)
     conn = db.connect(url)
     try:
-        applied = db.migrate(conn)
-        if applied:
-            logger.info("migrated", files=applied)
-        options = SyncOptions(
-            data_dir=args.data_dir,
-            synced_at=args.synced_at,
-            force=args.force,
-            allow_mass_removal=args.allow_mass_removal,
-            batch_values=args.batch_size,
-            progress=terminal_progress(args.log_format),
-            spill_dir=args.spill_dir,
-        )
-        try:
-            with db.sync_lock(conn, args.lock_timeout):
-                if args.dry_run:
-                    print(dry_run(conn, args.day, entities, options))
-                else:
-                    sync_day(conn, args.day, entities, options)
-        except LockTimeoutError as error:
-            synced_at = args.synced_at or datetime.now(UTC)
-            for entity in [] if args.dry_run else entities:
-                db.record_unstarted_run(conn, args.day, entity, synced_at, args.force, str(error))
-            raise
+        # a dry run skips every commit, pending migrations' included, and rolls all back
+        with db.uncommitted(conn) if args.dry_run else contextlib.nullcontext():
+            run_on(conn, args, entities)
     finally:
         db.close(conn)
     return 0
+
+
+def run_on(conn: db.Connection, args: argparse.Namespace, entities: tuple[str, ...]) -> None:
+    applied = db.migrate(conn)
+    if applied:
+        log.get_logger().info("migrated", files=applied)
+    options = SyncOptions(
+        data_dir=args.data_dir,
+        synced_at=args.synced_at,
+        force=args.force,
+        allow_mass_removal=args.allow_mass_removal,
+        batch_values=args.batch_size,
+        progress=terminal_progress(args.log_format),
+        spill_dir=args.spill_dir,
+    )
+    try:
+        with db.sync_lock(conn, args.lock_timeout):
+            if args.dry_run:
+                print(dry_run(conn, args.day, entities, options))
+            else:
+                sync_day(conn, args.day, entities, options)
+    except LockTimeoutError as error:
+        synced_at = args.synced_at or datetime.now(UTC)
+        for entity in [] if args.dry_run else entities:
+            db.record_unstarted_run(conn, args.day, entity, synced_at, args.force, str(error))
+        raise
 
 
 def terminal_progress(log_format: str | None) -> Callable[[str], Progress] | None:
@@ -257,11 +263,12 @@ def terminal_progress(log_format: str | None) -> Callable[[str], Progress] | Non
 
 
 def dry_run(conn: db.Connection, day: str, entities: tuple[str, ...], options: SyncOptions) -> str:
-    """Sync ``entities`` of ``day`` in one transaction, report the difference, roll back."""
+    """Sync ``entities`` of ``day`` and report the difference; the caller rolls it all back
+    (``db.uncommitted``)."""
     log.get_logger().info("dry_run", day=day, note="every step is rolled back at the end")
-    with dryrun.rolled_back(conn):
-        sync_day(conn, day, entities, options)
-        return dryrun.diff_report(conn, day)
+    dryrun.take_snapshot(conn)
+    sync_day(conn, day, entities, options)
+    return dryrun.diff_report(conn, day)
 
 
 def resolve_database(args: argparse.Namespace) -> tuple[str, object]:

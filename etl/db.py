@@ -134,8 +134,19 @@ def execute(conn: Connection, name: str, params: Sequence[Any] = ()) -> list[tup
 
 def execute_script(conn: Connection, name: str) -> None:
     """Run a named query of several statements, without values."""
-    with wrapped(name.replace("_", " ")), conn.cursor() as cur:
-        cur.executescript(queries()[name])
+    with wrapped(name.replace("_", " ")):
+        run_script(conn, queries()[name])
+
+
+def run_script(conn: Connection, text: str) -> None:
+    """Several statements in one go, inside the current transaction, on a cursor of their own
+    (no values bound). The DBAPI's ``executescript`` commits whatever is pending first: that
+    split the migrations into one transaction each, released the migration lock, and would end
+    a dry run."""
+    with conn.cursor() as cur:
+        statement = cur.adbc_statement
+        statement.set_sql_query(text)
+        statement.execute_update()
 
 
 def fetch_table(conn: Connection, name: str) -> pa.Table:
@@ -152,7 +163,7 @@ def fetch_column(conn: Connection, name: str) -> pa.Array:
 
 def server_version(conn: Connection) -> str:
     version = execute(conn, "server_version")[0][0]
-    conn.commit()
+    commit(conn)
     return str(version)
 
 
@@ -166,7 +177,7 @@ def migrate(conn: Connection) -> list[str]:
     applied_now = []
     with wrapped("migrations"), conn.cursor() as cur:
         cur.execute(queries()["migration_lock"])
-        cur.executescript(queries()["bootstrap_migrations"])
+        run_script(conn, queries()["bootstrap_migrations"])
         cur.execute(queries()["applied_migrations"])
         applied = dict(cur.fetchall())
         for path in files:
@@ -180,10 +191,10 @@ def migrate(conn: Connection) -> list[str]:
                         "applied migrations are never edited: restore it and add a new file"
                     )
                 continue
-            cur.executescript(text)
+            run_script(conn, text)
             cur.execute(queries()["record_migration"], (path.name, digest))
             applied_now.append(path.name)
-    conn.commit()
+    commit(conn, "migrations")  # not in a dry run: its migrations are rolled back with it
     return applied_now
 
 
@@ -195,7 +206,7 @@ def sync_lock(conn: Connection, timeout: float) -> Iterator[None]:
     deadline = time.monotonic() + timeout
     waiting = False
     while not execute(conn, "try_lock")[0][0]:
-        conn.commit()
+        commit(conn)
         if not waiting:
             log.info("waiting_for_lock", timeout_s=timeout)
             waiting = True
@@ -205,7 +216,7 @@ def sync_lock(conn: Connection, timeout: float) -> Iterator[None]:
                 f"{timeout:g} s (see --lock-timeout)"
             )
         time.sleep(0.1)
-    conn.commit()
+    commit(conn)
     try:
         yield
     finally:

@@ -1,11 +1,9 @@
-"""Dry run: every stage of a sync, applied inside one transaction that is rolled back, and the
-exact difference it made to the final tables, printed before the rollback."""
+"""Dry run: the exact difference a sync made to the final tables, measured inside the one
+transaction that ``db.uncommitted`` rolls back afterwards."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from etl import db
 
@@ -22,13 +20,11 @@ KINDS = {  # table -> kinds of change, in the order they are reported
 }  # fmt: skip
 
 
-@contextmanager
-def rolled_back(conn: db.Connection) -> Iterator[None]:
-    """Inside, commits are skipped and a picture of the final tables is taken first; at the end
-    everything since is rolled back, ledger rows and staging included."""
-    with db.uncommitted(conn):
-        db.execute_script(conn, "dry_run_snapshot")
-        yield
+def take_snapshot(conn: db.Connection) -> None:
+    """A picture of the final tables, in temporary tables, for :func:`diff_report`. Taken inside
+    ``db.uncommitted``, so that the rollback at its end takes everything away, ledger rows and
+    staging included."""
+    db.execute_script(conn, "dry_run_snapshot")
 
 
 def diff_report(conn: db.Connection, day: str, examples: int = EXAMPLES) -> str:

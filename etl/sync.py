@@ -141,9 +141,13 @@ def sync_entity(
         _close_failed_run(conn, ledger, "failed", f"unexpected {type(error).__name__}: {error}")
         raise
     watch.progress.close()
-    db.record_seconds(conn, run_id, watch.seconds)
-    counts = db.run_counts(conn, run_id)  # the ledger's figures, seconds per stage included
-    log.info("synced", synced_at=synced_at.isoformat(), **counts)
+    try:  # the run is committed: a failure to read its figures back no longer fails it
+        db.record_seconds(conn, run_id, watch.seconds)
+        counts = db.run_counts(conn, run_id)  # the ledger's figures
+    except EtlError as error:
+        log.warning("ledger_figures_unread", message=str(error))
+        counts = {}
+    log.info("synced", synced_at=synced_at.isoformat(), **{**counts, "seconds": watch.seconds})
     return RunResult(entity, day, run_id, counts, watch.seconds)
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from etl import db, source
+from etl import db, hierarchy, source
 
 ENTITY_ORDER = {"agents": 0, "roles": 1, "groups": 2}
 FAILED = ("failed", "refused", "abandoned", "running")
@@ -78,18 +78,17 @@ class Group:
 
 def tree_view(conn: db.Connection, group_id: int | None = None, dim: bool = False) -> str:
     """The stored hierarchy of present groups, each with its member counts; ``[inactive]``,
-    ``[orphan ...]`` and ``[cycle ...]`` mark what needs a look. Roots come first (no parent,
-    or a parent that is no present group), then each parent cycle with what hangs below it.
-    ``group_id``: that group's subtree only. ``dim``: inactive groups in faint text (terminal)."""
+    ``[orphan ...]`` and ``[cycle ...]`` mark what needs a look. Roots come first (no parent, or
+    a parent that is no present group), then each parent cycle from its smallest id, its other
+    members below it. Every group is shown once. ``group_id``: that group's subtree only.
+    ``dim``: inactive groups in faint text (a terminal)."""
     groups = {r[0]: Group(*r) for r in db.execute(conn, "view_groups")}
     shown = {g.group_id: g for g in groups.values() if g.present}
     children: dict[int, list[Group]] = defaultdict(list)
     for g in shown.values():
-        if g.parent_id in shown and g.parent_id != g.group_id:
+        if g.parent_id in shown:
             children[g.parent_id].append(g)
-    cycles = _cycles(shown)
-    on_cycle = {member: cycle for cycle in cycles for member in cycle}
-    lines: list[str] = []
+    on_cycle = {member: cycle for cycle in _cycles(shown) for member in cycle}
 
     def label(g: Group) -> str:
         marks = []
@@ -99,31 +98,45 @@ def tree_view(conn: db.Connection, group_id: int | None = None, dim: bool = Fals
             known = "absent today" if g.parent_id in groups else "not a known group"
             marks.append(f"[orphan: parent {g.parent_id} is {known}]")
         if g.group_id in on_cycle:
-            marks.append(f"[cycle: {' -> '.join(map(str, on_cycle[g.group_id]))}]")
-        text = f"{g.name} ({g.group_id})  members {g.members}, active {g.active_members}"
+            marks.append(_cycle_mark(on_cycle[g.group_id]))
+        text = " ".join(
+            [f"{g.name} ({g.group_id})  members {g.members}, active {g.active_members}"]
+        )
         text = " ".join([text, *marks])
         return f"\x1b[2m{text}\x1b[0m" if dim and g.inactive else text
-
-    def walk(g: Group, prefix: str, last: bool, top: bool) -> None:
-        lines.append(label(g) if top else f"{prefix}{'└── ' if last else '├── '}{label(g)}")
-        # cycle members stand at the top level, each once, with what hangs below them
-        below = sorted((c for c in children[g.group_id] if c.group_id not in on_cycle), key=_order)
-        inner = "" if top else prefix + ("    " if last else "│   ")
-        for i, child in enumerate(below):
-            walk(child, inner, i == len(below) - 1, False)
 
     if group_id is not None:
         if group_id not in shown:
             return f"no present group {group_id}"
-        walk(shown[group_id], "", True, True)
-        return "\n".join(lines)
-    roots = [g for g in shown.values() if g.parent_id is None or g.parent_id not in shown]
-    for root in sorted(roots, key=_order):
-        walk(root, "", True, True)
-    for cycle in cycles:
-        for member in cycle:
-            walk(shown[member], "", True, True)
+        tops = [shown[group_id]]
+    else:
+        roots = [g for g in shown.values() if g.parent_id not in shown]
+        tops = sorted(roots, key=_order) + [shown[cycle[0]] for cycle in _cycles(shown)]
+    lines: list[str] = []
+    seen: set[int] = set()
+    for top in tops:
+        if top.group_id in seen:
+            continue
+        seen.add(top.group_id)
+        # depth-first without recursion (a hierarchy may be thousands deep): (group, prefix, last)
+        stack: list[tuple[Group, str, bool | None]] = [(top, "", None)]
+        while stack:
+            g, prefix, last = stack.pop()
+            branch = "" if last is None else ("└── " if last else "├── ")
+            lines.append(f"{prefix}{branch}{label(g)}")
+            inner = "" if last is None else prefix + ("    " if last else "│   ")
+            below = [c for c in sorted(children[g.group_id], key=_order) if c.group_id not in seen]
+            seen.update(c.group_id for c in below)
+            stack.extend(
+                (c, inner, i == len(below) - 1) for i, c in reversed(list(enumerate(below)))
+            )
     return "\n".join(lines) if lines else "no groups yet"
+
+
+def _cycle_mark(cycle: list[int]) -> str:
+    ids = " -> ".join(map(str, cycle[: hierarchy.CYCLE_IDS_SHOWN]))
+    more = " -> ..." if len(cycle) > hierarchy.CYCLE_IDS_SHOWN else ""
+    return f"[cycle of {len(cycle)}: {ids}{more}]"
 
 
 def _order(g: Group) -> tuple[str, int]:
@@ -156,7 +169,7 @@ def _cycles(groups: dict[int, Group]) -> list[list[int]]:
 def errors_view(conn: db.Connection, day: str, examples: int = EXAMPLES) -> str:
     """A day's quarantined records and elements, from each entity's last succeeded run of the
     day: a count per error type and field (array positions folded, ``agent_ids[]``), with the
-    first ``examples`` in file order."""
+    first ``examples`` by file name and position."""
     succeeded: dict[str, int] = {}
     for run in db.execute(conn, "view_status", (day,)):  # in run order: the last one stays
         if run[3] == "succeeded":

@@ -3,10 +3,11 @@ all of it is rolled back."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
-from conftest import rows, sync, sync_days
+from conftest import admin_execute, rows, server_url, sync, sync_days, with_database
 
 from etl import db
 from etl.replay import DUMPED_TABLES, dump_state
@@ -64,17 +65,26 @@ def test_a_failing_dry_run_leaves_no_ledger_row(
     assert rows(conn, "SELECT count(*), max(sync_day) FROM etl.sync_runs") == [(3, "day1")]
 
 
-def test_a_dry_run_of_a_first_day_on_an_empty_database(
-    database_url: str, conn: db.Connection, capsys: pytest.CaptureFixture[str]
+def test_a_dry_run_on_a_database_etl_never_touched_leaves_it_untouched(
+    template_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Day1 on nothing: everything is new; afterwards the database is still empty."""
-    assert sync(database_url, "day1", "--dry-run") == 0
-    out = capsys.readouterr().out.splitlines()
-    assert out[1:4] == [
-        "agents: 6 new",
-        "  new: 69010941952, 69010960305, 69011813336, 69013042475, 69015615959 and 1 more",
-        "roles: 6 new, 9 pairs assigned",
-    ]
-    assert rows(conn, "SELECT (SELECT count(*) FROM etl.agents), count(*) FROM etl.sync_runs") == [
-        (0, 0)
-    ]
+    """Day1 on a database without etl's schema: the migrations run inside the dry run too, so
+    everything is new, and afterwards there is still no schema etl."""
+    name = f"etl_dry_{os.getpid()}"
+    admin_execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+    try:
+        url = with_database(server_url(), name)
+        assert sync(url, "day1", "--dry-run") == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[1:4] == [
+            "agents: 6 new",
+            "  new: 69010941952, 69010960305, 69011813336, 69013042475, 69015615959 and 1 more",
+            "roles: 6 new, 9 pairs assigned",
+        ]
+        conn = db.connect(url)
+        try:
+            assert rows(conn, "SELECT to_regnamespace('etl') IS NULL") == [(True,)]
+        finally:
+            conn.close()
+    finally:
+        admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

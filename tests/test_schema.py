@@ -125,3 +125,28 @@ def test_deleting_a_run_deletes_its_files(conn: db.Connection) -> None:
     )
     rows(conn, "DELETE FROM etl.sync_runs WHERE run_id = 1")
     assert rows(conn, "SELECT run_id, file FROM etl.sync_run_files") == [(2, "r.json")]
+
+
+def test_migrations_apply_in_one_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, template_url: str
+) -> None:
+    """A pending file that fails takes the ones before it back too: the database is left as it
+    was, without a schema etl (the DBAPI's executescript used to commit each file on its own)."""
+    for path in [*sorted(db.SQL_DIR.glob("0*.sql")), db.SQL_DIR / "queries.sql"]:
+        (tmp_path / path.name).write_text(path.read_text())
+    (tmp_path / "999_broken.sql").write_text("CREATE TABLE etl.broken (x no_such_type);")
+    name = f"etl_migrate_tx_{os.getpid()}"
+    admin_execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+    try:
+        conn = db.connect(with_database(server_url(), name))
+        try:
+            with monkeypatch.context() as patch:
+                patch.setattr(db, "SQL_DIR", tmp_path)
+                with pytest.raises(DatabaseError, match="no_such_type"):
+                    db.migrate(conn)
+            conn.rollback()
+            assert rows(conn, "SELECT to_regnamespace('etl') IS NULL") == [(True,)]
+        finally:
+            conn.close()
+    finally:
+        admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

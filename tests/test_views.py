@@ -69,24 +69,34 @@ H1 IT Support (69000521031)  members 3, active 2
 │   └── Information Security Group (69000639671)  members 2, active 2
 └── Hardware Procurement (69000632384)  members 0, active 0 [inactive]
 Orphan (69000800006)  members 1, active 1 [orphan: parent 69000899999 is not a known group]
-Cycle X (69000800001)  members 0, active 0 [cycle: 69000800001 -> 69000800002 -> 69000800003]
-└── Below the cycle (69000800004)  members 1, active 0 [inactive]
-Cycle Y (69000800002)  members 1, active 1 [cycle: 69000800001 -> 69000800002 -> 69000800003]
-Cycle Z (69000800003)  members 0, active 0 [cycle: 69000800001 -> 69000800002 -> 69000800003]
-Own parent (69000800005)  members 1, active 0 [inactive] [cycle: 69000800005]
-"""
+Cycle X (69000800001)  members 0, active 0 [cycle of 3: 69000800001 -> 69000800002 -> 69000800003]
+├── Below the cycle (69000800004)  members 1, active 0 [inactive]
+└── Cycle Z (69000800003)  members 0, active 0 [cycle of 3: 69000800001 -> 69000800002 -> 69000800003]
+    └── Cycle Y (69000800002)  members 1, active 1 [cycle of 3: 69000800001 -> 69000800002 -> 69000800003]
+Own parent (69000800005)  members 1, active 0 [inactive] [cycle of 1: 69000800005]
+"""  # noqa: E501
 
 
 def test_tree_marks_inactive_groups_orphans_and_cycles(
     database_url: str, conn: db.Connection, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Day3's hierarchy: roots by name, then each cycle member with what hangs below it.
-    Onboarding/Offboarding is absent on day3, so it is not shown."""
+    """Day3's hierarchy: roots by name, then each cycle from its smallest id with the rest of
+    the cycle and what hangs below it. Onboarding/Offboarding is absent on day3, so it is not
+    shown. A subtree from a cycle member follows the cycle round once."""
     sync_days(database_url, "day1", "day2", "day3")
     assert view(capsys, database_url, "tree") == TREE_DAY3
     assert view(capsys, database_url, "tree", "--group", "69000630118") == (
         "DevOps (69000630118)  members 2, active 0\n"
         "└── Information Security Group (69000639671)  members 2, active 2\n"
+    )
+    assert view(capsys, database_url, "tree", "--group", "69000800002") == (
+        "Cycle Y (69000800002)  members 1, active 1 [cycle of 3: 69000800001 -> 69000800002 ->"
+        " 69000800003]\n"
+        "└── Cycle X (69000800001)  members 0, active 0 [cycle of 3: 69000800001 -> 69000800002 ->"
+        " 69000800003]\n"
+        "    ├── Below the cycle (69000800004)  members 1, active 0 [inactive]\n"
+        "    └── Cycle Z (69000800003)  members 0, active 0 [cycle of 3: 69000800001 ->"
+        " 69000800002 -> 69000800003]\n"
     )
     assert view(capsys, database_url, "tree", "--group", "69000630324") == (
         "no present group 69000630324\n"
@@ -112,8 +122,29 @@ def test_tree_after_the_cycle_is_broken(
         "        └── Below the cycle (69000800004)  members 1, active 0 [inactive]",
     ]
     assert (
-        tree[-1] == "Own parent (69000800005)  members 1, active 0 [inactive] [cycle: 69000800005]"
+        tree[-1]
+        == "Own parent (69000800005)  members 1, active 0 [inactive] [cycle of 1: 69000800005]"
     )
+
+
+def test_tree_of_a_deep_chain_and_a_long_cycle(database_url: str, conn: db.Connection) -> None:
+    """A 3,000-level chain prints without recursion; a cycle of 20 lists 10 of its ids, from
+    its smallest along the parents."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO etl.groups (group_id, name, parent_group_id, present, inactive,"
+            " synced_at, ingested_at)"
+            " SELECT g, 'G' || g, nullif(g - 1, 0), true, false, now(), now()"
+            " FROM generate_series(1, 3000) g UNION ALL"
+            " SELECT g, 'C' || g, CASE WHEN g = 5001 THEN 5020 ELSE g - 1 END, true, false,"
+            " now(), now() FROM generate_series(5001, 5020) g"
+        )
+    conn.commit()
+    lines = tree_view(conn).splitlines()
+    assert len(lines) == 3_020
+    assert lines[2_999] == " " * 4 * 2_998 + "└── G3000 (3000)  members 0, active 0"
+    ids = " -> ".join(str(n) for n in [5001, *range(5020, 5011, -1)])  # along the parents
+    assert lines[3_000] == f"C5001 (5001)  members 0, active 0 [cycle of 20: {ids} -> ...]"
 
 
 ERRORS_DAY3 = """\
