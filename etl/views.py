@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from etl import db, hierarchy, source
 
@@ -37,27 +37,53 @@ def _when(value: datetime) -> str:
 # -- status -----------------------------------------------------------------------------------
 
 
+class Run(NamedTuple):
+    """A ledger row as the view_status query gives it."""
+
+    run_id: int
+    day: str
+    entity: str
+    status: str
+    synced_at: datetime
+    staged: int | None
+    inserted: int | None
+    updated: int | None
+    unchanged: int | None
+    removed: int | None
+    quarantined: int | None
+    message: str | None
+    runs: int  # runs of this day and entity
+    newest: int  # 1 for the last of them
+
+
+def ledger_runs(conn: db.Connection, day: str | None) -> list[Run]:
+    """Every run (of ``day``), in run order."""
+    return [Run(*row) for row in db.execute(conn, "view_status", (day,))]
+
+
 def status_view(conn: db.Connection, day: str | None = None, every_run: bool = False) -> str:
     """The ledger: per day and entity its last run (``every_run``: all runs), with status, sync
     time and counts; failed, refused, abandoned and still-running runs are listed with their
     message below the table."""
-    runs = [r for r in db.execute(conn, "view_status", (day,)) if every_run or r[13] == 1]
+    runs = [r for r in ledger_runs(conn, day) if every_run or r.newest == 1]
     if not runs:
         return "no runs yet" if day is None else f"no runs of day {day}"
-    runs.sort(key=lambda r: (source.natural_key(r[1]), ENTITY_ORDER[r[2]], r[0]))
+    runs.sort(key=lambda r: (source.natural_key(r.day), ENTITY_ORDER[r.entity], r.run_id))
     headers = (
         "day", "entity", "run", "status", "synced at", "staged", "inserted", "updated",
         "unchanged", "removed", "quarantined", "runs",
     )  # fmt: skip
     rows = [
-        (r[1], r[2], r[0], r[3], _when(r[4]), r[5], r[6], r[7], r[8], r[9], r[10], r[12])
+        (r.day, r.entity, r.run_id, r.status, _when(r.synced_at), r.staged, r.inserted,
+         r.updated, r.unchanged, r.removed, r.quarantined, r.runs)
         for r in runs
-    ]
+    ]  # fmt: skip
     text = text_table(headers, rows, right={2, *range(5, 12)})
-    failures = [r for r in runs if r[3] in FAILED]
+    failures = [r for r in runs if r.status in FAILED]
     if failures:
         text += "\n\nnot succeeded:\n" + "\n".join(
-            f"  run {r[0]} ({r[1]} {r[2]}) {r[3]}: {r[11] or 'no message'}" for r in failures
+            f"  run {r.run_id} ({r.day} {r.entity}) {r.status}: {r.message or 'no message'}"
+            for r in failures
         )
     return text
 
@@ -88,7 +114,8 @@ def tree_view(conn: db.Connection, group_id: int | None = None, dim: bool = Fals
     for g in shown.values():
         if g.parent_id in shown:
             children[g.parent_id].append(g)
-    on_cycle = {member: cycle for cycle in _cycles(shown) for member in cycle}
+    cycles = _cycles(shown)
+    on_cycle = {member: cycle for cycle in cycles for member in cycle}
 
     def label(g: Group) -> str:
         marks = []
@@ -111,7 +138,7 @@ def tree_view(conn: db.Connection, group_id: int | None = None, dim: bool = Fals
         tops = [shown[group_id]]
     else:
         roots = [g for g in shown.values() if g.parent_id not in shown]
-        tops = sorted(roots, key=_order) + [shown[cycle[0]] for cycle in _cycles(shown)]
+        tops = sorted(roots, key=_order) + [shown[cycle[0]] for cycle in cycles]
     lines: list[str] = []
     seen: set[int] = set()
     for top in tops:
@@ -171,9 +198,9 @@ def errors_view(conn: db.Connection, day: str, examples: int = EXAMPLES) -> str:
     day: a count per error type and field (array positions folded, ``agent_ids[]``), with the
     first ``examples`` by file name and position."""
     succeeded: dict[str, int] = {}
-    for run in db.execute(conn, "view_status", (day,)):  # in run order: the last one stays
-        if run[3] == "succeeded":
-            succeeded[run[2]] = run[0]
+    for run in ledger_runs(conn, day):  # in run order: the last one stays
+        if run.status == "succeeded":
+            succeeded[run.entity] = run.run_id
     if not succeeded:
         return f"no succeeded run of day {day}"
     found = db.execute(conn, "view_errors", (day, examples))
