@@ -100,6 +100,22 @@ def fresh_database() -> Iterator[str]:
         admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@contextmanager
+def bare_database(label: str) -> Iterator[tuple[str, db.Connection]]:
+    """A new, empty database (no schema etl): its URL and a connection; dropped afterwards."""
+    name = f"etl_{label}_{os.getpid()}_{next(_numbers)}"
+    admin_execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+    try:
+        url = with_database(server_url(), name)
+        conn = db.connect(url)
+        try:
+            yield url, conn
+        finally:
+            conn.close()
+    finally:
+        admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def database_url(template_url: str) -> Iterator[str]:
     """A fresh database with every migration applied."""

@@ -3,11 +3,10 @@ all of it is rolled back."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-from conftest import admin_execute, rows, server_url, sync, sync_days, with_database
+from conftest import bare_database, rows, sync, sync_days
 
 from etl import db
 from etl.replay import DUMPED_TABLES, dump_state
@@ -70,10 +69,7 @@ def test_a_dry_run_on_a_database_etl_never_touched_leaves_it_untouched(
 ) -> None:
     """Day1 on a database without etl's schema: the migrations run inside the dry run too, so
     everything is new, and afterwards there is still no schema etl."""
-    name = f"etl_dry_{os.getpid()}"
-    admin_execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
-    try:
-        url = with_database(server_url(), name)
+    with bare_database("dry") as (url, conn):
         assert sync(url, "day1", "--dry-run") == 0
         out = capsys.readouterr().out.splitlines()
         assert out[1:4] == [
@@ -81,10 +77,4 @@ def test_a_dry_run_on_a_database_etl_never_touched_leaves_it_untouched(
             "  new: 69010941952, 69010960305, 69011813336, 69013042475, 69015615959 and 1 more",
             "roles: 6 new, 9 pairs assigned",
         ]
-        conn = db.connect(url)
-        try:
-            assert rows(conn, "SELECT to_regnamespace('etl') IS NULL") == [(True,)]
-        finally:
-            conn.close()
-    finally:
-        admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        assert rows(conn, "SELECT to_regnamespace('etl') IS NULL") == [(True,)]

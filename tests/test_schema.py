@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import admin_execute, rows, server_url, with_database
+from conftest import bare_database, rows
 
 from etl import db
 from etl.errors import DatabaseError
@@ -79,38 +79,30 @@ def test_run_files_move_from_the_ledger_row_to_their_own_table(
     column; a run without files keeps none."""
     for path in [*sorted(db.SQL_DIR.glob("00[123]_*.sql")), db.SQL_DIR / "queries.sql"]:
         (tmp_path / path.name).write_text(path.read_text())
-    name = f"etl_migrate_{os.getpid()}"
-    admin_execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
-    try:
-        conn = db.connect(with_database(server_url(), name))
-        try:
-            with monkeypatch.context() as patch:
-                patch.setattr(db, "SQL_DIR", tmp_path)
-                db.migrate(conn)
-            files = (
-                '[{"file": "sync-d/agents/1.json", "bytes": 10, "sha256": "aa"},'
-                ' {"file": "sync-d/agents/2.json", "bytes": 0, "sha256": "bb"}]'
-            )
-            rows(
-                conn,
-                "INSERT INTO etl.sync_runs (sync_day, entity, synced_at, input_files)"
-                " VALUES ('d', 'agents', now(), $1::jsonb), ('d', 'roles', now(), '[]')",
-                (files,),
-            )
-            assert db.migrate(conn)[0] == "004_run_files.sql"
-            assert rows(conn, "SELECT * FROM etl.sync_run_files ORDER BY run_id, file_index") == [
-                (1, 0, "sync-d/agents/1.json", 10, "aa"),
-                (1, 1, "sync-d/agents/2.json", 0, "bb"),
-            ]
-            assert rows(
-                conn,
-                "SELECT count(*) FROM information_schema.columns"
-                " WHERE table_schema = 'etl' AND column_name = 'input_files'",
-            ) == [(0,)]
-        finally:
-            conn.close()
-    finally:
-        admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with bare_database("migrate") as (_, conn):
+        with monkeypatch.context() as patch:
+            patch.setattr(db, "SQL_DIR", tmp_path)
+            db.migrate(conn)
+        files = (
+            '[{"file": "sync-d/agents/1.json", "bytes": 10, "sha256": "aa"},'
+            ' {"file": "sync-d/agents/2.json", "bytes": 0, "sha256": "bb"}]'
+        )
+        rows(
+            conn,
+            "INSERT INTO etl.sync_runs (sync_day, entity, synced_at, input_files)"
+            " VALUES ('d', 'agents', now(), $1::jsonb), ('d', 'roles', now(), '[]')",
+            (files,),
+        )
+        assert db.migrate(conn)[0] == "004_run_files.sql"
+        assert rows(conn, "SELECT * FROM etl.sync_run_files ORDER BY run_id, file_index") == [
+            (1, 0, "sync-d/agents/1.json", 10, "aa"),
+            (1, 1, "sync-d/agents/2.json", 0, "bb"),
+        ]
+        assert rows(
+            conn,
+            "SELECT count(*) FROM information_schema.columns"
+            " WHERE table_schema = 'etl' AND column_name = 'input_files'",
+        ) == [(0,)]
 
 
 def test_deleting_a_run_deletes_its_files(conn: db.Connection) -> None:
@@ -135,18 +127,10 @@ def test_migrations_apply_in_one_transaction(
     for path in [*sorted(db.SQL_DIR.glob("0*.sql")), db.SQL_DIR / "queries.sql"]:
         (tmp_path / path.name).write_text(path.read_text())
     (tmp_path / "999_broken.sql").write_text("CREATE TABLE etl.broken (x no_such_type);")
-    name = f"etl_migrate_tx_{os.getpid()}"
-    admin_execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
-    try:
-        conn = db.connect(with_database(server_url(), name))
-        try:
-            with monkeypatch.context() as patch:
-                patch.setattr(db, "SQL_DIR", tmp_path)
-                with pytest.raises(DatabaseError, match="no_such_type"):
-                    db.migrate(conn)
-            conn.rollback()
-            assert rows(conn, "SELECT to_regnamespace('etl') IS NULL") == [(True,)]
-        finally:
-            conn.close()
-    finally:
-        admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with bare_database("migrate_tx") as (_, conn):
+        with monkeypatch.context() as patch:
+            patch.setattr(db, "SQL_DIR", tmp_path)
+            with pytest.raises(DatabaseError, match="no_such_type"):
+                db.migrate(conn)
+        conn.rollback()
+        assert rows(conn, "SELECT to_regnamespace('etl') IS NULL") == [(True,)]
