@@ -177,10 +177,15 @@ def main(argv: list[str] | None = None) -> int:
         faults.configure(os.environ.get("ETL_TEST_PAUSE_AT"), Path(gate) if gate else None)
         return run(args)
     except EtlError as error:
-        if args.verbose:
-            traceback.print_exc()
-        print(f"etl: error: {error}", file=sys.stderr)
-        return error.exit_code
+        return failed(error, args.verbose)
+
+
+def failed(error: EtlError, verbose: bool) -> int:
+    """Say why on stderr in one line (``-v``: with the traceback); the exit status."""
+    if verbose:
+        traceback.print_exc()
+    print(f"etl: error: {error}", file=sys.stderr)
+    return error.exit_code
 
 
 def main_view(view: str, argv: list[str]) -> int:
@@ -190,10 +195,7 @@ def main_view(view: str, argv: list[str]) -> int:
     try:
         print(show_view(view, args))
     except EtlError as error:
-        if args.verbose:
-            traceback.print_exc()
-        print(f"etl: error: {error}", file=sys.stderr)
-        return error.exit_code
+        return failed(error, args.verbose)
     return 0
 
 

@@ -86,10 +86,10 @@ def keeping(*dropped: pl.Series) -> Step:
 def plan_agents(agents: Decoded) -> Plan:
     records = agents.records
     nul_ordinals, nul_errors = reject_nul(records, AGENT)
-    losing, duplicate_errors = resolve_duplicates(records, AGENT, "agent_id", nul_ordinals)
+    losing, duplicate_errors = resolve_duplicates(records, AGENT, nul_ordinals)
     winners = keeping(nul_ordinals, losing)
     record_errors = pl.concat([errors_frame(agents.errors), nul_errors])
-    held = held_ids(record_errors, records, winners, "agents", AGENT, "agent_id")
+    held = held_ids(record_errors, records, winners, "agents", AGENT)
     stg_agents = Table(
         (
             records,
@@ -119,11 +119,9 @@ def plan_roles(
     """
     role_records, detail_records = roles.records, details.records
     role_nul_ordinals, role_nul = reject_nul(role_records, ROLE)
-    role_losing, role_dups = resolve_duplicates(role_records, ROLE, "role_id", role_nul_ordinals)
+    role_losing, role_dups = resolve_duplicates(role_records, ROLE, role_nul_ordinals)
     role_winners = keeping(role_nul_ordinals, role_losing)
-    detail_losing, detail_dups = resolve_duplicates(
-        detail_records, AGENT_DETAILS, "agent_id", NO_ORDINALS
-    )
+    detail_losing, detail_dups = resolve_duplicates(detail_records, AGENT_DETAILS, NO_ORDINALS)
     detail_winners = keeping(detail_losing)
     role_errors = pl.concat([errors_frame(roles.errors), role_nul])
     detail_errors = errors_frame(details.errors)
@@ -131,8 +129,9 @@ def plan_roles(
     agents = known_frame("agent_id", known_agents)
     today = role_records.gather(lambda batch: role_winners(batch).select("role_id"))
     role_ids = pl.concat([pl.Series(known_roles, dtype=pl.Int64), today.get_column("role_id")])
-    is_role = among("role_id", role_ids.unique())  # a few hundred ids: cheap to hash per batch
-    role_frame = role_ids.unique().to_frame("role_id").lazy()
+    role_ids = role_ids.unique()
+    is_role = among("role_id", role_ids)  # a few hundred ids: cheap to hash per batch
+    role_frame = role_ids.to_frame("role_id").lazy()
 
     # An agent_details record whose own id is no known agent cannot hold assignments.
     detail_unknown = detail_records.gather(
@@ -203,10 +202,8 @@ def plan_roles(
     )
     held = pl.concat(
         [
-            held_ids(role_errors, role_records, role_winners, "roles", ROLE, "role_id"),
-            held_ids(
-                detail_errors, detail_records, detail_winners, "roles", AGENT_DETAILS, "agent_id"
-            ),
+            held_ids(role_errors, role_records, role_winners, "roles", ROLE),
+            held_ids(detail_errors, detail_records, detail_winners, "roles", AGENT_DETAILS),
         ]
     )
     errors = sorted_errors(
@@ -263,10 +260,10 @@ def plan_groups(groups: Decoded, known_agents: pa.Array, stored_groups: pa.Table
     stored (group_id, parent_group_id, present) rows, which held groups keep."""
     records = groups.records
     nul_ordinals, nul_errors = reject_nul(records, GROUP)
-    losing, duplicate_errors = resolve_duplicates(records, GROUP, "group_id", nul_ordinals)
+    losing, duplicate_errors = resolve_duplicates(records, GROUP, nul_ordinals)
     winners = keeping(nul_ordinals, losing)
     record_errors = pl.concat([errors_frame(groups.errors), nul_errors])
-    held = held_ids(record_errors, records, winners, "groups", GROUP, "group_id")
+    held = held_ids(record_errors, records, winners, "groups", GROUP)
 
     agents = known_frame("agent_id", known_agents)
 
@@ -417,11 +414,12 @@ def reject_nul(records: Records, kind: RecordKind) -> tuple[pl.Series, pl.DataFr
 
 
 def resolve_duplicates(
-    records: Records, kind: RecordKind, id_column: str, rejected: pl.Series
+    records: Records, kind: RecordKind, rejected: pl.Series
 ) -> tuple[pl.Series, pl.DataFrame]:
     """(ordinals, DUPLICATE_RECORD errors) of the records that lose to another record of the same
     id, among those not ``rejected``: per id the latest ``updated_at`` wins (a missing one is
     oldest); ties go to the last in record order."""
+    id_column = _id_column(kind)
     candidates = keeping(rejected)
     ids = records.gather(lambda batch: candidates(batch).select(id_column)).get_column(id_column)
     ids = ids.sort()  # neighbours compared: a tenth of the memory of hashing a million ids
@@ -501,9 +499,9 @@ def held_ids(
     winners: Step,
     entity: str,
     kind: RecordKind,
-    id_column: str,
 ) -> pl.DataFrame:
     """Ids with a quarantined record and no valid one: they keep their previous state."""
+    id_column = _id_column(kind)
     quarantined = (
         errors.filter(
             (pl.col("record_kind") == kind.name)

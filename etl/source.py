@@ -114,7 +114,7 @@ class FolderFiles(Sequence[InputFile]):
     def __getitem__(self, index: slice) -> list[InputFile]: ...
     def __getitem__(self, index: int | slice) -> InputFile | list[InputFile]:
         if isinstance(index, slice):
-            return [self._file(name) for name in self.names.to_pylist()[index]]
+            return [self._file(name) for name in self.names[index].to_pylist()]
         return self._file(self.names[index].as_py())
 
     def __iter__(self) -> Iterator[InputFile]:

@@ -95,6 +95,7 @@ def test_listed_files_hold_names_and_make_input_files_on_demand(tmp_path: Path) 
         files[-1] == files[2] == InputFile("3.json", root=tmp_path, folder="sync-d/agent_details/")
     )
     assert files[1:] == [files[1], files[2]]
+    assert files[::-2] == [files[2], files[0]]
     assert files[0].read_whole(10) == b"{}"
     assert files.named("sync-d/agent_details/2.json") == files[1]
     with pytest.raises(KeyError):

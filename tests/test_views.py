@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import rows, sync, sync_days
+from conftest import bare_database, rows, sync, sync_days
 
 from etl import db
 from etl.cli import main
@@ -44,6 +44,18 @@ def test_status_shows_each_days_last_run_and_why_one_failed(
     )
     assert len(every) == 8
     assert view(capsys, database_url, "status").splitlines()[1].startswith("day1  agents    1  ")
+
+
+def test_views_on_a_database_etl_never_touched(
+    template_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No schema etl yet: each view says so (exit 0) and creates nothing."""
+    with bare_database("views") as (url, conn):
+        for argv in (["status"], ["tree"], ["errors", "--day", "day1"]):
+            assert view(capsys, url, *argv) == (
+                "nothing synced yet: this database has no etl schema\n"
+            )
+        assert rows(conn, "SELECT to_regnamespace('etl') IS NULL") == [(True,)]
 
 
 def test_status_of_an_empty_ledger(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
