@@ -8,6 +8,7 @@ the wrong shape -- is an :class:`~etl.errors.InputError`: the day's snapshot is 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -22,8 +23,8 @@ import pyarrow as pa
 
 from etl.batches import Records
 from etl.errors import InputError
-from etl.pages import CHUNK_BYTES, FileDigest, Segment, segments
-from etl.source import InputFile
+from etl.pages import CHUNK_BYTES, FileDigest, Segment, segments, whole_page
+from etl.source import InputFile, read_pages
 
 MAX_ID = 2**63 - 1
 BATCH_VALUES = 65_536  # records plus mapping-array elements per decoded batch
@@ -284,12 +285,20 @@ def decode_files(
     rows = RowBatches(kind, records, batch_values)
     errors: list[RecordError] = []
     try:
-        for file in files:
-            digest = FileDigest(file.name)
+        for name, page in read_pages(files, chunk_bytes):
+            if isinstance(page, bytes):  # most pages: read whole, hashed at once
+                digest = FileDigest(name, len(page), hashlib.sha256(page).hexdigest())
+                try:
+                    decode_page(kind, name, page, rows, errors)
+                finally:
+                    if on_file is not None:
+                        on_file(digest)
+                continue
+            digest = FileDigest(name)
             try:
-                with closing(segments(file, digest, chunk_bytes)) as parts:
+                with closing(segments(page, digest, chunk_bytes)) as parts:
                     for segment in parts:
-                        decode_segment(kind, digest.name, segment, rows, errors)
+                        decode_segment(kind, name, segment, rows, errors)
             finally:
                 if on_file is not None:
                     on_file(digest)
@@ -368,6 +377,19 @@ class RowBatches:
         self.records.add(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
 
 
+def decode_page(
+    kind: RecordKind, name: str, data: bytes, rows: RowBatches, errors: list[RecordError]
+) -> None:
+    """:func:`decode_segment` for a page read whole, without building its segment unless the
+    fast path fails (a third of the time per file of a day's many small pages)."""
+    try:
+        page = _PAGE_DECODERS[kind.name].decode(data)
+    except _DECODE_FAILURES:  # a bad record, or only a byte-order mark
+        decode_segment(kind, name, whole_page(data), rows, errors)
+        return
+    add_page(kind, name, page, 0, rows)
+
+
 def decode_segment(
     kind: RecordKind, name: str, segment: Segment, rows: RowBatches, errors: list[RecordError]
 ) -> None:
@@ -377,8 +399,13 @@ def decode_segment(
     except _DECODE_FAILURES:
         _decode_records(kind, name, segment_records(kind, name, segment), rows, errors)
         return
+    add_page(kind, name, page, segment.first_index, rows)
+
+
+def add_page(kind: RecordKind, name: str, page: Any, first: int, rows: RowBatches) -> None:
+    """Add a decoded page's records (a list whose first is at page index ``first``, or one
+    object) to ``rows``."""
     if isinstance(page, list):
-        first = segment.first_index
         rows.extend((*kind.row(r), name, i, f"$[{i}]") for i, r in enumerate(page, start=first))
     else:
         rows.append((*kind.row(page), name, 0, "$"))

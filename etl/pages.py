@@ -36,7 +36,7 @@ class Segment(NamedTuple):  # a tuple: one is made per file, and a dataclass cos
     whole: bool  # the whole page (minus any byte-order mark): may be an object or anything
 
 
-@dataclass
+@dataclass(slots=True)
 class FileDigest:
     """What the ledger records of a file: its size and SHA-256, taken as it is read."""
 

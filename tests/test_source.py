@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from etl.errors import InputError
-from etl.source import InputFile, list_days, list_files, natural_key, sort_naturally
+from etl.source import (
+    InputFile,
+    list_days,
+    list_files,
+    natural_key,
+    read_open,
+    read_pages,
+    sort_naturally,
+)
 
 
 def test_days_and_files_sort_naturally_and_totally(tmp_path: Path) -> None:
@@ -79,6 +88,58 @@ def test_read_whole_reads_small_files_only(tmp_path: Path) -> None:
     assert str(raised.value) == (
         "sync-d/agent_details/1.json: cannot read: No such file or directory"
     )
+
+
+@pytest.mark.parametrize(
+    ("size", "limit"),
+    [
+        (0, 10),
+        (10, 10),
+        (11, 10),
+        (65_535, 1 << 20),
+        (65_536, 1 << 20),
+        (65_537, 1 << 20),
+        (300_000, 1 << 20),
+        (1 << 20, 1 << 20),
+        (65_536, 65_535),
+        (65_536, 65_536),
+        (65_537, 65_536),
+        ((1 << 20) + 1, 1 << 20),
+    ],
+)
+def test_read_open_reads_a_file_of_at_most_limit_bytes(
+    tmp_path: Path, size: int, limit: int
+) -> None:
+    """Around the first read's 64 KiB and around the limit, the file comes back whole and
+    unchanged, or as None when it holds more than ``limit`` bytes."""
+    path = tmp_path / "page.json"
+    data = bytes(i % 251 for i in range(size))
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert read_open(fd, limit) == (data if size <= limit else None)
+    finally:
+        os.close(fd)
+
+
+def test_read_pages_gives_bytes_or_the_file_to_read_in_chunks(tmp_path: Path) -> None:
+    """A listed folder and any sequence of files give the same pairs: a small page's bytes, a
+    big page's file; a file gone since listing is an InputError naming it."""
+    folder = tmp_path / "sync-d" / "agents"
+    folder.mkdir(parents=True)
+    (folder / "1.json").write_bytes(b"[]")
+    (folder / "2.json").write_bytes(b"[" + b" " * 20 + b"]")
+    listed = list_files(tmp_path, "d", "agents")
+    expected = [("sync-d/agents/1.json", b"[]"), ("sync-d/agents/2.json", listed[1])]
+    assert list(read_pages(listed, 10)) == expected
+    assert list(read_pages(list(listed), 10)) == expected
+    (folder / "2.json").unlink()
+    for files in (listed, list(listed)):
+        pages = read_pages(files, 10)
+        assert next(pages) == ("sync-d/agents/1.json", b"[]")
+        with pytest.raises(InputError) as raised:
+            next(pages)
+        assert str(raised.value) == "sync-d/agents/2.json: cannot read: No such file or directory"
 
 
 def test_listed_files_hold_names_and_make_input_files_on_demand(tmp_path: Path) -> None:
