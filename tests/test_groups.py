@@ -588,23 +588,42 @@ def test_raw_record_of_a_group_error_is_its_exact_json(
     assert json.loads(raw_record) == record
 
 
-def test_apply_refuses_memberships_naming_unknown_agents(conn: db.Connection) -> None:
+@pytest.mark.parametrize("stored", [False, True], ids=["first load", "memberships stored"])
+@pytest.mark.parametrize(
+    ("pair", "named"), [((1, 42), "(1, 42)"), ((9, 5), "(9, 5)")], ids=["agent", "group"]
+)
+def test_apply_refuses_memberships_naming_unknown_agents_or_groups(
+    conn: db.Connection, stored: bool, pair: tuple[int, int], named: str
+) -> None:
     """The procedure checks staged memberships as a set (in place of row-by-row foreign keys):
-    a membership naming no stored agent stops the apply with the pair named."""
+    a membership naming no stored agent, or no staged group, stops the apply with the pair
+    named, on a first load (the staged pairs read in place) as on a later one (the changes)."""
     rows(conn, "SELECT etl.start_run_v1('day1', 'groups', now(), false)")
+    rows(
+        conn,
+        "INSERT INTO etl.agents (agent_id, present, active, synced_at, ingested_at)"
+        " VALUES (5, true, true, now(), now())",
+    )
     rows(
         conn,
         "INSERT INTO etl.stg_groups (group_id, name, source_file, record_index)"
         " VALUES (1, 'g', 'g.json', 0)",
     )
-    rows(conn, "INSERT INTO etl.stg_group_membership VALUES (1, 42)")
+    if stored:
+        rows(
+            conn,
+            "INSERT INTO etl.groups (group_id, name, present, inactive, synced_at, ingested_at)"
+            " VALUES (1, 'g', true, false, now(), now())",
+        )
+        rows(conn, "INSERT INTO etl.group_membership VALUES (1, 5, now())")
+    rows(conn, "INSERT INTO etl.stg_group_membership VALUES (1, 5), ($1, $2)", pair)
     with pytest.raises(DatabaseError) as raised:
         apply_run(conn, 1, allow_mass_removal=False)
     assert str(raised.value) == (
         "database error during apply: staged memberships (group, agent) name no stored agent or "
-        "no staged group: (1, 42)"
+        f"no staged group: {named}"
     )
-    assert rows(conn, "SELECT count(*) FROM etl.groups") == [(0,)]
+    assert rows(conn, "SELECT count(*) FROM etl.group_membership") == [(1 if stored else 0,)]
 
 
 MEMBERSHIP_KEYS = [

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from adbc_driver_manager import dbapi
 from conftest import bare_database, rows
 
 from etl import db
@@ -57,6 +58,7 @@ def test_migrations_are_recorded_and_applied_once(conn: db.Connection) -> None:
         ("005_role_pair_checks.sql", 64),
         ("006_bulk_memberships.sql", 64),
         ("007_run_files_unchecked.sql", 64),
+        ("008_faster_applies.sql", 64),
     ]
 
 
@@ -117,6 +119,27 @@ def test_deleting_a_run_deletes_its_files(conn: db.Connection) -> None:
     )
     rows(conn, "DELETE FROM etl.sync_runs WHERE run_id = 1")
     assert rows(conn, "SELECT run_id, file FROM etl.sync_run_files") == [(2, "r.json")]
+
+
+def test_a_run_that_history_names_cannot_be_deleted(conn: db.Connection) -> None:
+    """agent_role_history.run_id has no foreign key (it tripled the time of a first day's
+    history); a statement trigger still refuses to delete a run that history names, and
+    deletes one it does not name."""
+    rows(conn, "SELECT etl.start_run_v1('d1', 'roles', now(), false)")
+    rows(conn, "SELECT etl.start_run_v1('d1', 'agents', now(), false)")
+    rows(
+        conn,
+        "INSERT INTO etl.agent_role_history (agent_id, role_id, from_status, to_status,"
+        " changed_at, sync_day, run_id) VALUES (7, 3, NULL, 'assigned', now(), 'd1', 1)",
+    )
+    conn.commit()
+    with pytest.raises(dbapi.IntegrityError) as raised:
+        rows(conn, "DELETE FROM etl.sync_runs")
+    assert "run 1 cannot be deleted: agent_role_history names it" in str(raised.value)
+    assert raised.value.sqlstate == "23503"  # foreign_key_violation, as the key raised
+    conn.rollback()
+    rows(conn, "DELETE FROM etl.sync_runs WHERE run_id = 2")
+    assert rows(conn, "SELECT run_id FROM etl.sync_runs") == [(1,)]
 
 
 def test_migrations_apply_in_one_transaction(
