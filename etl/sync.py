@@ -154,6 +154,8 @@ def sync_entity(
 def _close_failed_run(
     conn: db.Connection, ledger: db.FileLedger, status: str, message: str
 ) -> None:
+    with contextlib.suppress(EtlError):  # a batch whose write failed is lost with the run
+        ledger.wait()  # the connection is free again
     with contextlib.suppress(EtlError):  # if the database is gone, the next run marks it abandoned
         db.rollback(conn)
         ledger.flush()  # the files read up to the failure, the failing one included
@@ -200,13 +202,15 @@ def plan_entity(
         files = inputs[kind.name]
         with watch.stage("decode", f"decode {kind.folder} files", len(files)):
             batches = spill / f"{kind.name}.arrow"
-            return decode_files(
+            decoded = decode_files(
                 kind,
                 files,
                 on_file=on_file,
                 spill=batches,
                 batch_values=options.batch_values,
             )
+            ledger.wait()  # the plan reads from the connection the ledger writes on
+            return decoded
 
     if entity == "agents":
         agents = decode(AGENT)

@@ -1,10 +1,16 @@
-"""Stage: planned tables go to COPY as a stream of Arrow batches."""
+"""Stage: planned tables go to COPY as a stream of Arrow batches; the file ledger is written
+behind the decoder."""
 
 from __future__ import annotations
 
 import polars as pl
+import pytest
+from conftest import rows
 
+from etl import db
 from etl.batches import Table
+from etl.errors import DatabaseError
+from etl.pages import FileDigest
 from etl.stage import RowCount, arrow_batches
 
 
@@ -25,3 +31,46 @@ def test_arrow_batches_stream_the_table_in_order() -> None:
 def test_arrow_batches_of_an_empty_table() -> None:
     empty = Table(pl.DataFrame({"agent_id": []}, schema={"agent_id": pl.Int64}))
     assert [b.num_rows for b in arrow_batches(empty)] == []
+
+
+def ledger_files(conn: db.Connection) -> list[tuple[object, ...]]:
+    return rows(conn, "SELECT file_index, file, bytes, sha256 FROM etl.sync_run_files ORDER BY 1")
+
+
+def test_the_file_ledger_writes_full_batches_behind_and_the_rest_on_flush(
+    conn: db.Connection,
+) -> None:
+    """Full batches are written by a background thread, the rest by flush; every file is
+    recorded once, in the order it was added."""
+    rows(conn, "SELECT etl.start_run_v1('d1', 'agents', now(), false)")
+    ledger = db.FileLedger(conn, 1, batch=2)
+    for n in range(5):
+        ledger.add(FileDigest(f"{n}.json", n, f"h{n}"))
+    ledger.wait()
+    assert ledger_files(conn) == [
+        (0, "0.json", 0, "h0"),
+        (1, "1.json", 1, "h1"),
+        (2, "2.json", 2, "h2"),
+        (3, "3.json", 3, "h3"),
+    ]
+    ledger.flush()
+    assert ledger_files(conn)[4:] == [(4, "4.json", 4, "h4")]
+    assert ledger.writing is None and ledger.pending == [] and ledger.count == 5
+
+
+def test_a_failed_background_ledger_write_is_raised_by_the_next_wait(
+    conn: db.Connection,
+) -> None:
+    """A batch the database refuses (here a NUL in a file name) fails in the background thread;
+    the error reaches the caller at its next wait, as a DatabaseError naming the write."""
+    rows(conn, "SELECT etl.start_run_v1('d1', 'agents', now(), false)")
+    ledger = db.FileLedger(conn, 1, batch=1)
+    ledger.add(FileDigest("bad\x00.json", 1, "h"))
+    with pytest.raises(DatabaseError) as raised:
+        ledger.wait()
+    assert str(raised.value).startswith("database error during the ledger write: ")
+    assert ledger.writing is None
+    db.rollback(conn)
+    ledger.add(FileDigest("good.json", 2, "g"))
+    ledger.flush()
+    assert ledger_files(conn) == [(1, "good.json", 2, "g")]
