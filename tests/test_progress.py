@@ -62,17 +62,33 @@ def test_a_sync_shows_each_stage_with_files_decoded_and_rows_staged(
 
 
 def test_the_terminal_line_shows_the_stage_count_and_rate() -> None:
+    """The line is drawn when a stage starts, redrawn in place (carriage return, erase to the end
+    of the line) when steps advance after a tenth of a second, and erased at the end."""
     screen = io.StringIO()
-    progress = TerminalProgress("day1 roles", screen, force_terminal=True)
+    progress = TerminalProgress("day1 roles", screen, width=100)
     progress.stage("decode agent_details files", 10)
-    progress.shown_at = 0.0  # as if the last redraw were long ago
+    progress.started_at -= 2.0  # as if the stage had begun two seconds ago
+    progress.shown_at = 0.0  # and the last redraw were long ago
     progress.advance(4)
-    progress.bar.refresh()
+    progress.advance(1)  # within a tenth of a second: not drawn
     progress.close()
-    drawn = screen.getvalue()
-    assert "day1 roles: decode agent_details files" in drawn
-    assert "4/10" in drawn
-    assert "/s" in drawn
+    assert screen.getvalue() == (
+        "\rday1 roles: decode agent_details files  [--------------------]  0/10  0.0 s\x1b[K"
+        "\rday1 roles: decode agent_details files  [########------------]  4/10  2/s  2.0 s"
+        "\x1b[K\r\x1b[K"
+    )
+
+
+def test_the_terminal_line_is_cut_to_the_width_and_counts_rows_without_a_total() -> None:
+    screen = io.StringIO()
+    progress = TerminalProgress("day1 groups", screen, width=30)
+    progress.stage("stage rows")
+    progress.done = 12_345
+    assert progress.line(progress.started_at + 5.0) == (
+        "day1 groups: stage rows  12,345  2,469/s  5.0 s"
+    )
+    progress.draw(progress.started_at + 5.0)
+    assert screen.getvalue().endswith("\rday1 groups: stage rows  12,3\x1b[K")
 
 
 def test_no_progress_when_logs_are_json_or_stderr_is_no_terminal() -> None:
