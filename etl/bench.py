@@ -125,7 +125,7 @@ def run_day(url: str, folder: Path, day: str, *extra: str) -> dict[str, Any]:
     result = subprocess.run(
         [
             *(sys.executable, "-c", RUN_ETL, "--day", day, "--data-dir", str(folder)),
-            *("--database-url", url, "--log-format", "json", *extra),
+            *("--database-url", url, "--log-format", "json", "--verbose", *extra),
         ],
         cwd=ROOT,
         capture_output=True,
@@ -138,9 +138,12 @@ def run_day(url: str, folder: Path, day: str, *extra: str) -> dict[str, Any]:
     seconds = dict.fromkeys(STAGES, 0.0)
     rows = 0
     changed = 0
+    worker_kb = 0
     for line in result.stderr.splitlines():
         if line.startswith("peak_rss_kb"):
             peak_kb = int(line.split()[1])
+        elif '"event": "decode_split"' in line:  # a folder decoded with a worker process
+            worker_kb = max(worker_kb, json.loads(line)["worker_peak_rss_kb"])
         elif '"event": "synced"' in line:
             event = json.loads(line)
             for stage, spent in event["seconds"].items():
@@ -153,6 +156,7 @@ def run_day(url: str, folder: Path, day: str, *extra: str) -> dict[str, Any]:
         "rows": rows,
         "changed": changed,
         "peak_rss_mb": peak_kb // 1024,
+        "worker_peak_rss_mb": worker_kb // 1024,  # 0: no folder was big enough to split
     }
 
 
@@ -259,6 +263,7 @@ def print_day(day: str, f: dict[str, Any]) -> None:
     print(
         f"{day}: {stages} | work {sum(f['stages_s'].values()):.2f} s, wall {f['wall_s']:.2f} s,"
         f" {f['rows']} rows, {f['rows_per_s']} rows/s, peak RSS {f['peak_rss_mb']} MB"
+        f" (decode worker {f['worker_peak_rss_mb']} MB)"
         f" | floor {f['floor']['total_s']:.2f} s (read {f['floor']['read_s']:.2f},"
         f" decode {f['floor']['decode_s']:.2f}, load {f['floor']['load_s']:.2f})"
         f" | etl/floor {f['ratio_to_floor']}",

@@ -281,34 +281,46 @@ def decode_files(
     Files are read one at a time, pages over ``chunk_bytes`` a chunk at a time;
     ``on_file`` gets each file's size and hash once it is read, also for the file that fails.
     With ``spill`` (a file path), the batches are written there instead of kept in memory."""
-    records = Records(_batch_schema(kind), spill)
+    records = Records(batch_schema(kind), spill)
     rows = RowBatches(kind, records, batch_values)
     errors: list[RecordError] = []
     try:
-        for name, page in read_pages(files, chunk_bytes):
-            if isinstance(page, bytes):  # most pages: read whole, hashed at once
-                digest = FileDigest(name, len(page), hashlib.sha256(page).hexdigest())
-                try:
-                    decode_page(kind, name, page, rows, errors)
-                finally:
-                    if on_file is not None:
-                        on_file(digest)
-                continue
-            digest = FileDigest(name)
-            try:
-                with closing(segments(page, digest, chunk_bytes)) as parts:
-                    for segment in parts:
-                        decode_segment(kind, name, segment, rows, errors)
-            finally:
-                if on_file is not None:
-                    on_file(digest)
+        decode_into(kind, files, rows, errors, on_file, chunk_bytes)
     except BaseException:
         records.close()  # the spill file's handle goes now, not with the traceback
         raise
     return Decoded(records=rows.close(), errors=errors)
 
 
-def _batch_schema(kind: RecordKind) -> pa.Schema:
+def decode_into(
+    kind: RecordKind,
+    files: Iterable[InputFile],
+    rows: RowBatches,
+    errors: list[RecordError],
+    on_file: Callable[[FileDigest], None] | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> None:
+    """Decode the files in order, good records into ``rows``, bad ones into ``errors``."""
+    for name, page in read_pages(files, chunk_bytes):
+        if isinstance(page, bytes):  # most pages: read whole, hashed at once
+            digest = FileDigest(name, len(page), hashlib.sha256(page).hexdigest())
+            try:
+                decode_page(kind, name, page, rows, errors)
+            finally:
+                if on_file is not None:
+                    on_file(digest)
+            continue
+        digest = FileDigest(name)
+        try:
+            with closing(segments(page, digest, chunk_bytes)) as parts:
+                for segment in parts:
+                    decode_segment(kind, name, segment, rows, errors)
+        finally:
+            if on_file is not None:
+                on_file(digest)
+
+
+def batch_schema(kind: RecordKind) -> pa.Schema:
     return pa.schema(list(kind.schema) + POSITION_FIELDS)
 
 
@@ -360,6 +372,21 @@ class RowBatches:
             self._move(rest)
             rest, size = [], 0
         self.pending, self.values = rest, size
+
+    def add_spilled(self, path: Path) -> None:
+        """Add the batches another process decoded into the Arrow IPC file ``path``, after the
+        rows so far, their ordinals moved on to follow them."""
+        if self.pending:
+            self._move(self.pending)
+            self.pending, self.values = [], 0
+        ordinal = self.schema.get_field_index("ordinal")
+        with pa.OSFile(str(path)) as file:
+            reader = pa.ipc.open_file(file)
+            for index in range(reader.num_record_batches):
+                batch = reader.get_batch(index)
+                start, self.count = self.count, self.count + batch.num_rows
+                ordinals = pa.array(range(start, self.count), pa.int64())
+                self.records.add(batch.set_column(ordinal, "ordinal", ordinals))
 
     def close(self) -> Records:
         """Move the last rows out; the records are complete."""

@@ -91,8 +91,9 @@ class FolderFiles(Sequence[InputFile]):
     (a million names took 88 MB as Python strings, 25 MB there), and an :class:`InputFile` is
     made when one is asked for."""
 
-    def __init__(self, root: Path, folder: str, names: list[str]) -> None:
-        self.root, self.folder, self.names = root, folder, pa.array(names, pa.string())
+    def __init__(self, root: Path, folder: str, names: list[str] | pa.Array) -> None:
+        self.root, self.folder = root, folder
+        self.names = names if isinstance(names, pa.Array) else pa.array(names, pa.string())
 
     def __len__(self) -> int:
         return len(self.names)
@@ -109,6 +110,13 @@ class FolderFiles(Sequence[InputFile]):
     def __iter__(self) -> Iterator[InputFile]:
         for start in range(0, len(self.names), 4096):
             yield from map(self._file, self.names.slice(start, 4096).to_pylist())
+
+    def split(self, at: int) -> tuple[FolderFiles, FolderFiles]:
+        """The files before ``at`` and the rest, as two listings of the same folder."""
+        return (
+            FolderFiles(self.root, self.folder, self.names.slice(0, at)),
+            FolderFiles(self.root, self.folder, self.names.slice(at)),
+        )
 
     def read_pages(self, limit: int) -> Iterator[tuple[str, bytes | InputFile]]:
         """Like :func:`read_pages`, with names opened relative to the open folder."""

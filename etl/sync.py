@@ -18,7 +18,7 @@ from typing import Any
 
 import polars as pl
 
-from etl import db, faults, source
+from etl import db, faults, source, split
 from etl.apply import apply_run
 from etl.batches import Table
 from etl.decode import (
@@ -202,13 +202,15 @@ def plan_entity(
         files = inputs[kind.name]
         with watch.stage("decode", f"decode {kind.folder} files", len(files)):
             batches = spill / f"{kind.name}.arrow"
-            decoded = decode_files(
-                kind,
-                files,
-                on_file=on_file,
-                spill=batches,
-                batch_values=options.batch_values,
-            )
+            if split.worth_splitting(files):
+                assert isinstance(files, source.FolderFiles)
+                decoded = split.decode_split(
+                    kind, files, batches, on_file=on_file, batch_values=options.batch_values
+                )
+            else:
+                decoded = decode_files(
+                    kind, files, on_file=on_file, spill=batches, batch_values=options.batch_values
+                )
             ledger.wait()  # the plan reads from the connection the ledger writes on
             return decoded
 

@@ -1,0 +1,177 @@
+"""Split decoding: a big folder decoded on two cores.
+
+A worker process decodes the second half of the folder's files into an Arrow IPC file of its
+own while this process decodes the first half (plus what it decodes while the worker starts);
+the halves then join in file order -- files
+recorded, errors listed and ordinals numbered exactly as one pass would have done them. The
+worker is a plain ``python -c`` child that imports only the decoder (not the CLI, as a
+``multiprocessing`` spawn would); its request goes as a pickle in a file, its result comes back
+as one on its stdout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import re
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from etl.batches import Records
+from etl.decode import (
+    BATCH_VALUES,
+    RECORD_KINDS,
+    Decoded,
+    RecordError,
+    RecordKind,
+    RowBatches,
+    batch_schema,
+    decode_files,
+    decode_into,
+)
+from etl.errors import EtlError
+from etl.log import get_logger
+from etl.pages import CHUNK_BYTES, FileDigest
+from etl.source import FolderFiles
+
+MIN_FILES = 20_000  # below this, the worker's start (about 0.4 s) costs more than it saves
+HEAD_START = 40_000  # files this process decodes while the worker starts and catches up
+
+
+@dataclass(frozen=True)
+class Half:
+    """What the worker sends back: its files' digests in order, its errors, and the EtlError
+    (an InputError) that stopped it, or the traceback of anything else."""
+
+    digests: list[tuple[str, int, str]]
+    errors: list[RecordError]
+    failure: EtlError | None = None
+    crash: str | None = None
+    peak_rss_kb: int = 0  # the worker's own peak (VmHWM), where /proc tells it
+
+
+def worth_splitting(files: object) -> bool:
+    """Whether ``files`` is a folder listing big enough, on a machine with two cores or more."""
+    return isinstance(files, FolderFiles) and len(files) >= MIN_FILES and _cores() >= 2
+
+
+def _cores() -> int:
+    if hasattr(os, "sched_getaffinity"):  # the cores this process may run on (Linux)
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def decode_split(
+    kind: RecordKind,
+    files: FolderFiles,
+    spill: Path,
+    on_file: Callable[[FileDigest], None] | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+    batch_values: int = BATCH_VALUES,
+) -> Decoded:
+    """:func:`~etl.decode.decode_files` of a folder listing, its second half in a worker."""
+    first, second = files.split((len(files) + HEAD_START) // 2)
+    later = spill.with_name(spill.stem + "-second-half.arrow")
+    asked = spill.with_name(spill.stem + "-second-half.pickle")
+    request = {
+        "kind": kind.name,
+        "root": second.root,
+        "folder": second.folder,
+        "names": second.names,
+        "chunk_bytes": chunk_bytes,
+        "batch_values": batch_values,
+        "spill": later,
+    }
+    records = Records(batch_schema(kind), spill)
+    rows = RowBatches(kind, records, batch_values)
+    errors: list[RecordError] = []
+    worker = start_worker(request, asked)
+    try:
+        decode_into(kind, first, rows, errors, on_file, chunk_bytes)
+        half = wait_for(worker)
+        get_logger().debug(
+            "decode_split",
+            folder=files.folder,
+            files_here=len(first),
+            files_in_worker=len(second),
+            worker_peak_rss_kb=half.peak_rss_kb,
+        )
+        for name, size, sha256 in half.digests:
+            if on_file is not None:
+                on_file(FileDigest(name, size, sha256))
+        if half.failure is not None:
+            raise half.failure
+        rows.add_spilled(later)
+        errors.extend(half.errors)
+    except BaseException:
+        if worker.returncode is None:  # still running: this half failed first
+            worker.kill()
+            worker.communicate()
+        records.close()
+        raise
+    finally:
+        later.unlink(missing_ok=True)
+        asked.unlink(missing_ok=True)
+    return Decoded(records=rows.close(), errors=errors)
+
+
+def start_worker(request: dict[str, Any], path: Path) -> subprocess.Popen[bytes]:
+    """Start the worker on the request, written to ``path`` first: through its stdin, the
+    request (a million names) would wait for the worker's imports."""
+    with path.open("wb") as file:
+        pickle.dump(request, file, protocol=pickle.HIGHEST_PROTOCOL)
+    return subprocess.Popen(
+        [sys.executable, "-c", "from etl.split import serve; serve()", str(path)],
+        stdout=subprocess.PIPE,
+    )
+
+
+def wait_for(worker: subprocess.Popen[bytes]) -> Half:
+    result, _ = worker.communicate()
+    half = pickle.loads(result) if result else None
+    if not isinstance(half, Half):
+        code = worker.returncode
+        raise RuntimeError(f"the decode worker ended without a result (exit code {code})")
+    if half.crash is not None:
+        raise RuntimeError(f"the decode worker failed:\n{half.crash}")
+    return half
+
+
+def serve() -> None:
+    """The worker: decode the files the request names, send back a :class:`Half`."""
+    with open(sys.argv[1], "rb") as file:
+        request = pickle.load(file)
+    digests: list[tuple[str, int, str]] = []
+    try:
+        files = FolderFiles(request["root"], request["folder"], request["names"])
+        decoded = decode_files(
+            RECORD_KINDS[request["kind"]],
+            files,
+            on_file=lambda d: digests.append((d.name, d.bytes, d.sha256)),
+            chunk_bytes=request["chunk_bytes"],
+            spill=request["spill"],
+            batch_values=request["batch_values"],
+        )
+        half = Half(digests, decoded.errors)
+    except EtlError as error:
+        half = Half(digests, [], failure=error)
+    except BaseException:
+        half = Half(digests, [], crash=traceback.format_exc())
+    half = dataclasses.replace(half, peak_rss_kb=_peak_rss_kb())
+    pickle.dump(half, sys.stdout.buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    sys.stdout.buffer.flush()
+
+
+def _peak_rss_kb() -> int:
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return 0
+    found = re.search(r"VmHWM:\s+(\d+) kB", status)
+    return int(found.group(1)) if found else 0

@@ -1,0 +1,116 @@
+"""Split decoding: a folder decoded half here, half in a worker process, is the folder decoded in
+one pass -- records, ordinals, errors, ledger files and failures alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, write_day
+
+from etl import db, split
+from etl.decode import AGENT_DETAILS, Decoded, decode_files
+from etl.errors import InputError
+from etl.pages import FileDigest
+from etl.replay import dump_state, replay_days
+from etl.source import list_files
+
+GOLDEN = Path(__file__).parent / "golden" / "replay.txt"
+
+
+@pytest.fixture
+def split_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every folder is split, the first half at an even cut (a one-file folder: all of it in
+    the worker)."""
+    monkeypatch.setattr(split, "MIN_FILES", 1)
+    monkeypatch.setattr(split, "HEAD_START", 0)
+    monkeypatch.setattr(split, "_cores", lambda: 2)
+
+
+def test_split_decoding_replays_to_the_golden_state(
+    split_everything: None, database_url: str, conn: db.Connection
+) -> None:
+    """Every fixture day, each folder decoded in two processes: exactly the golden state, error
+    rows and ledger files included."""
+    replay_days(database_url, FIXTURES)
+    assert dump_state(conn) == GOLDEN.read_text()
+
+
+def details_day(tmp_path: Path, bad: str | None = None) -> Path:
+    """Six agent_details files with a bad record in 3.json and, when ``bad`` names one, a file
+    that is not JSON at all."""
+    files: dict[str, object] = {f"{n}.json": {"id": n, "role_ids": [n, n + 1]} for n in range(1, 7)}
+    files["3.json"] = {"id": 3, "role_ids": ["x"]}
+    if bad is not None:
+        files[bad] = b"{nope"
+    write_day(tmp_path, "d", agent_details=files)
+    return tmp_path
+
+
+def decode_both(
+    tmp_path: Path, spill: Path
+) -> tuple[Decoded, Decoded, list[FileDigest], list[FileDigest]]:
+    files = list_files(tmp_path, "d", "agent_details")
+    one: list[FileDigest] = []
+    two: list[FileDigest] = []
+    serial = decode_files(AGENT_DETAILS, files, on_file=one.append)
+    halves = split.decode_split(AGENT_DETAILS, files, spill / "d.arrow", on_file=two.append)
+    return serial, halves, one, two
+
+
+def test_split_decoding_equals_one_pass(split_everything: None, tmp_path: Path) -> None:
+    serial, halves, one, two = decode_both(details_day(tmp_path / "in"), tmp_path)
+    assert halves.records.frame().equals(serial.records.frame())
+    assert halves.records.frame()["ordinal"].to_list() == list(range(6))
+    assert halves.errors == serial.errors
+    assert [e.message for e in halves.errors] == [
+        '$.role_ids[0]: Expected an integer id in 1..2^63-1, got "x"'
+    ]
+    assert two == one and len(one) == 6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.arrow", "in"]  # worker files gone
+
+
+@pytest.mark.parametrize("bad", ["2.json", "5.json"], ids=["this half", "the worker's half"])
+def test_a_file_that_is_no_json_fails_as_in_one_pass(
+    split_everything: None, tmp_path: Path, bad: str
+) -> None:
+    """The InputError is the one a single pass raises, and the ledger got the same files: those
+    before the bad one, and the bad one."""
+    data = details_day(tmp_path / "in", bad)
+    files = list_files(data, "d", "agent_details")
+    one: list[FileDigest] = []
+    two: list[FileDigest] = []
+    with pytest.raises(InputError) as serial:
+        decode_files(AGENT_DETAILS, files, on_file=one.append)
+    with pytest.raises(InputError) as halves:
+        split.decode_split(AGENT_DETAILS, files, tmp_path / "d.arrow", on_file=two.append)
+    assert str(halves.value) == str(serial.value)
+    assert str(serial.value).startswith(f"sync-d/agent_details/{bad}: not valid JSON: ")
+    assert two == one
+    assert one[-1].name == f"sync-d/agent_details/{bad}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.arrow", "in"]
+
+
+def test_a_worker_that_fails_is_reported_with_its_traceback(tmp_path: Path) -> None:
+    request = {"kind": "no such kind"}
+    worker = split.start_worker(request, tmp_path / "request.pickle")
+    with pytest.raises(RuntimeError) as raised:
+        split.wait_for(worker)
+    assert str(raised.value).startswith("the decode worker failed:\nTraceback")
+    assert "KeyError" in str(raised.value)
+
+
+def test_only_big_folder_listings_are_split(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    write_day(tmp_path, "d", agent_details={f"{n}.json": {"id": n} for n in range(1, 4)})
+    files = list_files(tmp_path, "d", "agent_details")
+    monkeypatch.setattr(split, "MIN_FILES", 3)
+    monkeypatch.setattr(split, "_cores", lambda: 2)
+    assert split.worth_splitting(files)
+    assert not split.worth_splitting(list(files))  # files named one by one, not a listing
+    monkeypatch.setattr(split, "_cores", lambda: 1)
+    assert not split.worth_splitting(files)
+    monkeypatch.setattr(split, "_cores", lambda: 2)
+    monkeypatch.setattr(split, "MIN_FILES", 4)
+    assert not split.worth_splitting(files)
