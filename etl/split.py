@@ -75,7 +75,7 @@ def decode_split(
     chunk_bytes: int = CHUNK_BYTES,
     batch_values: int = BATCH_VALUES,
 ) -> Decoded:
-    """:func:`~etl.decode.decode_files` of a folder listing, its second half in a worker."""
+    """:func:`~etl.decode.decode_files` of a folder listing, its second part in a worker."""
     first, second = files.split((len(files) + HEAD_START) // 2)
     later = spill.with_name(spill.stem + "-second-half.arrow")
     asked = spill.with_name(spill.stem + "-second-half.pickle")
@@ -91,8 +91,9 @@ def decode_split(
     records = Records(batch_schema(kind), spill)
     rows = RowBatches(kind, records, batch_values)
     errors: list[RecordError] = []
-    worker = start_worker(request, asked)
+    worker = None
     try:
+        worker = start_worker(request, asked)
         decode_into(kind, first, rows, errors, on_file, chunk_bytes)
         half = wait_for(worker)
         get_logger().debug(
@@ -110,7 +111,7 @@ def decode_split(
         rows.add_spilled(later)
         errors.extend(half.errors)
     except BaseException:
-        if worker.returncode is None:  # still running: this half failed first
+        if worker is not None and worker.returncode is None:  # still running: this part failed
             worker.kill()
             worker.communicate()
         records.close()
@@ -164,8 +165,11 @@ def serve() -> None:
     except BaseException:
         half = Half(digests, [], crash=traceback.format_exc())
     half = dataclasses.replace(half, peak_rss_kb=_peak_rss_kb())
-    pickle.dump(half, sys.stdout.buffer, protocol=pickle.HIGHEST_PROTOCOL)
-    sys.stdout.buffer.flush()
+    try:
+        pickle.dump(half, sys.stdout.buffer, protocol=pickle.HIGHEST_PROTOCOL)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:  # etl is gone (killed): nobody waits for this part
+        os._exit(1)
 
 
 def _peak_rss_kb() -> int:
