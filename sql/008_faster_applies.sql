@@ -11,8 +11,9 @@
 -- * apply_agents_v1's guard reads staged and held agents in two outer joins instead of probing
 --   both per stored agent (0.68 s at L).
 -- * apply_groups_v1: on a first load the changes are the staged pairs themselves, read through a
---   view instead of copied into a temporary table (1.5 s for 2M pairs), and dangling pairs are
---   looked for with two anti joins instead of one filter with OR (1.45 s -> 0.84 s).
+--   view instead of copied into a temporary table (1.5 s for 2M pairs). Dangling pairs are
+--   looked for with two anti joins instead of one filter with OR: 0.84 s against 1.45 s where
+--   they run in parallel (psql), the same 1.5 s inside the procedure.
 
 ALTER TABLE etl.agent_role_history DROP CONSTRAINT agent_role_history_run_id_fkey;
 
