@@ -286,16 +286,21 @@ class FileLedger:
             thread = threading.Thread(
                 target=self._write, args=(table, failures), name="etl-ledger", daemon=True
             )
-            thread.start()
-            self.writing = (thread, failures)
+            self.writing = (thread, failures)  # before it starts: wait() must always see it
+            try:
+                thread.start()
+            except BaseException:
+                self.writing = None
+                raise
 
     def wait(self) -> None:
-        """Wait for the batch being written, if any; raise its failure."""
+        """Wait for the batch being written, if any; raise its failure. Interrupted (Ctrl-C),
+        the batch is still being written, and the next call waits for it again."""
         if self.writing is None:
             return
         thread, failures = self.writing
-        self.writing = None
         thread.join()
+        self.writing = None
         if failures:
             raise failures[0]
 

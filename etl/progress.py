@@ -90,6 +90,7 @@ class TerminalProgress:
 
 def _columns(stream: IO[str]) -> int:
     try:
-        return os.get_terminal_size(stream.fileno()).columns
+        columns = os.get_terminal_size(stream.fileno()).columns
     except (AttributeError, OSError, ValueError):
         return 80
+    return columns or 80  # a terminal whose size was never set says 0

@@ -120,20 +120,22 @@ class FolderFiles(Sequence[InputFile]):
 
     def read_pages(self, limit: int) -> Iterator[tuple[str, bytes | InputFile]]:
         """Like :func:`read_pages`, with names opened relative to the open folder."""
-        folder = os.open(self.root / self.folder, os.O_RDONLY)
+        try:
+            folder = os.open(self.root / self.folder, os.O_RDONLY)
+        except OSError as error:
+            raise InputError(f"{self.folder}: cannot read: {error.strerror}") from error
         try:
             for start in range(0, len(self.names), 4096):
                 for base in self.names.slice(start, 4096).to_pylist():
-                    name = self.folder + base
                     try:
                         fd = os.open(base, os.O_RDONLY, dir_fd=folder)
                         try:
                             data = read_open(fd, limit)
                         finally:
                             os.close(fd)
-                    except OSError as error:
-                        raise InputError(f"{name}: cannot read: {error.strerror}") from error
-                    yield name, (self._file(base) if data is None else data)
+                    except OSError:
+                        data = None  # the file's own reading says why, for the ledger too
+                    yield self.folder + base, (self._file(base) if data is None else data)
         finally:
             os.close(folder)
 
@@ -149,12 +151,16 @@ class FolderFiles(Sequence[InputFile]):
 
 def read_pages(files: Iterable[InputFile], limit: int) -> Iterator[tuple[str, bytes | InputFile]]:
     """Each file's name with its bytes when it holds at most ``limit`` of them (most pages, read
-    whole), else with the file itself, to be read a chunk at a time."""
+    whole), else with the file itself, to be read a chunk at a time: also when it cannot be
+    read, so that its reading raises the InputError where the file is recorded as read."""
     if isinstance(files, FolderFiles):
         yield from files.read_pages(limit)
         return
     for file in files:
-        data = file.read_whole(limit)
+        try:
+            data = file.read_whole(limit)
+        except InputError:
+            data = None
         yield file.name, (file if data is None else data)
 
 

@@ -364,7 +364,7 @@ BEGIN
                       FROM membership_changes c
                      WHERE c.added
                        AND NOT EXISTS (SELECT 1 FROM etl.agents a WHERE a.agent_id = c.agent_id)
-                    UNION ALL
+                    UNION  -- a pair dangling on both sides once: ten distinct pairs are named
                     SELECT c.group_id, c.agent_id
                       FROM membership_changes c
                      WHERE c.added

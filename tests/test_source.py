@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from etl.decode import AGENT, decode_files
 from etl.errors import InputError
+from etl.pages import FileDigest
 from etl.source import (
     InputFile,
     list_days,
@@ -124,22 +128,49 @@ def test_read_open_reads_a_file_of_at_most_limit_bytes(
 
 def test_read_pages_gives_bytes_or_the_file_to_read_in_chunks(tmp_path: Path) -> None:
     """A listed folder and any sequence of files give the same pairs: a small page's bytes, a
-    big page's file; a file gone since listing is an InputError naming it."""
+    big page's file, and the file itself for one that cannot be read (gone since listing), so
+    that reading it raises the InputError where the file is recorded as read."""
     folder = tmp_path / "sync-d" / "agents"
     folder.mkdir(parents=True)
     (folder / "1.json").write_bytes(b"[]")
     (folder / "2.json").write_bytes(b"[" + b" " * 20 + b"]")
+    (folder / "3.json").write_bytes(b"[]")
     listed = list_files(tmp_path, "d", "agents")
-    expected = [("sync-d/agents/1.json", b"[]"), ("sync-d/agents/2.json", listed[1])]
+    expected = [
+        ("sync-d/agents/1.json", b"[]"),
+        ("sync-d/agents/2.json", listed[1]),
+        ("sync-d/agents/3.json", b"[]"),
+    ]
     assert list(read_pages(listed, 10)) == expected
     assert list(read_pages(list(listed), 10)) == expected
+    (folder / "1.json").unlink()
+    expected[0] = ("sync-d/agents/1.json", listed[0])
+    assert list(read_pages(listed, 10)) == expected
+    assert list(read_pages(list(listed), 10)) == expected
+
+
+def test_a_file_gone_since_listing_is_recorded_and_named(tmp_path: Path) -> None:
+    """Decoding a file that cannot be read records it (size 0, no hash) with the files before
+    it, then stops with an InputError naming it; so does a folder gone since listing."""
+    folder = tmp_path / "sync-d" / "agents"
+    folder.mkdir(parents=True)
+    for n in (1, 2, 3):
+        (folder / f"{n}.json").write_bytes(b"[]")
+    listed = list_files(tmp_path, "d", "agents")
     (folder / "2.json").unlink()
     for files in (listed, list(listed)):
-        pages = read_pages(files, 10)
-        assert next(pages) == ("sync-d/agents/1.json", b"[]")
+        read: list[FileDigest] = []
         with pytest.raises(InputError) as raised:
-            next(pages)
+            decode_files(AGENT, files, on_file=read.append)
         assert str(raised.value) == "sync-d/agents/2.json: cannot read: No such file or directory"
+        assert [(d.name, d.bytes, d.sha256) for d in read] == [
+            ("sync-d/agents/1.json", 2, hashlib.sha256(b"[]").hexdigest()),
+            ("sync-d/agents/2.json", 0, ""),
+        ]
+    shutil.rmtree(folder)
+    with pytest.raises(InputError) as raised:
+        decode_files(AGENT, listed)
+    assert str(raised.value) == "sync-d/agents/: cannot read: No such file or directory"
 
 
 def test_listed_files_hold_names_and_make_input_files_on_demand(tmp_path: Path) -> None:

@@ -3,6 +3,8 @@ one pass -- records, ordinals, errors, ledger files and failures alike."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,13 +93,32 @@ def test_a_file_that_is_no_json_fails_as_in_one_pass(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.arrow", "in"]
 
 
-def test_a_worker_that_fails_is_reported_with_its_traceback(tmp_path: Path) -> None:
-    request = {"kind": "no such kind"}
-    worker = split.start_worker(request, tmp_path / "request.pickle")
-    with pytest.raises(RuntimeError) as raised:
+def test_a_worker_that_crashes_is_lost_with_its_last_line(tmp_path: Path) -> None:
+    worker = split.start_worker({"kind": "no such kind"}, tmp_path / "request.pickle")
+    with pytest.raises(split.WorkerLost) as raised:
         split.wait_for(worker)
-    assert str(raised.value).startswith("the decode worker failed:\nTraceback")
-    assert "KeyError" in str(raised.value)
+    assert str(raised.value) == "the decode worker failed: KeyError: 'root'"
+
+
+def test_a_lost_worker_costs_only_the_speed_up(
+    split_everything: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A worker that ends without its result (here: exit code 3 at once, as if killed) leaves
+    its part to this process; the result is still that of one pass."""
+
+    def dying_worker(request: dict[str, object], path: Path) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-c", "raise SystemExit(3)"], stdout=subprocess.PIPE
+        )
+
+    monkeypatch.setattr(split, "start_worker", dying_worker)
+    serial, halves, one, two = decode_both(details_day(tmp_path / "in"), tmp_path)
+    assert halves.records.frame().equals(serial.records.frame())
+    assert halves.errors == serial.errors
+    assert two == one and len(one) == 6
+    with pytest.raises(split.WorkerLost) as raised:
+        split.wait_for(dying_worker({}, tmp_path))
+    assert str(raised.value) == "the decode worker ended without a result (exit code 3)"
 
 
 def test_only_big_folder_listings_are_split(
@@ -112,5 +133,5 @@ def test_only_big_folder_listings_are_split(
     monkeypatch.setattr(split, "_cores", lambda: 1)
     assert not split.worth_splitting(files)
     monkeypatch.setattr(split, "_cores", lambda: 2)
-    monkeypatch.setattr(split, "MIN_FILES", 4)
+    monkeypatch.setattr(split, "MIN_FILES", 4)  # one file short
     assert not split.worth_splitting(files)

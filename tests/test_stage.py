@@ -3,6 +3,8 @@ behind the decoder."""
 
 from __future__ import annotations
 
+import threading
+
 import polars as pl
 import pytest
 from conftest import rows
@@ -74,3 +76,36 @@ def test_a_failed_background_ledger_write_is_raised_by_the_next_wait(
     ledger.add(FileDigest("good.json", 2, "g"))
     ledger.flush()
     assert ledger_files(conn) == [(1, "good.json", 2, "g")]
+
+
+def test_an_interrupted_ledger_wait_waits_again_next_time(
+    conn: db.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C during a wait leaves the batch being written known to the ledger: the failing
+    run's next wait joins it before the connection is used again."""
+    rows(conn, "SELECT etl.start_run_v1('d1', 'agents', now(), false)")
+    ledger = db.FileLedger(conn, 1, batch=1)
+    release = threading.Event()
+    write = ledger._write
+
+    def slow_write(*args: object) -> None:
+        release.wait()
+        write(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ledger, "_write", slow_write)
+    ledger.add(FileDigest("a.json", 1, "h"))
+    assert ledger.writing is not None
+    thread = ledger.writing[0]
+
+    def interrupted_join(timeout: float | None = None) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(thread, "join", interrupted_join)
+    with pytest.raises(KeyboardInterrupt):
+        ledger.wait()
+    assert ledger.writing is not None and ledger.writing[0] is thread
+    monkeypatch.undo()
+    release.set()
+    ledger.wait()
+    assert ledger.writing is None
+    assert ledger_files(conn) == [(0, "a.json", 1, "h")]
