@@ -203,7 +203,6 @@ def plan_entity(
         with watch.stage("decode", f"decode {kind.folder} files", len(files)):
             batches = spill / f"{kind.name}.arrow"
             if split.worth_splitting(files):
-                assert isinstance(files, source.FolderFiles)
                 decoded = split.decode_split(
                     kind, files, batches, on_file=on_file, batch_values=options.batch_values
                 )
