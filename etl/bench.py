@@ -33,14 +33,13 @@ ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("list", "decode", "plan", "stage", "apply")
 FINAL_TABLES = ("agents", "roles", "agent_role_mapping", "groups", "group_membership")
 
-# The peak RSS of the etl process itself (VmHWM: getrusage would start from the parent's).
+# The peak RSS of the etl process itself.
 RUN_ETL = """
-import re, sys
-from pathlib import Path
+import sys
 from etl.cli import main
+from etl.log import peak_rss_kb
 code = main(sys.argv[1:])
-status = Path("/proc/self/status").read_text()
-print("peak_rss_kb", re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1), file=sys.stderr)
+print("peak_rss_kb", peak_rss_kb(), file=sys.stderr)
 sys.exit(code)
 """
 

@@ -1,10 +1,12 @@
-"""structlog configuration (done once, by the CLI) and the masking of secrets in URLs."""
+"""structlog configuration (done once, by the CLI), the masking of secrets in URLs, and the
+process's peak memory for reports."""
 
 from __future__ import annotations
 
 import logging
 import re
 import sys
+from pathlib import Path
 
 import structlog
 
@@ -44,3 +46,14 @@ def mask_url(url: str) -> str:
     """Return ``url`` with any password -- in the user part, as a ``password=`` parameter, or in
     a key=value connection string -- replaced by ``***`` (user names, hosts and the rest stay)."""
     return _PASSWORD_PARAM.sub(r"\1***", _USER_PASSWORD.sub(r"\1:***@", url))
+
+
+def peak_rss_kb() -> int:
+    """This process's peak resident memory (VmHWM) in kB, 0 where /proc does not tell it.
+    ``getrusage`` would not do: its maximum carries over from the parent across exec."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return 0
+    found = re.search(r"VmHWM:\s+(\d+) kB", status)
+    return int(found.group(1)) if found else 0

@@ -1,13 +1,13 @@
 """Split decoding: a big folder decoded on two cores.
 
-A worker process decodes the second half of the folder's files into an Arrow IPC file of its
-own while this process decodes the first half (plus what it decodes while the worker starts);
-the halves then join in file order -- files
-recorded, errors listed and ordinals numbered exactly as one pass would have done them. The
-worker is a plain ``python -c`` child that imports only the decoder (not the CLI, as a
-``multiprocessing`` spawn would); its request goes as a pickle in a file, its result comes back
-as one on its stdout. A worker that ends without its result (killed, out of memory) costs
-only the speed-up: this process then decodes the second half itself.
+A worker process decodes the second part of the folder's files into an Arrow IPC file of its
+own while this process decodes the first part, which is bigger by what it decodes while the
+worker starts. The parts then join in file order: files recorded, errors listed and ordinals
+numbered exactly as one pass would have done them. The worker is a plain ``python -c`` child
+that imports only the decoder (not the CLI, as a ``multiprocessing`` spawn would); its request
+goes as a pickle in a file, its result comes back as one on its stdout. A worker that ends
+without its result (killed, out of memory) costs only the speed-up: this process then decodes
+the second part itself.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
-import re
 import subprocess
 import sys
 import traceback
@@ -37,7 +36,7 @@ from etl.decode import (
     decode_into,
 )
 from etl.errors import EtlError
-from etl.log import get_logger
+from etl.log import get_logger, peak_rss_kb
 from etl.pages import CHUNK_BYTES, FileDigest
 from etl.source import FolderFiles, InputFile
 
@@ -48,7 +47,7 @@ HEAD_START = 25_000  # files more for this process than for the worker
 
 
 @dataclass(frozen=True)
-class Half:
+class WorkerPart:
     """What the worker sends back: its files' digests in order, its errors, and the EtlError
     (an InputError) that stopped it, or the traceback of anything else."""
 
@@ -80,8 +79,8 @@ def decode_split(
 ) -> Decoded:
     """:func:`~etl.decode.decode_files` of a folder listing, its second part in a worker."""
     first, second = files.split((len(files) + HEAD_START) // 2)
-    later = spill.with_name(spill.stem + "-second-half.arrow")
-    asked = spill.with_name(spill.stem + "-second-half.pickle")
+    later = spill.with_name(spill.stem + "-second-part.arrow")
+    asked = spill.with_name(spill.stem + "-second-part.pickle")
     request = {
         "kind": kind.name,
         "root": second.root,
@@ -99,7 +98,7 @@ def decode_split(
         worker = start_worker(request, asked)
         decode_into(kind, first, rows, errors, on_file, chunk_bytes)
         try:
-            half = wait_for(worker)
+            part = wait_for(worker)
         except WorkerLost as lost:  # only a speed-up lost: this process decodes the rest
             get_logger().warning("decode_worker_lost", folder=files.folder, reason=str(lost))
             decode_into(kind, second, rows, errors, on_file, chunk_bytes)
@@ -109,15 +108,15 @@ def decode_split(
                 folder=files.folder,
                 files_here=len(first),
                 files_in_worker=len(second),
-                worker_peak_rss_kb=half.peak_rss_kb,
+                worker_peak_rss_kb=part.peak_rss_kb,
             )
-            for name, size, sha256 in half.digests:
+            for name, size, sha256 in part.digests:
                 if on_file is not None:
                     on_file(FileDigest(name, size, sha256))
-            if half.failure is not None:
-                raise half.failure
+            if part.failure is not None:
+                raise part.failure
             rows.add_spilled(later)
-            errors.extend(half.errors)
+            errors.extend(part.errors)
     except BaseException:
         if worker is not None and worker.returncode is None:  # still running: this part failed
             worker.kill()
@@ -145,23 +144,23 @@ class WorkerLost(Exception):
     """The worker ended without decoding its part: killed, out of memory, or a crash."""
 
 
-def wait_for(worker: subprocess.Popen[bytes]) -> Half:
+def wait_for(worker: subprocess.Popen[bytes]) -> WorkerPart:
     result, _ = worker.communicate()
     try:
-        half = pickle.loads(result) if result else None
+        part = pickle.loads(result) if result else None
     except (pickle.UnpicklingError, EOFError, ValueError):  # cut short while it wrote
-        half = None
-    if not isinstance(half, Half):
+        part = None
+    if not isinstance(part, WorkerPart):
         raise WorkerLost(
             f"the decode worker ended without a result (exit code {worker.returncode})"
         )
-    if half.crash is not None:
-        raise WorkerLost(f"the decode worker failed: {half.crash.strip().splitlines()[-1]}")
-    return half
+    if part.crash is not None:
+        raise WorkerLost(f"the decode worker failed: {part.crash.strip().splitlines()[-1]}")
+    return part
 
 
 def serve() -> None:
-    """The worker: decode the files the request names, send back a :class:`Half`."""
+    """The worker: decode the files the request names, send back a :class:`WorkerPart`."""
     with open(sys.argv[1], "rb") as file:
         request = pickle.load(file)
     digests: list[tuple[str, int, str]] = []
@@ -175,23 +174,14 @@ def serve() -> None:
             spill=request["spill"],
             batch_values=request["batch_values"],
         )
-        half = Half(digests, decoded.errors)
+        part = WorkerPart(digests, decoded.errors)
     except EtlError as error:
-        half = Half(digests, [], failure=error)
+        part = WorkerPart(digests, [], failure=error)
     except BaseException:
-        half = Half(digests, [], crash=traceback.format_exc())
-    half = dataclasses.replace(half, peak_rss_kb=_peak_rss_kb())
+        part = WorkerPart(digests, [], crash=traceback.format_exc())
+    part = dataclasses.replace(part, peak_rss_kb=peak_rss_kb())
     try:
-        pickle.dump(half, sys.stdout.buffer, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump(part, sys.stdout.buffer, protocol=pickle.HIGHEST_PROTOCOL)
         sys.stdout.buffer.flush()
     except BrokenPipeError:  # etl is gone (killed): nobody waits for this part
         os._exit(1)
-
-
-def _peak_rss_kb() -> int:
-    try:
-        status = Path("/proc/self/status").read_text()
-    except OSError:
-        return 0
-    found = re.search(r"VmHWM:\s+(\d+) kB", status)
-    return int(found.group(1)) if found else 0
