@@ -6,19 +6,28 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
 import re
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from etl import __version__, db, dryrun, faults, log, views
-from etl.decode import BATCH_VALUES
+from etl import BATCH_VALUES, ENTITIES, __version__, faults, log, server
 from etl.errors import EtlError, LockTimeoutError, UsageError
 from etl.progress import Progress, TerminalProgress
-from etl.sync import ENTITIES, SyncOptions, sync_day
+
+if TYPE_CHECKING:
+    from etl import db
+    from etl.sync import SyncOptions
+
+# What a sync needs beyond this module: polars, pyarrow and ADBC's DB-API layer come with them.
+# They are imported while the database is reached (see import_in_background).
+SYNC_MODULES = ("etl.db", "etl.sync", "etl.dryrun")
 
 DAY_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 VIEWS = {
@@ -126,6 +135,8 @@ def add_log_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_view_parser(view: str) -> argparse.ArgumentParser:
+    from etl import views
+
     parser = argparse.ArgumentParser(prog=f"etl {view}", description=VIEWS[view] + ".")
     if view == "status":
         parser.add_argument("--day", help="only this day")
@@ -200,6 +211,8 @@ def main_view(view: str, argv: list[str]) -> int:
 
 
 def show_view(view: str, args: argparse.Namespace) -> str:
+    from etl import db, views
+
     url, _server = resolve_database(args)
     conn = db.connect(url)
     try:
@@ -220,8 +233,13 @@ def run(args: argparse.Namespace) -> int:
     if args.spill_dir is not None and not Path(args.spill_dir).is_dir():
         raise UsageError(f"--spill-dir {args.spill_dir}: no such folder")
     entities = ENTITIES if args.entity == "all" else (args.entity,)
+    loading = import_in_background(SYNC_MODULES)
     url, _server = resolve_database(args)
-    conn = db.connect(url)
+    database = server.open_database(url)
+    loading.join()
+    from etl import db
+
+    conn = db.connection(database)
     try:
         # a dry run skips every commit, pending migrations' included, and rolls all back
         with db.uncommitted(conn) if args.dry_run else contextlib.nullcontext():
@@ -231,7 +249,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def import_in_background(modules: tuple[str, ...]) -> threading.Thread:
+    """Import ``modules`` on another thread, started now; join it before using them.
+
+    Importing polars, pyarrow and ADBC's DB-API layer holds the GIL for about 0.5 s, while
+    starting the embedded server and the driver's first connect mostly wait without it, so the
+    two overlap. A module that fails to import here is imported again, and fails with its
+    error, where it is used."""
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            for name in modules:
+                importlib.import_module(name)
+
+    thread = threading.Thread(target=load, name="etl-imports", daemon=True)
+    thread.start()
+    return thread
+
+
 def run_on(conn: db.Connection, args: argparse.Namespace, entities: tuple[str, ...]) -> None:
+    from etl import db
+    from etl.sync import SyncOptions, sync_day
+
     applied = db.migrate(conn)
     if applied:
         log.get_logger().info("migrated", files=applied)
@@ -267,6 +306,9 @@ def terminal_progress(log_format: str | None) -> Callable[[str], Progress] | Non
 def dry_run(conn: db.Connection, day: str, entities: tuple[str, ...], options: SyncOptions) -> str:
     """Sync ``entities`` of ``day`` and report the difference; the caller rolls it all back
     (``db.uncommitted``)."""
+    from etl import dryrun
+    from etl.sync import sync_day
+
     log.get_logger().info("dry_run", day=day, note="every step is rolled back at the end")
     dryrun.take_snapshot(conn)
     sync_day(conn, day, entities, options)
@@ -279,6 +321,6 @@ def resolve_database(args: argparse.Namespace) -> tuple[str, object]:
     if args.database_url:
         logger.info("database", url=log.mask_url(args.database_url))
         return args.database_url, None
-    url, server = db.start_embedded(args.embedded_dir)
+    url, handle = server.start_embedded(args.embedded_dir)
     logger.info("database", embedded=str(args.embedded_dir.resolve()), url=url)
-    return url, server
+    return url, handle

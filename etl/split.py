@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
 
+from etl import BATCH_VALUES
 from etl.batches import Records
 from etl.decode import (
-    BATCH_VALUES,
     RECORD_KINDS,
     Decoded,
     RecordError,

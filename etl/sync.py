@@ -18,13 +18,12 @@ from typing import Any
 
 import polars as pl
 
-from etl import db, faults, source, split
+from etl import BATCH_VALUES, db, faults, source, split
 from etl.apply import apply_run
 from etl.batches import Table
 from etl.decode import (
     AGENT,
     AGENT_DETAILS,
-    BATCH_VALUES,
     GROUP,
     RECORD_KINDS,
     ROLE,
@@ -41,7 +40,6 @@ from etl.progress import NoProgress, Progress
 from etl.source import InputFile
 from etl.stage import stage_tables
 
-ENTITIES = ("agents", "roles", "groups")  # the order of --entity all
 ENTITY_KINDS: dict[str, tuple[RecordKind, ...]] = {
     "agents": (AGENT,),
     "roles": (ROLE, AGENT_DETAILS),
