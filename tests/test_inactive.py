@@ -7,12 +7,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import fresh_database, rows, write_day
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from etl import db
 from etl.cli import main
+from etl.errors import DatabaseError
 
 AGENTS = (1, 2, 3, 4)
 GROUPS = tuple(range(1, 11))
@@ -72,13 +74,16 @@ def brute_force_inactive(snapshot: dict[str, Any], known: set[int]) -> dict[int,
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(day_snapshot(), min_size=1, max_size=3))
 def test_inactive_matches_brute_force_reachability(template_url: str, days: list[dict]) -> None:
-    """Over random days of hierarchies with cycles, self-parents, orphans and absent groups, every
-    stored inactive flag equals the brute-force answer, and so do the memberships."""
+    """Over random days of hierarchies with cycles, self-parents, orphans and absent groups,
+    after the agents step (today's agents, yesterday's groups) and after the groups step, every
+    stored inactive flag equals the brute-force answer, and so do the memberships and each
+    group's count of active members."""
     with tempfile.TemporaryDirectory() as tmp, fresh_database() as url:
         data_dir = Path(tmp)
         conn = db.connect(url)
         try:
             known: set[int] = set()
+            stored_groups: dict[int, Any] = {}
             for n, snapshot in enumerate(days, 1):
                 write_snapshot(data_dir, f"day{n}", snapshot)
                 synced_at = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=n)
@@ -86,10 +91,14 @@ def test_inactive_matches_brute_force_reachability(template_url: str, days: list
                     argv = ["--day", f"day{n}", "--entity", entity, "--data-dir", str(data_dir)]
                     argv += ["--database-url", url, "--synced-at", synced_at.isoformat()]
                     assert main([*argv, "--allow-mass-removal"]) == 0
-                known |= set(snapshot["groups"])
-                assert dict(rows(conn, "SELECT group_id, inactive FROM etl.groups")) == (
-                    brute_force_inactive(snapshot, known)
-                )
+                    if entity == "groups":
+                        stored_groups = snapshot["groups"]
+                        known |= set(stored_groups)
+                    state = {"active": snapshot["active"], "groups": stored_groups}
+                    assert dict(rows(conn, "SELECT group_id, inactive FROM etl.groups")) == (
+                        brute_force_inactive(state, known)
+                    ), entity
+                    assert stored_active_members(conn) == brute_force_active_members(state)
                 assert rows(
                     conn, "SELECT group_id, agent_id FROM etl.group_membership ORDER BY 1, 2"
                 ) == sorted(
@@ -97,6 +106,26 @@ def test_inactive_matches_brute_force_reachability(template_url: str, days: list
                 )
         finally:
             conn.close()
+
+
+def stored_active_members(conn: db.Connection) -> dict[int, int]:
+    """The bookkeeping counts the inactive walk starts from, leaving out zeros."""
+    return dict(
+        rows(
+            conn,
+            "SELECT group_id, active_members FROM etl.group_active_members"
+            " WHERE active_members <> 0",
+        )
+    )
+
+
+def brute_force_active_members(snapshot: dict[str, Any]) -> dict[int, int]:
+    """Per group with any, its distinct members that are active."""
+    counts = {
+        g: len({a for a in members if snapshot["active"][a]})
+        for g, (_, members) in snapshot["groups"].items()
+    }
+    return {g: n for g, n in counts.items() if n}
 
 
 def test_brute_force_sanity() -> None:
@@ -114,3 +143,48 @@ def test_brute_force_sanity() -> None:
         6: False,
         7: True,
     }
+
+
+def test_active_member_counts_follow_changes_made_outside_etl(conn: db.Connection) -> None:
+    """The counts are kept by triggers, so a manual fix or a restore keeps them right too:
+    pairs and agents inserted, updated and deleted, and TRUNCATE. An agent id never changes,
+    and a count below zero stops the inactive walk with the groups named."""
+    rows(
+        conn,
+        "INSERT INTO etl.agents (agent_id, present, active, synced_at, ingested_at)"
+        " VALUES (1, true, true, now(), now()), (2, true, false, now(), now()),"
+        " (3, true, true, now(), now())",
+    )
+    rows(
+        conn,
+        "INSERT INTO etl.group_membership VALUES (10, 1, now()), (10, 2, now()),"
+        " (10, 3, now()), (11, 2, now())",
+    )
+    assert stored_active_members(conn) == {10: 2}
+    rows(conn, "UPDATE etl.agents SET active = true WHERE agent_id = 2")
+    assert stored_active_members(conn) == {10: 3, 11: 1}
+    rows(conn, "UPDATE etl.group_membership SET group_id = 11 WHERE agent_id = 1")
+    assert stored_active_members(conn) == {10: 2, 11: 2}
+    rows(conn, "DELETE FROM etl.agents WHERE agent_id = 3")
+    assert stored_active_members(conn) == {10: 1, 11: 2}
+    rows(conn, "DELETE FROM etl.group_membership WHERE agent_id = 2")
+    assert stored_active_members(conn) == {11: 1}
+    db.commit(conn)
+
+    never_change = r"agent ids never change \(agent 1 would become 9\)"
+    with pytest.raises(DatabaseError, match=never_change), db.wrapped("the test"):
+        rows(conn, "UPDATE etl.agents SET agent_id = 9 WHERE agent_id = 1")
+    db.rollback(conn)
+
+    rows(conn, "UPDATE etl.group_active_members SET active_members = -1 WHERE group_id = 11")
+    below_zero = r"active-member counts below zero \(groups 11\)"
+    with pytest.raises(DatabaseError, match=below_zero), db.wrapped("the test"):
+        rows(conn, "SELECT etl.refresh_group_inactive_v1(NULL::etl.sync_runs)")
+    db.rollback(conn)
+
+    rows(conn, "TRUNCATE etl.group_membership")
+    assert stored_active_members(conn) == {}
+    rows(conn, "INSERT INTO etl.group_membership VALUES (12, 1, now())")
+    assert stored_active_members(conn) == {12: 1}
+    rows(conn, "TRUNCATE etl.agents")
+    assert stored_active_members(conn) == {}
