@@ -360,6 +360,12 @@ class RowBatches:
         """Move the pending rows out in batches of at most ``batch_values`` values (a row with
         more ids than that is a batch of its own); a last, unfilled batch stays pending."""
         m = self.mapping
+        if m is None:  # a row is one value: cut by count, not row by row
+            full = len(self.pending) - len(self.pending) % self.batch_values
+            for start in range(0, full, self.batch_values):
+                self._move(self.pending[start : start + self.batch_values])
+            self.pending, self.values = self.pending[full:], len(self.pending) - full
+            return
         start = size = 0
         for index, row in enumerate(self.pending):
             values = 1 if m is None else 1 + len(row[m] or ())

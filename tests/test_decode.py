@@ -428,3 +428,11 @@ def test_a_page_is_cut_into_batches_of_at_most_the_batch_size() -> None:
     ]
     big = decode_files(ROLE, [page([role(id=1, agent_ids=[5, 6, 7]), role(id=2)])], batch_values=2)
     assert [b.height for b in big.records.batches()] == [1, 1]
+    agents = [{"id": n} for n in range(1, 8)]  # no mapping array: batches cut by row count
+    decoded = decode_files(AGENT, [page(agents[:4]), page(agents[4:])], batch_values=3)
+    assert [b.get_column("agent_id").to_list() for b in decoded.records.batches()] == [
+        [1, 2, 3],
+        [4, 5, 6],
+        [7],
+    ]
+    assert decoded.records.frame().get_column("ordinal").to_list() == list(range(7))
