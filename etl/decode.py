@@ -341,10 +341,17 @@ class RowBatches:
         self.count = 0  # rows moved so far: the next batch's first ordinal
 
     def append(self, row: tuple[Any, ...]) -> None:
+        """Add one row, cutting batches as :meth:`move_full_batches` would, without going over
+        the pending rows again (one file per agent: a row at a time)."""
+        values = 1 if self.mapping is None else 1 + len(row[self.mapping] or ())
+        if self.pending and self.values + values > self.batch_values:
+            self._move(self.pending)
+            self.pending, self.values = [], 0
         self.pending.append(row)
-        self.values += 1 if self.mapping is None else 1 + len(row[self.mapping] or ())
+        self.values += values
         if self.values >= self.batch_values:
-            self.move_full_batches()
+            self._move(self.pending)
+            self.pending, self.values = [], 0
 
     def extend(self, rows: Iterable[tuple[Any, ...]]) -> None:
         start = len(self.pending)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -402,6 +403,40 @@ def test_row_batches_count_mapping_elements_toward_the_batch() -> None:
     rows.close()
     assert [f.get_column("ordinal").to_list() for f in records.batches()] == [[0, 1], [2]]
     assert records.frame().get_column("role_id").to_list() == [1, 1, 2]
+
+
+def test_rows_appended_one_at_a_time_are_cut_as_a_page_would_be() -> None:
+    """Appending row by row (one file per record) cuts the same batches as moving a page's rows
+    at once: a batch holds at most ``batch_values`` values unless one row holds more."""
+
+    def role_row(n: int, ids: int) -> tuple[Any, ...]:
+        return (n, "r", None, None, None, list(range(ids)) or None, None, None, "f", n, "$")
+
+    sizes = [4, 4, 9, 1, 9, 0, 0]  # values per row: 5, 5, 10, 2, 10, 1, 1
+    appended = Records(pa.schema(list(ROLE.schema) + POSITION_FIELDS))
+    rows = RowBatches(ROLE, appended, batch_values=10)
+    for n, ids in enumerate(sizes):
+        rows.append(role_row(n, ids))
+    rows.close()
+    at_once = Records(pa.schema(list(ROLE.schema) + POSITION_FIELDS))
+    rows = RowBatches(ROLE, at_once, batch_values=10)
+    rows.extend(role_row(n, ids) for n, ids in enumerate(sizes))
+    rows.close()
+    assert [f.get_column("role_id").to_list() for f in appended.batches()] == [
+        [0, 1],
+        [2],
+        [3],
+        [4],
+        [5, 6],
+    ]
+    assert [f.get_column("role_id").to_list() for f in at_once.batches()] == [
+        [0, 1],
+        [2],
+        [3],
+        [4],
+        [5, 6],
+    ]
+    assert appended.frame().equals(at_once.frame())
 
 
 def test_spilled_records_are_read_back_one_batch_at_a_time(tmp_path: Path) -> None:
