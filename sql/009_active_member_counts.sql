@@ -428,13 +428,15 @@ $$;
 ALTER PROCEDURE etl.apply_sync_v2(bigint, boolean) SET work_mem = '256MB' SET jit = off;
 
 -- ANALYZE the step's large tables that hold rows but have no statistics yet: a first load.
+-- For agents only the columns the steps join and filter on (at L 0.07 s against 0.2 s for all
+-- its text columns); autovacuum adds the rest in its own time.
 CREATE FUNCTION etl.analyze_first_load_v1(p_entity text)
 RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     IF p_entity = 'agents' AND etl.lacks_statistics_v1('agents')
        AND EXISTS (SELECT 1 FROM etl.agents) THEN
-        ANALYZE etl.agents;
+        ANALYZE etl.agents (agent_id, present, active);
     ELSIF p_entity = 'roles' AND etl.lacks_statistics_v1('agent_role_mapping')
        AND EXISTS (SELECT 1 FROM etl.agent_role_mapping) THEN
         ANALYZE etl.agent_role_mapping;

@@ -744,3 +744,25 @@ def test_raw_text_is_read_again_only_from_an_unchanged_file(tmp_path: Path) -> N
         "sync-d/agents/1.json: changed while this run read it (SHA-256 4f53cda18c2b... at first, "
         f"{hashlib.sha256(data).hexdigest()[:12]}... now); run the day again"
     )
+
+
+def test_a_first_load_leaves_planner_statistics(database_url: str, conn: db.Connection) -> None:
+    """A step that fills its tables for the first time ANALYZEs them, so that the next step or
+    day plans its joins on statistics, not on guesses, before autovacuum comes round (agents
+    only on the columns joined and filtered on)."""
+    assert sync(database_url, "day1") == 0
+    assert rows(
+        conn,
+        "SELECT tablename, attname FROM pg_stats WHERE schemaname = 'etl'"
+        " AND tablename IN ('agents', 'agent_role_mapping', 'groups', 'group_membership')"
+        " AND attname IN ('agent_id', 'role_id', 'group_id', 'active', 'name') ORDER BY 1, 2",
+    ) == [
+        ("agent_role_mapping", "agent_id"),
+        ("agent_role_mapping", "role_id"),
+        ("agents", "active"),
+        ("agents", "agent_id"),
+        ("group_membership", "agent_id"),
+        ("group_membership", "group_id"),
+        ("groups", "group_id"),
+        ("groups", "name"),
+    ]
