@@ -200,9 +200,10 @@ def plan_entity(
         files = inputs[kind.name]
         with watch.stage("decode", f"decode {kind.folder} files", len(files)):
             batches = spill / f"{kind.name}.arrow"
-            if split.worth_splitting(files):
+            parts = split.split_parts(files)
+            if parts is not None:
                 decoded = split.decode_split(
-                    kind, files, batches, on_file=on_file, batch_values=options.batch_values
+                    kind, *parts, batches, on_file=on_file, batch_values=options.batch_values
                 )
             else:
                 decoded = decode_files(

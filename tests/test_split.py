@@ -11,11 +11,11 @@ import pytest
 from conftest import FIXTURES, write_day
 
 from etl import db, split
-from etl.decode import AGENT_DETAILS, Decoded, decode_files
+from etl.decode import AGENT, AGENT_DETAILS, Decoded, decode_files
 from etl.errors import InputError
 from etl.pages import FileDigest
 from etl.replay import dump_state, replay_days
-from etl.source import list_files
+from etl.source import FolderFiles, list_files
 
 GOLDEN = Path(__file__).parent / "golden" / "replay.txt"
 
@@ -56,7 +56,9 @@ def decode_both(
     one: list[FileDigest] = []
     two: list[FileDigest] = []
     serial = decode_files(AGENT_DETAILS, files, on_file=one.append)
-    halves = split.decode_split(AGENT_DETAILS, files, spill / "d.arrow", on_file=two.append)
+    parts = split.split_parts(files)
+    assert parts is not None
+    halves = split.decode_split(AGENT_DETAILS, *parts, spill / "d.arrow", on_file=two.append)
     return serial, halves, one, two
 
 
@@ -84,8 +86,10 @@ def test_a_file_that_is_no_json_fails_as_in_one_pass(
     two: list[FileDigest] = []
     with pytest.raises(InputError) as serial:
         decode_files(AGENT_DETAILS, files, on_file=one.append)
+    parts = split.split_parts(files)
+    assert parts is not None
     with pytest.raises(InputError) as halves:
-        split.decode_split(AGENT_DETAILS, files, tmp_path / "d.arrow", on_file=two.append)
+        split.decode_split(AGENT_DETAILS, *parts, tmp_path / "d.arrow", on_file=two.append)
     assert str(halves.value) == str(serial.value)
     assert str(serial.value).startswith(f"sync-d/agent_details/{bad}: not valid JSON: ")
     assert two == one
@@ -124,14 +128,58 @@ def test_a_lost_worker_costs_only_the_speed_up(
 def test_only_big_folder_listings_are_split(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    write_day(tmp_path, "d", agent_details={f"{n}.json": {"id": n} for n in range(1, 4)})
+    """Many files are cut by count, this process taking HEAD_START more; files named one by
+    one, or a single core, are never split."""
+    write_day(tmp_path, "d", agent_details={f"{n}.json": {"id": n} for n in range(1, 5)})
     files = list_files(tmp_path, "d", "agent_details")
-    monkeypatch.setattr(split, "MIN_FILES", 3)
+    monkeypatch.setattr(split, "MIN_FILES", 4)
+    monkeypatch.setattr(split, "HEAD_START", 2)
     monkeypatch.setattr(split, "_cores", lambda: 2)
-    assert split.worth_splitting(files)
-    assert not split.worth_splitting(list(files))  # files named one by one, not a listing
+    assert part_lengths(split.split_parts(files)) == (3, 1)
+    assert split.split_parts(list(files)) is None  # files named one by one, not a listing
     monkeypatch.setattr(split, "_cores", lambda: 1)
-    assert not split.worth_splitting(files)
+    assert split.split_parts(files) is None
     monkeypatch.setattr(split, "_cores", lambda: 2)
-    monkeypatch.setattr(split, "MIN_FILES", 4)  # one file short
-    assert not split.worth_splitting(files)
+    monkeypatch.setattr(split, "MIN_FILES", 5)  # one file short, and too few bytes
+    assert split.split_parts(files) is None
+
+
+def test_a_few_big_pages_are_cut_by_size(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A folder of at most MAX_SIZED pages holding MIN_BYTES or more is cut where this
+    process's part, HEAD_START_BYTES bigger than the worker's, ends; the result is still that
+    of one pass."""
+    pages = {"1.json": 300, "2.json": 300, "3.json": 300, "4.json": 100}
+    write_day(
+        tmp_path / "in",
+        "d",
+        agents={
+            name: f'[{{"id": {n}}}, {{"id": {n + 10}}}]'.ljust(size).encode()
+            for n, (name, size) in enumerate(pages.items(), 1)
+        },
+    )
+    files = list_files(tmp_path / "in", "d", "agents")
+    monkeypatch.setattr(split, "_cores", lambda: 2)
+    monkeypatch.setattr(split, "MIN_BYTES", 1000)
+    monkeypatch.setattr(split, "HEAD_START_BYTES", 0)
+    parts = split.split_parts(files)
+    assert part_lengths(parts) == (2, 2)  # 600 of 1,000 bytes here
+    monkeypatch.setattr(split, "HEAD_START_BYTES", 400)
+    assert part_lengths(split.split_parts(files)) == (3, 1)  # 900 >= (1,000 + 400) / 2
+    monkeypatch.setattr(split, "HEAD_START_BYTES", 900)
+    assert split.split_parts(files) is None  # the worker would get nothing
+    monkeypatch.setattr(split, "HEAD_START_BYTES", 0)
+    monkeypatch.setattr(split, "MIN_BYTES", 1001)
+    assert split.split_parts(files) is None
+    monkeypatch.setattr(split, "MIN_BYTES", 1000)
+    monkeypatch.setattr(split, "MAX_SIZED", 3)
+    assert split.split_parts(files) is None
+
+    assert parts is not None
+    serial = decode_files(AGENT, files)
+    halves = split.decode_split(AGENT, *parts, tmp_path / "d.arrow")
+    assert halves.records.frame().equals(serial.records.frame())
+    assert halves.records.frame()["agent_id"].to_list() == [1, 11, 2, 12, 3, 13, 4, 14]
+
+
+def part_lengths(parts: tuple[FolderFiles, FolderFiles] | None) -> tuple[int, int] | None:
+    return None if parts is None else (len(parts[0]), len(parts[1]))
