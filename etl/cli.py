@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import os
 import re
@@ -234,11 +235,19 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--spill-dir {args.spill_dir}: no such folder")
     entities = ENTITIES if args.entity == "all" else (args.entity,)
     loading = import_in_background(SYNC_MODULES)
-    url, _server = resolve_database(args)
-    database = server.open_database(url)
-    loading.join()
-    from etl import db
-
+    try:
+        url, _server = resolve_database(args)
+        database = server.open_database(url)
+    finally:
+        loading.join()  # also on failure: no import may be cut off by the interpreter's exit
+    try:
+        from etl import db
+    except BaseException:
+        database.close()
+        raise
+    # Everything imported lives until exit: freezing it keeps the collector off those objects,
+    # during the run and in the collection at exit (0.05-0.09 s of every run).
+    gc.freeze()
     conn = db.connection(database)
     try:
         # a dry run skips every commit, pending migrations' included, and rolls all back

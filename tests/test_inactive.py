@@ -148,7 +148,8 @@ def test_brute_force_sanity() -> None:
 def test_active_member_counts_follow_changes_made_outside_etl(conn: db.Connection) -> None:
     """The counts are kept by triggers, so a manual fix or a restore keeps them right too:
     pairs and agents inserted, updated and deleted, and TRUNCATE. An agent id never changes,
-    and a count below zero stops the inactive walk with the groups named."""
+    a count below zero stops the inactive walk with the groups named, and a recount repairs
+    counts that writes racing outside etl left wrong."""
     rows(
         conn,
         "INSERT INTO etl.agents (agent_id, present, active, synced_at, ingested_at)"
@@ -181,6 +182,10 @@ def test_active_member_counts_follow_changes_made_outside_etl(conn: db.Connectio
     with pytest.raises(DatabaseError, match=below_zero), db.wrapped("the test"):
         rows(conn, "SELECT etl.refresh_group_inactive_v1(NULL::etl.sync_runs)")
     db.rollback(conn)
+
+    rows(conn, "UPDATE etl.group_active_members SET active_members = 7 WHERE group_id = 11")
+    rows(conn, "SELECT etl.recount_active_members_v1()")  # the repair after racing writes
+    assert stored_active_members(conn) == {11: 1}
 
     rows(conn, "TRUNCATE etl.group_membership")
     assert stored_active_members(conn) == {}
