@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import adbc_driver_postgresql.dbapi as pg
 import msgspec
 
-from etl import db, synth
+from etl import db, server, synth
 from etl.log import mask_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,17 +95,17 @@ def data_dir(workdir: Path, scale: str, days: int) -> Path:
 @contextmanager
 def fresh_database() -> Iterator[str]:
     """A new database on ETL_DATABASE_URL's server, else on a new embedded server."""
-    server = os.environ.get("ETL_DATABASE_URL")
-    if server:
+    admin_url = os.environ.get("ETL_DATABASE_URL")
+    if admin_url:
         name = f"etl_bench_{os.getpid()}"
-        admin(server, f'CREATE DATABASE "{name}"')
+        admin(admin_url, f'CREATE DATABASE "{name}"')
         try:
-            yield urlsplit(server)._replace(path=f"/{name}").geturl()
+            yield urlsplit(admin_url)._replace(path=f"/{name}").geturl()
         finally:
-            admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         return
     with tempfile.TemporaryDirectory(prefix="etl-bench-pg-") as folder:
-        url, server_handle = db.start_embedded(Path(folder), temporary=True)
+        url, server_handle = server.start_embedded(Path(folder), temporary=True)
         try:
             yield url
         finally:

@@ -246,7 +246,8 @@ def run(args: argparse.Namespace) -> int:
         database.close()
         raise
     # Everything imported lives until exit: freezing it keeps the collector off those objects,
-    # during the run and in the collection at exit (0.05-0.09 s of every run).
+    # during the run and in the collection at exit (S against a running server: 0.96 s before
+    # the imports, 0.885 s here after them).
     gc.freeze()
     conn = db.connection(database)
     try:

@@ -29,7 +29,6 @@ from etl.log import get_logger
 from etl.pages import FileDigest
 from etl.server import driver_message as driver_message
 from etl.server import open_database
-from etl.server import start_embedded as start_embedded
 from etl.server import wrapped as wrapped
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
@@ -58,9 +57,10 @@ def connection(database: AdbcDatabase) -> Connection:
             handle = AdbcConnection(database)
             return Connection(database, handle)
     except BaseException:
-        with contextlib.suppress(adbc_driver_manager.Error, RuntimeError):
-            if handle is not None:
+        if handle is not None:
+            with contextlib.suppress(adbc_driver_manager.Error):
                 handle.close()
+        with contextlib.suppress(adbc_driver_manager.Error, RuntimeError):
             database.close()
         raise
 

@@ -375,7 +375,7 @@ class RowBatches:
             return
         start = size = 0
         for index, row in enumerate(self.pending):
-            values = 1 if m is None else 1 + len(row[m] or ())
+            values = 1 + len(row[m] or ())
             if size and size + values > self.batch_values:
                 self._move(self.pending[start:index])
                 start, size = index, 0

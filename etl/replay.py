@@ -15,7 +15,7 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from etl import cli, db, source
+from etl import cli, db, server, source
 
 # What a re-run of a day never changes; the error tables get the re-run's run_id.
 STATE_TABLES = (
@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--golden", type=Path, default=Path("tests/golden/replay.txt"))
     parser.add_argument("--update", action="store_true", help="rewrite the golden file")
     args = parser.parse_args(argv)
-    url, _server = db.start_embedded(Path(tempfile.mkdtemp(prefix="etl-replay-")), temporary=True)
+    url, _server = server.start_embedded(
+        Path(tempfile.mkdtemp(prefix="etl-replay-")), temporary=True
+    )
     replay_days(url, args.data_dir)
     conn = db.connect(url)
     try:

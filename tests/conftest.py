@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import adbc_driver_postgresql.dbapi as pg
 import pytest
 
-from etl import db
+from etl import db, server
 from etl.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,8 +38,8 @@ def server_url() -> str:
     if external:
         return external
     folder = Path(tempfile.mkdtemp(prefix="etl-test-pg-"))
-    url, server = db.start_embedded(folder, temporary=True)
-    _keep_alive.append(server)
+    url, handle = server.start_embedded(folder, temporary=True)
+    _keep_alive.append(handle)
     return url
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, ROOT, T, fresh_database, last_line, rows, sync, sync_days
 
-from etl import db
+from etl import db, server
 from etl.replay import dump_state
 
 # The final state that a re-run reproduces exactly, run ids left out (a killed run uses some).
@@ -238,14 +238,14 @@ def test_a_run_waiting_past_its_lock_timeout_fails_cleanly(
 @pytest.fixture
 def own_server(tmp_path: Path) -> Iterator[tuple[str, object]]:
     """An embedded server of this test alone (it gets restarted), migrated, and its handle."""
-    url, server = db.start_embedded(tmp_path / "pg", temporary=True)
+    url, handle = server.start_embedded(tmp_path / "pg", temporary=True)
     conn = db.connect(url)
     try:
         db.migrate(conn)
     finally:
         conn.close()
-    yield url, server
-    server.cleanup()  # type: ignore[attr-defined]
+    yield url, handle
+    handle.cleanup()  # type: ignore[attr-defined]
 
 
 def restart_server(server: object) -> None:
