@@ -298,7 +298,7 @@ def run_on(conn: db.Connection, args: argparse.Namespace, entities: tuple[str, .
             if args.dry_run:
                 print(dry_run(conn, args.day, entities, options))
             else:
-                sync_day(conn, args.day, entities, options)
+                sync_day(conn, args.day, entities, options, overlap=True)
     except LockTimeoutError as error:
         synced_at = args.synced_at or datetime.now(UTC)
         for entity in [] if args.dry_run else entities:

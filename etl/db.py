@@ -65,6 +65,12 @@ def connection(database: AdbcDatabase) -> Connection:
         raise
 
 
+def clone(conn: Connection) -> Connection:
+    """Another connection on ``conn``'s database handle (a new session, a few ms)."""
+    with wrapped("connect"):
+        return conn.adbc_clone()
+
+
 _UNCOMMITTED: set[int] = set()  # connections in a dry run (by id): their commits are skipped
 
 
@@ -203,8 +209,18 @@ def sync_lock(conn: Connection, timeout: float) -> Iterator[None]:
             pass  # the connection is gone, and its session lock with it
 
 
-def start_run(conn: Connection, day: str, entity: str, synced_at: datetime, forced: bool) -> int:
-    run_id = execute(conn, "start_run", (day, entity, synced_at, forced))[0][0]
+def start_run(
+    conn: Connection,
+    day: str,
+    entity: str,
+    synced_at: datetime,
+    forced: bool,
+    applying: int | None = None,
+) -> int:
+    """A new ledger row, 'running'. Any other 'running' row belongs to a process that died and
+    is marked 'abandoned', except ``applying``: this process's run still applying on another
+    connection."""
+    run_id = execute(conn, "start_run", (day, entity, synced_at, forced, applying))[0][0]
     commit(conn)
     return int(run_id)
 

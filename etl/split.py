@@ -86,52 +86,86 @@ def split_parts(files: Sequence[InputFile]) -> tuple[FolderFiles, FolderFiles] |
     return files.split(at) if 0 < at < len(files) else None
 
 
+def worth_reading_ahead(files: Sequence[InputFile]) -> bool:
+    """Whether a worker should decode the whole folder while this process does other work:
+    many small files (a listing cut by count), and a core for each."""
+    return isinstance(files, FolderFiles) and _cores() >= 2 and len(files) >= MIN_FILES
+
+
 def _cores() -> int:
     if hasattr(os, "sched_getaffinity"):  # the cores this process may run on (Linux)
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
 
 
+class SecondPart:
+    """A worker decoding the second part of a folder into an Arrow IPC file of its own, from
+    its start until :func:`decode_split` takes its result (or :meth:`stop` ends it); its
+    files sit beside ``spill``."""
+
+    def __init__(
+        self,
+        kind: RecordKind,
+        files: FolderFiles,
+        spill: Path,
+        chunk_bytes: int = CHUNK_BYTES,
+        batch_values: int = BATCH_VALUES,
+    ) -> None:
+        self.kind, self.files = kind, files
+        self.output = spill.with_name(spill.stem + "-second-part.arrow")
+        self.request = spill.with_name(spill.stem + "-second-part.pickle")
+        request = {
+            "kind": kind.name,
+            "root": files.root,
+            "folder": files.folder,
+            "names": files.names,
+            "chunk_bytes": chunk_bytes,
+            "batch_values": batch_values,
+            "spill": self.output,
+        }
+        self.process = start_worker(request, self.request)
+
+    def stop(self) -> None:
+        """End the worker if it still runs (its part is not wanted), and remove its files."""
+        if self.process.returncode is None:
+            self.process.kill()
+            self.process.communicate()
+        self.output.unlink(missing_ok=True)
+        self.request.unlink(missing_ok=True)
+
+
 def decode_split(
     kind: RecordKind,
     first: FolderFiles,
-    second: FolderFiles,
+    second: FolderFiles | SecondPart,
     spill: Path,
     on_file: Callable[[FileDigest], None] | None = None,
     chunk_bytes: int = CHUNK_BYTES,
     batch_values: int = BATCH_VALUES,
 ) -> Decoded:
     """:func:`~etl.decode.decode_files` of a folder listing cut in two (:func:`split_parts`),
-    its second part in a worker."""
-    later = spill.with_name(spill.stem + "-second-part.arrow")
-    asked = spill.with_name(spill.stem + "-second-part.pickle")
-    request = {
-        "kind": kind.name,
-        "root": second.root,
-        "folder": second.folder,
-        "names": second.names,
-        "chunk_bytes": chunk_bytes,
-        "batch_values": batch_values,
-        "spill": later,
-    }
+    its second part in a worker, started here or before (a :class:`SecondPart`)."""
     records = Records(batch_schema(kind), spill)
     rows = RowBatches(kind, records, batch_values)
     errors: list[RecordError] = []
     worker = None
     try:
-        worker = start_worker(request, asked)
+        if isinstance(second, SecondPart):
+            worker = second
+        else:
+            worker = SecondPart(kind, second, spill, chunk_bytes, batch_values)
         decode_into(kind, first, rows, errors, on_file, chunk_bytes)
         try:
-            part = wait_for(worker)
+            part = wait_for(worker.process)
         except WorkerLost as lost:  # only a speed-up lost: this process decodes the rest
             get_logger().warning("decode_worker_lost", folder=first.folder, reason=str(lost))
-            decode_into(kind, second, rows, errors, on_file, chunk_bytes)
+            decode_into(kind, worker.files, rows, errors, on_file, chunk_bytes)
         else:
             get_logger().debug(
                 "decode_split",
                 folder=first.folder,
                 files_here=len(first),
-                files_in_worker=len(second),
+                files_in_worker=len(worker.files),
                 worker_peak_rss_kb=part.peak_rss_kb,
             )
             for name, size, sha256 in part.digests:
@@ -139,17 +173,14 @@ def decode_split(
                     on_file(FileDigest(name, size, sha256))
             if part.failure is not None:
                 raise part.failure
-            rows.add_spilled(later)
+            rows.add_spilled(worker.output)
             errors.extend(part.errors)
     except BaseException:
-        if worker is not None and worker.returncode is None:  # still running: this part failed
-            worker.kill()
-            worker.communicate()
         records.close()
         raise
     finally:
-        later.unlink(missing_ok=True)
-        asked.unlink(missing_ok=True)
+        if worker is not None:
+            worker.stop()  # still running only if this part failed
     return Decoded(records=rows.close(), errors=errors)
 
 

@@ -1,13 +1,16 @@
 """One sync run: for each entity of a day, read -> decode -> plan -> stage -> apply.
 
 Each (entity, day) gets a ledger row before any work, one staging transaction and one apply
-transaction. The first entity that fails stops the run: later entities are not applied.
+transaction. The first entity that fails stops the run: later entities are not applied (the
+next one may have started reading its input while the failing one applied; it is closed
+unapplied).
 """
 
 from __future__ import annotations
 
 import contextlib
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -89,75 +92,221 @@ class Stopwatch:
 
 
 def sync_day(
-    conn: db.Connection, day: str, entities: tuple[str, ...], options: SyncOptions
+    conn: db.Connection,
+    day: str,
+    entities: tuple[str, ...],
+    options: SyncOptions,
+    *,
+    overlap: bool = False,
 ) -> list[RunResult]:
     """Sync the given entities of ``day`` in order; raises on the first one that fails.
 
+    With ``overlap``, each entity's apply runs on a thread of its own while the next entity
+    starts and reads its input on a second connection (the driver lets go of the GIL while the
+    server works). The next entity plans only once that apply has committed, and is not
+    applied if it failed. Without, each entity is done before the next begins: a dry run needs
+    that, as its one uncommitted transaction lives on ``conn`` alone.
+
     Entities applied for the first time share one sync time: the moment this run started."""
     now = datetime.now(UTC)
-    return [sync_entity(conn, day, entity, options, now) for entity in entities]
+    started = time.perf_counter()
+    results: list[RunResult] = []
+    applying: Applying | None = None
+    with ReadAhead(day, entities, options) as ahead, Sessions(conn) as sessions:
+        for entity in entities:
+            previous, applying = applying, None
+            try:
+                run = begin_run(sessions.free(previous), day, entity, options, now, previous)
+                prepare_run(run, options, ahead, previous, results)
+            finally:
+                settle(previous, results)  # at the latest; its failure is raised first
+            background = overlap and entity != entities[-1]
+            if background:
+                sessions.open_spare()  # before the apply starts, so the next run finds it
+            applying = Applying(run, options.allow_mass_removal, background=background)
+            if not background:
+                settle(applying, results)
+    seconds = round(time.perf_counter() - started, 4)
+    get_logger().info("day_synced", day=day, entities=len(results), seconds=seconds)
+    return results
 
 
-def sync_entity(
-    conn: db.Connection, day: str, entity: str, options: SyncOptions, now: datetime
-) -> RunResult:
-    log = get_logger().bind(day=day, entity=entity)
+class Sessions:
+    """The sync's connection, and a spare one for the run that starts while an apply holds the
+    first (opened when an apply first goes to the background, closed at the end)."""
+
+    def __init__(self, conn: db.Connection) -> None:
+        self.conn = conn
+        self.spare: db.Connection | None = None
+
+    def __enter__(self) -> Sessions:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.spare is not None:
+            db.close(self.spare)
+
+    def open_spare(self) -> None:
+        if self.spare is None:
+            self.spare = db.clone(self.conn)
+
+    def free(self, applying: Applying | None) -> db.Connection:
+        """A connection that ``applying``, if still applying, does not hold."""
+        if applying is None or applying.thread is None or applying.run.conn is not self.conn:
+            return self.conn
+        assert self.spare is not None  # opened before that apply started
+        return self.spare
+
+
+@dataclass
+class EntityRun:
+    """One (entity, day) run under way: its connection, ledger row, input files and clock."""
+
+    conn: db.Connection
+    entity: str
+    day: str
+    run_id: int
+    synced_at: datetime
+    watch: Stopwatch
+    ledger: db.FileLedger
+    log: Any
+
+
+def begin_run(
+    conn: db.Connection,
+    day: str,
+    entity: str,
+    options: SyncOptions,
+    now: datetime,
+    previous: Applying | None,
+) -> EntityRun:
+    """The run's ledger row ('running'), started while ``previous`` may still be applying."""
     synced_at = options.synced_at or db.first_synced_at(conn, entity, day) or now
-    run_id = db.start_run(conn, day, entity, synced_at, options.force)
-    log = log.bind(run_id=run_id)
+    applying = previous.run.run_id if previous is not None else None
+    run_id = db.start_run(conn, day, entity, synced_at, options.force, applying)
     watch = Stopwatch(options.progress(f"{day} {entity}") if options.progress else None)
-    ledger = db.FileLedger(conn, run_id)
-    try:
-        check_day_order(conn, entity, day, options.force)
-        with watch.stage("list", "list files"):
-            inputs = list_inputs(options.data_dir, day, ENTITY_KINDS[entity])
-        faults.pause_point("decode", entity)
-        with tempfile.TemporaryDirectory(prefix="etl-batches-", dir=options.spill_dir) as spill:
-            plan = plan_entity(conn, entity, inputs, ledger, watch, Path(spill), options)
-            ledger.flush()
-            log.debug("read", files=ledger.count)
-            with watch.stage("plan", "read bad records' text"):
-                hashes = db.run_file_hashes(conn, run_id, error_files(plan))
-                errors = attach_raw(plan, inputs, hashes)
-            with watch.stage("stage", "stage rows"):
-                tables = {**plan.tables, "stg_errors": Table(errors)}
-                stage_tables(conn, entity, tables, on_rows=watch.progress.advance)
-                faults.pause_point("stage", entity)
-                db.commit(conn, "staging")
-        with watch.stage("apply", "apply (one transaction)"):
-            apply_run(conn, run_id, allow_mass_removal=options.allow_mass_removal)
-            faults.pause_point("apply", entity)
-            db.commit(conn, "apply")
-    except EtlError as error:
-        watch.progress.close()
-        status = "refused" if isinstance(error, RefusedError) else "failed"
-        _close_failed_run(conn, ledger, status, str(error))
-        log.error("run_" + status, message=str(error))
-        raise
-    except BaseException as error:
-        watch.progress.close()
-        _close_failed_run(conn, ledger, "failed", f"unexpected {type(error).__name__}: {error}")
-        raise
-    watch.progress.close()
-    try:  # the run is committed: a failure to read its figures back no longer fails it
-        db.record_seconds(conn, run_id, watch.seconds)
-        counts = db.run_counts(conn, run_id)  # the ledger's figures
-    except EtlError as error:
-        log.warning("ledger_figures_unread", message=str(error))
-        counts = {}
-    log.info("synced", synced_at=synced_at.isoformat(), **{**counts, "seconds": watch.seconds})
-    return RunResult(entity, day, run_id, counts, watch.seconds)
+    log = get_logger().bind(day=day, entity=entity, run_id=run_id)
+    return EntityRun(conn, entity, day, run_id, synced_at, watch, db.FileLedger(conn, run_id), log)
 
 
-def _close_failed_run(
-    conn: db.Connection, ledger: db.FileLedger, status: str, message: str
+def prepare_run(
+    run: EntityRun,
+    options: SyncOptions,
+    ahead: ReadAhead,
+    previous: Applying | None,
+    results: list[RunResult],
 ) -> None:
+    """Read, decode, plan and stage the run's input (staging committed). The input is read
+    while ``previous`` applies; the plan waits for it, as it reads what that apply stored.
+    On failure the run is closed, and a failure of ``previous`` is raised first."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="etl-batches-", dir=options.spill_dir) as spill:
+            try:
+                check_day_order(run.conn, run.entity, run.day, options.force)
+                with run.watch.stage("list", "list files"):
+                    inputs = list_inputs(options.data_dir, run.day, ENTITY_KINDS[run.entity], ahead)
+                faults.pause_point("decode", run.entity)
+                # the other core may be busy: with the previous apply, or reading ahead
+                alone = (previous is None or previous.thread is None) and not ahead.running()
+                decoded = decode_entity(run, inputs, Path(spill), ahead, options, split_ok=alone)
+            finally:
+                if previous is not None and not previous.settled:
+                    run.watch.progress.close()  # its summary line comes first
+                settle(previous, results)
+            with run.watch.stage("plan"):
+                plan = plan_entity(run.conn, run.entity, decoded)
+            with run.watch.stage("plan", "read bad records' text"):
+                hashes = db.run_file_hashes(run.conn, run.run_id, error_files(plan))
+                errors = attach_raw(plan, inputs, hashes)
+            with run.watch.stage("stage", "stage rows"):
+                tables = {**plan.tables, "stg_errors": Table(errors)}
+                stage_tables(run.conn, run.entity, tables, on_rows=run.watch.progress.advance)
+                faults.pause_point("stage", run.entity)
+                db.commit(run.conn, "staging")
+    except BaseException as error:
+        if previous is not None and error is previous.error:
+            how = "was refused" if isinstance(error, RefusedError) else "failed"
+            message = f"not applied: the {previous.run.entity} step of this run {how}"
+            close_failed_run(run, EtlError(message))
+        else:
+            close_failed_run(run, error)
+        raise
+
+
+class Applying:
+    """A run's apply: at once, or on a thread of its own (``background``) while the next
+    entity reads its input; :func:`settle` waits for it."""
+
+    def __init__(self, run: EntityRun, allow_mass_removal: bool, *, background: bool) -> None:
+        self.run = run
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+        self.settled = False  # waited for, and its result or failure taken
+        if not background:
+            self.apply(allow_mass_removal)
+            return
+        run.watch.progress.stage("apply (one transaction)")
+        run.watch.progress.close()  # the terminal line is the next entity's
+        run.watch.progress = NoProgress()
+        self.thread = threading.Thread(
+            target=self.apply, args=(allow_mass_removal,), name=f"etl-apply-{run.entity}"
+        )
+        self.thread.start()
+
+    def apply(self, allow_mass_removal: bool) -> None:
+        run = self.run
+        try:
+            with run.watch.stage("apply", "apply (one transaction)"):
+                apply_run(run.conn, run.run_id, allow_mass_removal=allow_mass_removal)
+                faults.pause_point("apply", run.entity)
+                db.commit(run.conn, "apply")
+        except BaseException as error:
+            self.error = error
+
+
+def settle(applying: Applying | None, results: list[RunResult]) -> None:
+    """Wait for ``applying``, if any: add its result to ``results``, or close its run and raise
+    its failure (once: a second call does nothing)."""
+    if applying is None or applying.settled:
+        return
+    if applying.thread is not None:
+        applying.thread.join()
+    applying.settled = True
+    if applying.error is not None:
+        close_failed_run(applying.run, applying.error)
+        raise applying.error
+    results.append(finish_run(applying.run))
+
+
+def finish_run(run: EntityRun) -> RunResult:
+    """The applied run's seconds in the ledger, and its summary line."""
+    run.watch.progress.close()
+    try:  # the run is committed: a failure to read its figures back no longer fails it
+        db.record_seconds(run.conn, run.run_id, run.watch.seconds)
+        counts = db.run_counts(run.conn, run.run_id)  # the ledger's figures
+    except EtlError as error:
+        run.log.warning("ledger_figures_unread", message=str(error))
+        counts = {}
+    seconds = run.watch.seconds
+    run.log.info("synced", synced_at=run.synced_at.isoformat(), **{**counts, "seconds": seconds})
+    return RunResult(run.entity, run.day, run.run_id, counts, seconds)
+
+
+def close_failed_run(run: EntityRun, error: BaseException) -> None:
+    """End the failed run in the ledger ('refused' or 'failed', with the error's message) and
+    log it; the files read up to the failure, the failing one included, are recorded."""
+    run.watch.progress.close()
+    is_etl = isinstance(error, EtlError)
+    message = str(error) if is_etl else f"unexpected {type(error).__name__}: {error}"
+    status = "refused" if isinstance(error, RefusedError) else "failed"
     with contextlib.suppress(EtlError):  # a batch whose write failed is lost with the run
-        ledger.wait()  # the connection is free again
+        run.ledger.wait()  # the connection is free again
     with contextlib.suppress(EtlError):  # if the database is gone, the next run marks it abandoned
-        db.rollback(conn)
-        ledger.flush()  # the files read up to the failure, the failing one included
-        db.end_run(conn, ledger.run_id, status, message)
+        db.rollback(run.conn)
+        run.ledger.flush()
+        db.end_run(run.conn, run.run_id, status, message)
+    if is_etl:
+        run.log.error("run_" + status, message=message)
 
 
 def check_day_order(conn: db.Connection, entity: str, day: str, force: bool) -> None:
@@ -174,62 +323,132 @@ def check_day_order(conn: db.Connection, entity: str, day: str, force: bool) -> 
 
 
 def list_inputs(
-    data_dir: Path, day: str, kinds: tuple[RecordKind, ...]
+    data_dir: Path, day: str, kinds: tuple[RecordKind, ...], ahead: ReadAhead | None = None
 ) -> dict[str, Sequence[InputFile]]:
-    """Every input file of the entity, by record kind, unread; all folders are checked first."""
-    return {k.name: source.list_files(data_dir, day, k.folder) for k in kinds}
+    """Every input file of the entity, by record kind, unread; all folders are checked first.
+    A folder ``ahead`` reads keeps the listing it was given."""
+    early = ahead.listed() if ahead is not None else {}
+    return {k.name: early.get(k.name) or source.list_files(data_dir, day, k.folder) for k in kinds}
 
 
-def plan_entity(
-    conn: db.Connection,
-    entity: str,
+class ReadAhead:
+    """The day's agent_details folder decoded by a worker process from the start of a sync that
+    runs roles after other entities: one file per agent makes it the slowest folder to decode
+    (200,000 files: 4.1 s on one core), and the agents step before it leaves a core free
+    for most of its time. Nothing of it reaches the database before the roles run takes it;
+    unless taken, the worker is stopped at the end."""
+
+    KIND = AGENT_DETAILS
+
+    def __init__(self, day: str, entities: tuple[str, ...], options: SyncOptions) -> None:
+        self.day, self.entities, self.options = day, entities, options
+        self.files: source.FolderFiles | None = None
+        self.first: source.FolderFiles | None = None  # the part this process decodes
+        self.part: split.SecondPart | None = None
+        self.folder: tempfile.TemporaryDirectory[str] | None = None
+
+    def __enter__(self) -> ReadAhead:
+        if "roles" not in self.entities[1:]:
+            return self
+        try:
+            files = source.list_files(self.options.data_dir, self.day, self.KIND.folder)
+        except EtlError:
+            return self  # the roles run says so in its turn
+        if not split.worth_reading_ahead(files):
+            return self
+        self.folder = tempfile.TemporaryDirectory(prefix="etl-ahead-", dir=self.options.spill_dir)
+        spill = Path(self.folder.name) / f"{self.KIND.name}.arrow"
+        self.files = files
+        self.first, second = files.split(len(files) // 2)
+        self.part = split.SecondPart(
+            self.KIND, second, spill, batch_values=self.options.batch_values
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.part is not None:
+            self.part.stop()
+        if self.folder is not None:
+            self.folder.cleanup()
+
+    def running(self) -> bool:
+        """Whether the worker is still decoding."""
+        return self.part is not None and self.part.process.poll() is None
+
+    def listed(self) -> dict[str, Sequence[InputFile]]:
+        """The listing the worker decodes, by record kind (none if no worker started)."""
+        return {} if self.files is None else {self.KIND.name: self.files}
+
+    def take(self, kind: RecordKind) -> tuple[source.FolderFiles, split.SecondPart] | None:
+        """For ``kind``'s folder, if read ahead: the part left to decode here, and the worker
+        on the rest, which whoever takes it waits for and stops."""
+        if kind is not self.KIND or self.part is None or self.first is None:
+            return None
+        part, self.part = self.part, None
+        return self.first, part
+
+
+def decode_entity(
+    run: EntityRun,
     inputs: dict[str, Sequence[InputFile]],
-    ledger: db.FileLedger,
-    watch: Stopwatch,
     spill: Path,
+    ahead: ReadAhead,
     options: SyncOptions,
-) -> Plan:
-    """Decode the entity's files (stage "decode", reading included) and plan its rows. Decoded
-    batches are spilled to files in the folder ``spill``, which must outlive staging."""
+    *,
+    split_ok: bool = True,
+) -> dict[str, Decoded]:
+    """Decode the run's files (stage "decode", reading included), by record kind, each file
+    recorded in the ledger; a big folder on both cores if ``split_ok``. Decoded batches are
+    spilled to files in the folder ``spill``, which must outlive staging."""
 
     def on_file(digest: FileDigest) -> None:
-        ledger.add(digest)
-        watch.progress.advance()
+        run.ledger.add(digest)
+        run.watch.progress.advance()
 
-    def decode(kind: RecordKind) -> Decoded:
+    decoded = {}
+    for kind in ENTITY_KINDS[run.entity]:
         files = inputs[kind.name]
-        with watch.stage("decode", f"decode {kind.folder} files", len(files)):
+        with run.watch.stage("decode", f"decode {kind.folder} files", len(files)):
             batches = spill / f"{kind.name}.arrow"
-            parts = split.split_parts(files)
-            if parts is not None:
-                decoded = split.decode_split(
+            parts = split.split_parts(files) if split_ok else None
+            early = ahead.take(kind)
+            if early is not None:  # the worker decodes it all
+                first, second = early
+                decoded[kind.name] = split.decode_split(
+                    kind,
+                    first,
+                    second,
+                    batches,
+                    on_file=on_file,
+                    batch_values=options.batch_values,
+                )
+            elif parts is not None:
+                decoded[kind.name] = split.decode_split(
                     kind, *parts, batches, on_file=on_file, batch_values=options.batch_values
                 )
             else:
-                decoded = decode_files(
+                decoded[kind.name] = decode_files(
                     kind, files, on_file=on_file, spill=batches, batch_values=options.batch_values
                 )
-            ledger.wait()  # the plan reads from the connection the ledger writes on
-            return decoded
+    run.ledger.flush()  # the connection is free for the plan
+    run.log.debug("read", files=run.ledger.count)
+    return decoded
 
+
+def plan_entity(conn: db.Connection, entity: str, decoded: dict[str, Decoded]) -> Plan:
+    """The entity's planned rows, checked against the ids stored now."""
     if entity == "agents":
-        agents = decode(AGENT)
-        with watch.stage("plan"):
-            return plan_agents(agents)
+        return plan_agents(decoded[AGENT.name])
+    known_agents = db.fetch_column(conn, "known_agent_ids")
     if entity == "roles":
-        roles = decode(ROLE)
-        details = decode(AGENT_DETAILS)
-        with watch.stage("plan"):
-            known_agents = db.fetch_column(conn, "known_agent_ids")
-            known_roles = db.fetch_column(conn, "known_role_ids")
-            db.commit(conn)
-            return plan_roles(roles, details, known_agents, known_roles)
-    groups = decode(GROUP)
-    with watch.stage("plan"):
-        known_agents = db.fetch_column(conn, "known_agent_ids")
-        stored_groups = db.fetch_table(conn, "stored_groups")
+        known_roles = db.fetch_column(conn, "known_role_ids")
         db.commit(conn)
-        return plan_groups(groups, known_agents, stored_groups)
+        return plan_roles(
+            decoded[ROLE.name], decoded[AGENT_DETAILS.name], known_agents, known_roles
+        )
+    stored_groups = db.fetch_table(conn, "stored_groups")
+    db.commit(conn)
+    return plan_groups(decoded[GROUP.name], known_agents, stored_groups)
 
 
 def error_files(plan: Plan) -> list[str]:

@@ -19,7 +19,7 @@ SELECT synced_at FROM etl.sync_runs
 SELECT DISTINCT sync_day FROM etl.sync_runs WHERE entity = $1 AND status = 'succeeded';
 
 -- name: start_run
-SELECT etl.start_run_v1($1, $2, $3, $4);
+SELECT etl.start_run_v2($1, $2, $3, $4, $5);
 
 -- name: record_unstarted_run
 SELECT etl.record_unstarted_run_v1($1, $2, $3, $4, $5);

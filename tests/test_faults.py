@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -144,10 +145,26 @@ def test_sigkill_at_each_stage_loses_nothing(
     assert comparable_state(conn) == clean_state(template_url, "day1", "day2")
 
 
-@pytest.mark.parametrize(("at", "stage"), [("stage", "staging"), ("apply", "apply")])
+# Paused in the agents step: mid-staging only its session is open; mid-apply, roles has started
+# on a second session, reading its input while agents applies.
+CUT_AT = [
+    ("stage", "staging", [("agents", "running")]),
+    ("apply", "apply", [("agents", "running"), ("roles", "running")]),
+]
+
+
+def wait_for_ledger(conn: db.Connection, day: str, count: int) -> None:
+    """Wait until ``day`` has ``count`` ledger rows (runs of the paused process starting)."""
+    deadline = time.monotonic() + 30
+    while len(ledger(conn, day)) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize(("at", "stage", "unfinished"), CUT_AT)
 def test_connection_dropped_mid_stage_fails_cleanly(
     at: str,
     stage: str,
+    unfinished: list[tuple[str, str]],
     tmp_path: Path,
     template_url: str,
     database_url: str,
@@ -159,19 +176,20 @@ def test_connection_dropped_mid_stage_fails_cleanly(
     before = comparable_state(conn)
     gate = tmp_path / "gate"
     with paused_run(database_url, "day2", f"{at}:agents", gate) as process:
+        wait_for_ledger(conn, "day2", len(unfinished))
         cut = rows(
             conn,
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()",
         )
-        assert cut == [(1,)]
+        assert cut == [(len(unfinished),)]
         gate.unlink()
         _, err = process.communicate(timeout=60)
     assert process.returncode == 1, err
     assert last_line(err).startswith(f"etl: error: database error during {stage}: "), err
     assert "Traceback" not in err
     assert comparable_state(conn) == before
-    assert ledger(conn, "day2") == [("agents", "running")]
+    assert ledger(conn, "day2") == unfinished
     assert sync(database_url, "day2") == 0
     assert ledger(conn, "day2")[0] == ("agents", "abandoned")
     assert comparable_state(conn) == clean_state(template_url, "day1", "day2")
@@ -260,9 +278,14 @@ def restart_server(server: object) -> None:
     )
 
 
-@pytest.mark.parametrize(("at", "stage"), [("stage", "staging"), ("apply", "apply")])
+@pytest.mark.parametrize(("at", "stage", "unfinished"), CUT_AT)
 def test_server_restarted_mid_stage_fails_cleanly(
-    at: str, stage: str, tmp_path: Path, template_url: str, own_server: tuple[str, object]
+    at: str,
+    stage: str,
+    unfinished: list[tuple[str, str]],
+    tmp_path: Path,
+    template_url: str,
+    own_server: tuple[str, object],
 ) -> None:
     """The server restarts while a run is mid-staging or mid-apply: exit 1 with one line naming
     the stage, nothing of the run committed, and a re-run that leaves a clean run's state."""
@@ -272,6 +295,8 @@ def test_server_restarted_mid_stage_fails_cleanly(
         before = comparable_state(conn)
     gate = tmp_path / "gate"
     with paused_run(url, "day2", f"{at}:agents", gate) as process:
+        with db_connection(url) as conn:
+            wait_for_ledger(conn, "day2", len(unfinished))
         restart_server(server)
         gate.unlink()
         _, err = process.communicate(timeout=60)
@@ -280,7 +305,7 @@ def test_server_restarted_mid_stage_fails_cleanly(
     assert "Traceback" not in err
     with db_connection(url) as conn:
         assert comparable_state(conn) == before
-        assert ledger(conn, "day2") == [("agents", "running")]
+        assert ledger(conn, "day2") == unfinished
     assert sync(url, "day2") == 0
     with db_connection(url) as conn:
         assert ledger(conn, "day2")[0] == ("agents", "abandoned")

@@ -60,6 +60,7 @@ def test_migrations_are_recorded_and_applied_once(conn: db.Connection) -> None:
         ("007_run_files_unchecked.sql", 64),
         ("008_faster_applies.sql", 64),
         ("009_active_member_counts.sql", 64),
+        ("010_overlapped_runs.sql", 64),
     ]
 
 

@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, write_day
+from conftest import FIXTURES, rows, write_day
+from conftest import sync as run_cli
 
-from etl import db, split
-from etl.decode import AGENT, AGENT_DETAILS, Decoded, decode_files
+from etl import db, split, sync
+from etl.decode import AGENT, AGENT_DETAILS, Decoded, RecordKind, decode_files
 from etl.errors import InputError
 from etl.pages import FileDigest
 from etl.replay import dump_state, replay_days
@@ -30,12 +31,51 @@ def split_everything(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_split_decoding_replays_to_the_golden_state(
-    split_everything: None, database_url: str, conn: db.Connection
+    split_everything: None, monkeypatch: pytest.MonkeyPatch, database_url: str, conn: db.Connection
 ) -> None:
-    """Every fixture day, each folder decoded in two processes: exactly the golden state, error
-    rows and ledger files included."""
+    """Every fixture day, each folder decoded in two processes, agent_details half of it read
+    ahead while agents runs: exactly the golden state, error rows and ledger files included."""
+    taken: list[str] = []
+    take = sync.ReadAhead.take
+
+    def counted(self: sync.ReadAhead, kind: RecordKind) -> object:
+        part = take(self, kind)
+        if part is not None:
+            taken.append(kind.name)
+        return part
+
+    monkeypatch.setattr(sync.ReadAhead, "take", counted)
     replay_days(database_url, FIXTURES)
     assert dump_state(conn) == GOLDEN.read_text()
+    assert len(taken) == len(list(FIXTURES.glob("sync-*"))) and set(taken) == {"agent_details"}
+
+
+def test_a_read_ahead_stops_with_a_failed_agents_step(
+    split_everything: None, database_url: str, conn: db.Connection, tmp_path: Path
+) -> None:
+    """agents fails on a page that is no JSON while the worker reads agent_details ahead: the
+    worker is stopped and its files are gone with the run."""
+    write_day(
+        tmp_path / "in",
+        "day1",
+        agents={"1.json": b"[nope"},
+        roles={"1.json": []},
+        agent_details={f"{n}.json": {"id": n, "role_ids": []} for n in range(1, 5)},
+        admin_groups={"1.json": []},
+    )
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    code = run_cli(database_url, "day1", "--spill-dir", str(spill), data_dir=tmp_path / "in")
+    assert code == 1
+    assert rows(conn, "SELECT entity, status, message FROM etl.sync_runs") == [
+        (
+            "agents",
+            "failed",
+            "sync-day1/agents/1.json: not valid JSON: JSON is malformed: invalid character "
+            "(byte 2)",
+        )
+    ]
+    assert list(spill.iterdir()) == []
 
 
 def details_day(tmp_path: Path, bad: str | None = None) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -512,6 +513,37 @@ def test_mass_removal_of_agents_is_refused_unless_allowed(
     assert rows(conn, "SELECT agent_id FROM etl.agents WHERE active") == [(A6,)]
 
 
+def test_a_refused_agents_step_applies_no_later_entity(
+    tmp_path: Path, database_url: str, conn: db.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """roles starts reading its input while agents applies; agents refused, roles is closed
+    unapplied with the reason, groups never starts, and nothing of the day is stored."""
+    sync_days(database_url, "day1")
+    before = dump_state(conn, FINAL_TABLES)
+    page = json.loads((FIXTURES / "sync-day1/agents/1.json").read_text())[:1]
+    day2 = tmp_path / "sync-day2"
+    for folder in ("roles", "agent_details", "admin_groups"):
+        shutil.copytree(FIXTURES / "sync-day1" / folder, day2 / folder)
+    (day2 / "agents").mkdir()
+    (day2 / "agents" / "1.json").write_text(json.dumps(page))
+    capsys.readouterr()
+    assert sync(database_url, "day2", data_dir=tmp_path) == 1
+    refused = (
+        "mass removal refused: 5 of 6 present agents would leave the list or turn inactive (if "
+        "the export really lost them, re-run with --allow-mass-removal)"
+    )
+    assert last_line(capsys.readouterr().err) == f"etl: error: {refused}"
+    assert dump_state(conn, FINAL_TABLES) == before
+    assert rows(
+        conn,
+        "SELECT entity, status, message, finished_at IS NOT NULL FROM etl.sync_runs"
+        " WHERE sync_day = 'day2' ORDER BY run_id",
+    ) == [
+        ("agents", "refused", refused, True),
+        ("roles", "failed", "not applied: the agents step of this run was refused", True),
+    ]
+
+
 def test_mass_removal_of_assignments_is_refused_after_agents_applied(
     tmp_path: Path, database_url: str, conn: db.Connection, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -530,14 +562,21 @@ def test_mass_removal_of_assignments_is_refused_after_agents_applied(
     before = mapping(conn)
     capsys.readouterr()
     assert sync(database_url, "day2", data_dir=tmp_path) == 1
-    assert last_line(capsys.readouterr().err) == (
+    err = capsys.readouterr().err
+    assert last_line(err) == (
         "etl: error: mass removal refused: 8 of 9 assigned agent-role pairs would be removed (if "
         "the export really lost them, re-run with --allow-mass-removal)"
     )
     assert mapping(conn) == before
+    # groups started reading its input while roles applied, and is closed unapplied
     assert rows(
-        conn, "SELECT entity, status FROM etl.sync_runs WHERE sync_day = 'day2' ORDER BY run_id"
-    ) == [("agents", "succeeded"), ("roles", "refused")]
+        conn,
+        "SELECT entity, status, message FROM etl.sync_runs WHERE sync_day = 'day2' ORDER BY run_id",
+    ) == [
+        ("agents", "succeeded", None),
+        ("roles", "refused", last_line(err)[len("etl: error: ") :]),
+        ("groups", "failed", "not applied: the roles step of this run was refused"),
+    ]
 
 
 def test_ledger_records_files_counts_and_timing(database_url: str, conn: db.Connection) -> None:
