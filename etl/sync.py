@@ -328,7 +328,10 @@ def list_inputs(
     """Every input file of the entity, by record kind, unread; all folders are checked first.
     A folder ``ahead`` reads keeps the listing it was given."""
     early = ahead.listed() if ahead is not None else {}
-    return {k.name: early.get(k.name) or source.list_files(data_dir, day, k.folder) for k in kinds}
+    return {
+        k.name: early[k.name] if k.name in early else source.list_files(data_dir, day, k.folder)
+        for k in kinds
+    }
 
 
 class ReadAhead:
