@@ -19,6 +19,7 @@ import os
 import pickle
 import subprocess
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -87,8 +88,8 @@ def split_parts(files: Sequence[InputFile]) -> tuple[FolderFiles, FolderFiles] |
 
 
 def worth_reading_ahead(files: Sequence[InputFile]) -> bool:
-    """Whether a worker should decode the whole folder while this process does other work:
-    many small files (a listing cut by count), and a core for each."""
+    """Whether a worker should start on half of the folder while this process does other
+    work: many small files (a listing cut by count), and a core for each."""
     return isinstance(files, FolderFiles) and _cores() >= 2 and len(files) >= MIN_FILES
 
 
@@ -124,12 +125,32 @@ class SecondPart:
             "spill": self.output,
         }
         self.process = start_worker(request, self.request)
+        # Its result (a digest per file: 10 MB for 100,000 files) is read as the worker sends
+        # it: unread, the pipe would stop the worker, holding its memory, until it is joined.
+        self.sent: list[bytes] = []
+        self.reader = threading.Thread(target=self._read, name="etl-worker-result", daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        with self.process.stdout as sent:
+            self.sent.append(sent.read())
+        self.process.wait()
+
+    def running(self) -> bool:
+        """Whether the worker is still decoding or sending its result."""
+        return self.reader.is_alive()
+
+    def result(self) -> WorkerPart:
+        """The worker's part, once it has ended (WorkerLost if it sent none)."""
+        self.reader.join()
+        return worker_part(self.sent[0] if self.sent else b"", self.process.returncode)
 
     def stop(self) -> None:
         """End the worker if it still runs (its part is not wanted), and remove its files."""
-        if self.process.returncode is None:
+        if self.reader.is_alive():
             self.process.kill()
-            self.process.communicate()
+            self.reader.join()
         self.output.unlink(missing_ok=True)
         self.request.unlink(missing_ok=True)
 
@@ -156,7 +177,7 @@ def decode_split(
             worker = SecondPart(kind, second, spill, chunk_bytes, batch_values)
         decode_into(kind, first, rows, errors, on_file, chunk_bytes)
         try:
-            part = wait_for(worker.process)
+            part = worker.result()
         except WorkerLost as lost:  # only a speed-up lost: this process decodes the rest
             get_logger().warning("decode_worker_lost", folder=first.folder, reason=str(lost))
             decode_into(kind, worker.files, rows, errors, on_file, chunk_bytes)
@@ -199,16 +220,14 @@ class WorkerLost(Exception):
     """The worker ended without decoding its part: killed, out of memory, or a crash."""
 
 
-def wait_for(worker: subprocess.Popen[bytes]) -> WorkerPart:
-    result, _ = worker.communicate()
+def worker_part(result: bytes, returncode: int | None) -> WorkerPart:
+    """The worker's part from what it sent, or WorkerLost."""
     try:
         part = pickle.loads(result) if result else None
     except (pickle.UnpicklingError, EOFError, ValueError):  # cut short while it wrote
         part = None
     if not isinstance(part, WorkerPart):
-        raise WorkerLost(
-            f"the decode worker ended without a result (exit code {worker.returncode})"
-        )
+        raise WorkerLost(f"the decode worker ended without a result (exit code {returncode})")
     if part.crash is not None:
         raise WorkerLost(f"the decode worker failed: {part.crash.strip().splitlines()[-1]}")
     return part

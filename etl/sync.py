@@ -113,6 +113,7 @@ def sync_day(
     results: list[RunResult] = []
     applying: Applying | None = None
     with ReadAhead(day, entities, options) as ahead, Sessions(conn) as sessions:
+        overlap = overlap and len(entities) > 1 and sessions.open_spare()
         for entity in entities:
             previous, applying = applying, None
             try:
@@ -121,8 +122,6 @@ def sync_day(
             finally:
                 settle(previous, results)  # at the latest; its failure is raised first
             background = overlap and entity != entities[-1]
-            if background:
-                sessions.open_spare()  # before the apply starts, so the next run finds it
             applying = Applying(run, options.allow_mass_removal, background=background)
             if not background:
                 settle(applying, results)
@@ -133,7 +132,7 @@ def sync_day(
 
 class Sessions:
     """The sync's connection, and a spare one for the run that starts while an apply holds the
-    first (opened when an apply first goes to the background, closed at the end)."""
+    first (opened before the first run, closed at the end)."""
 
     def __init__(self, conn: db.Connection) -> None:
         self.conn = conn
@@ -146,15 +145,21 @@ class Sessions:
         if self.spare is not None:
             db.close(self.spare)
 
-    def open_spare(self) -> None:
-        if self.spare is None:
+    def open_spare(self) -> bool:
+        """Open the spare connection; False if the server refuses it (too many clients, say):
+        the sync then runs one entity after the other, as the overlap is only a speed-up."""
+        try:
             self.spare = db.clone(self.conn)
+        except EtlError as error:
+            get_logger().warning("no_second_connection", message=str(error))
+            return False
+        return True
 
     def free(self, applying: Applying | None) -> db.Connection:
         """A connection that ``applying``, if still applying, does not hold."""
         if applying is None or applying.thread is None or applying.run.conn is not self.conn:
             return self.conn
-        assert self.spare is not None  # opened before that apply started
+        assert self.spare is not None  # an apply goes to the background only with it
         return self.spare
 
 
@@ -248,10 +253,15 @@ class Applying:
         run.watch.progress.stage("apply (one transaction)")
         run.watch.progress.close()  # the terminal line is the next entity's
         run.watch.progress = NoProgress()
-        self.thread = threading.Thread(
+        thread = threading.Thread(
             target=self.apply, args=(allow_mass_removal,), name=f"etl-apply-{run.entity}"
         )
-        self.thread.start()
+        try:
+            thread.start()
+        except RuntimeError:  # no thread to be had: apply here and now
+            self.apply(allow_mass_removal)
+            return
+        self.thread = thread
 
     def apply(self, allow_mass_removal: bool) -> None:
         run = self.run
@@ -263,19 +273,40 @@ class Applying:
         except BaseException as error:
             self.error = error
 
+    def wait(self) -> None:
+        """Wait for the apply's thread to end. Ctrl-C (only the main thread hears it) cancels
+        the statement in the server, as it does for an apply on the main thread, and still
+        waits: the connection is the thread's until it ends."""
+        if self.thread is None:
+            return
+        try:
+            self.thread.join()
+        except KeyboardInterrupt:
+            with contextlib.suppress(Exception):
+                self.run.conn.adbc_cancel()
+            while self.thread.is_alive():
+                with contextlib.suppress(KeyboardInterrupt):
+                    self.thread.join()
+            raise
+
 
 def settle(applying: Applying | None, results: list[RunResult]) -> None:
     """Wait for ``applying``, if any: add its result to ``results``, or close its run and raise
     its failure (once: a second call does nothing)."""
     if applying is None or applying.settled:
         return
-    if applying.thread is not None:
-        applying.thread.join()
+    interrupted: KeyboardInterrupt | None = None
+    try:
+        applying.wait()
+    except KeyboardInterrupt as error:
+        interrupted = error  # the apply ended all the same; its run is closed first
     applying.settled = True
     if applying.error is not None:
         close_failed_run(applying.run, applying.error)
-        raise applying.error
+        raise interrupted or applying.error
     results.append(finish_run(applying.run))
+    if interrupted is not None:
+        raise interrupted
 
 
 def finish_run(run: EntityRun) -> RunResult:
@@ -335,11 +366,13 @@ def list_inputs(
 
 
 class ReadAhead:
-    """The day's agent_details folder decoded by a worker process from the start of a sync that
-    runs roles after other entities: one file per agent makes it the slowest folder to decode
-    (200,000 files: 4.1 s on one core), and the agents step before it leaves a core free
-    for most of its time. Nothing of it reaches the database before the roles run takes it;
-    unless taken, the worker is stopped at the end."""
+    """The second half of the day's agent_details folder decoded by a worker process from the
+    start of a sync that runs roles after other entities: one file per agent makes it the
+    slowest folder to decode (200,000 files: 4.1 s on one core), and the agents step before it
+    leaves a core free for much of its time; the roles run decodes the first half and joins
+    the worker's. Nothing of it reaches the database before the roles run takes it; unless
+    taken, the worker is stopped at the end. Anything but a folder that cannot be listed
+    (which the roles run reports) only costs the read-ahead."""
 
     KIND = AGENT_DETAILS
 
@@ -354,29 +387,36 @@ class ReadAhead:
         if "roles" not in self.entities[1:]:
             return self
         try:
-            files = source.list_files(self.options.data_dir, self.day, self.KIND.folder)
-        except EtlError:
-            return self  # the roles run says so in its turn
+            self.start()
+        except EtlError:  # the folder cannot be listed: the roles run says so in its turn
+            self.__exit__()
+        except Exception as error:  # only a speed-up lost: roles reads the folder itself
+            self.__exit__()
+            get_logger().warning("read_ahead_skipped", reason=f"{type(error).__name__}: {error}")
+        return self
+
+    def start(self) -> None:
+        files = source.list_files(self.options.data_dir, self.day, self.KIND.folder)
         if not split.worth_reading_ahead(files):
-            return self
+            return
         self.folder = tempfile.TemporaryDirectory(prefix="etl-ahead-", dir=self.options.spill_dir)
         spill = Path(self.folder.name) / f"{self.KIND.name}.arrow"
-        self.files = files
-        self.first, second = files.split(len(files) // 2)
+        first, second = files.split(len(files) // 2)
         self.part = split.SecondPart(
             self.KIND, second, spill, batch_values=self.options.batch_values
         )
-        return self
+        self.files, self.first = files, first
 
     def __exit__(self, *exc: object) -> None:
         if self.part is not None:
             self.part.stop()
         if self.folder is not None:
             self.folder.cleanup()
+        self.files = self.first = self.part = self.folder = None
 
     def running(self) -> bool:
-        """Whether the worker is still decoding."""
-        return self.part is not None and self.part.process.poll() is None
+        """Whether the worker is still decoding (or sending its result)."""
+        return self.part is not None and self.part.running()
 
     def listed(self) -> dict[str, Sequence[InputFile]]:
         """The listing the worker decodes, by record kind (none if no worker started)."""
@@ -415,7 +455,7 @@ def decode_entity(
             batches = spill / f"{kind.name}.arrow"
             parts = split.split_parts(files) if split_ok else None
             early = ahead.take(kind)
-            if early is not None:  # the worker decodes it all
+            if early is not None:  # the worker has decoded the second half
                 first, second = early
                 decoded[kind.name] = split.decode_split(
                     kind,

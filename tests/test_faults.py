@@ -145,8 +145,9 @@ def test_sigkill_at_each_stage_loses_nothing(
     assert comparable_state(conn) == clean_state(template_url, "day1", "day2")
 
 
-# Paused in the agents step: mid-staging only its session is open; mid-apply, roles has started
-# on a second session, reading its input while agents applies.
+# Paused in the agents step, whose run has two sessions open from its start: mid-staging only
+# agents has started; mid-apply, roles has started on the second one, reading its input while
+# agents applies.
 CUT_AT = [
     ("stage", "staging", [("agents", "running")]),
     ("apply", "apply", [("agents", "running"), ("roles", "running")]),
@@ -182,7 +183,7 @@ def test_connection_dropped_mid_stage_fails_cleanly(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()",
         )
-        assert cut == [(len(unfinished),)]
+        assert cut == [(2,)]
         gate.unlink()
         _, err = process.communicate(timeout=60)
     assert process.returncode == 1, err
@@ -192,6 +193,30 @@ def test_connection_dropped_mid_stage_fails_cleanly(
     assert ledger(conn, "day2") == unfinished
     assert sync(database_url, "day2") == 0
     assert ledger(conn, "day2")[0] == ("agents", "abandoned")
+    assert comparable_state(conn) == clean_state(template_url, "day1", "day2")
+
+
+def test_ctrl_c_while_an_apply_runs_in_the_background(
+    tmp_path: Path, template_url: str, database_url: str, conn: db.Connection
+) -> None:
+    """Ctrl-C while agents applies on its own thread and roles has started beside it: etl waits
+    for that apply to end (its connection is the thread's until then), closes roles unapplied
+    and stops; agents' commit stands, and a re-run leaves a clean run's state."""
+    sync_days(database_url, "day1")
+    gate = tmp_path / "gate"
+    with paused_run(database_url, "day2", "apply:agents", gate) as process:
+        wait_for_ledger(conn, "day2", 2)
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        assert process.poll() is None  # still waiting for the apply
+        gate.unlink()
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGINT, err
+    assert rows(
+        conn,
+        "SELECT entity, status, message FROM etl.sync_runs WHERE sync_day = 'day2' ORDER BY run_id",
+    ) == [("agents", "succeeded", None), ("roles", "failed", "unexpected KeyboardInterrupt: ")]
+    assert sync(database_url, "day2") == 0
     assert comparable_state(conn) == clean_state(template_url, "day1", "day2")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import FIXTURES, rows, write_day
@@ -51,7 +52,11 @@ def test_split_decoding_replays_to_the_golden_state(
 
 
 def test_a_read_ahead_stops_with_a_failed_agents_step(
-    split_everything: None, database_url: str, conn: db.Connection, tmp_path: Path
+    split_everything: None,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+    conn: db.Connection,
+    tmp_path: Path,
 ) -> None:
     """agents fails on a page that is no JSON while the worker reads agent_details ahead: the
     worker is stopped and its files are gone with the run."""
@@ -65,6 +70,14 @@ def test_a_read_ahead_stops_with_a_failed_agents_step(
     )
     spill = tmp_path / "spill"
     spill.mkdir()
+    workers: list[split.SecondPart] = []
+    start = split.SecondPart.__init__
+
+    def started(self: split.SecondPart, *args: Any) -> None:
+        start(self, *args)
+        workers.append(self)
+
+    monkeypatch.setattr(split.SecondPart, "__init__", started)
     code = run_cli(database_url, "day1", "--spill-dir", str(spill), data_dir=tmp_path / "in")
     assert code == 1
     assert rows(conn, "SELECT entity, status, message FROM etl.sync_runs") == [
@@ -76,6 +89,7 @@ def test_a_read_ahead_stops_with_a_failed_agents_step(
         )
     ]
     assert list(spill.iterdir()) == []
+    assert len(workers) == 1 and workers[0].process.returncode is not None  # stopped, reaped
 
 
 def details_day(tmp_path: Path, bad: str | None = None) -> Path:
@@ -139,8 +153,9 @@ def test_a_file_that_is_no_json_fails_as_in_one_pass(
 
 def test_a_worker_that_crashes_is_lost_with_its_last_line(tmp_path: Path) -> None:
     worker = split.start_worker({"kind": "no such kind"}, tmp_path / "request.pickle")
+    sent, _ = worker.communicate()
     with pytest.raises(split.WorkerLost) as raised:
-        split.wait_for(worker)
+        split.worker_part(sent, worker.returncode)
     assert str(raised.value) == "the decode worker failed: KeyError: 'root'"
 
 
@@ -160,8 +175,10 @@ def test_a_lost_worker_costs_only_the_speed_up(
     assert halves.records.frame().equals(serial.records.frame())
     assert halves.errors == serial.errors
     assert two == one and len(one) == 6
+    dead = dying_worker({}, tmp_path)
+    sent, _ = dead.communicate()
     with pytest.raises(split.WorkerLost) as raised:
-        split.wait_for(dying_worker({}, tmp_path))
+        split.worker_part(sent, dead.returncode)
     assert str(raised.value) == "the decode worker ended without a result (exit code 3)"
 
 

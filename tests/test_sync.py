@@ -678,6 +678,23 @@ def test_stale_running_rows_are_marked_abandoned(database_url: str, conn: db.Con
     ]
 
 
+def test_a_run_starting_beside_an_apply_abandons_only_dead_runs(conn: db.Connection) -> None:
+    """start_run_v2 leaves alone the run this process still applies, and marks every other
+    'running' row abandoned."""
+    # run 1: a dead process's; run 2: this process's, applying
+    rows(
+        conn,
+        "INSERT INTO etl.sync_runs (sync_day, entity, synced_at, forced)"
+        " VALUES ('day1', 'agents', now(), false), ('day2', 'agents', now(), false)",
+    )
+    assert rows(conn, "SELECT etl.start_run_v2('day2', 'roles', now(), false, 2)") == [(3,)]
+    assert rows(conn, "SELECT run_id, status, message FROM etl.sync_runs ORDER BY run_id") == [
+        (1, "abandoned", "the process running it stopped before it finished"),
+        (2, "running", None),
+        (3, "running", None),
+    ]
+
+
 def test_a_held_lock_makes_the_run_wait_then_fail(
     database_url: str, conn: db.Connection, capsys: pytest.CaptureFixture[str]
 ) -> None:
