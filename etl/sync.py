@@ -382,6 +382,7 @@ class ReadAhead:
         self.first: source.FolderFiles | None = None  # the part this process decodes
         self.part: split.SecondPart | None = None
         self.folder: tempfile.TemporaryDirectory[str] | None = None
+        self.taken = False
 
     def __enter__(self) -> ReadAhead:
         if "roles" not in self.entities[1:]:
@@ -423,12 +424,13 @@ class ReadAhead:
         return {} if self.files is None else {self.KIND.name: self.files}
 
     def take(self, kind: RecordKind) -> tuple[source.FolderFiles, split.SecondPart] | None:
-        """For ``kind``'s folder, if read ahead: the part left to decode here, and the worker
-        on the rest, which whoever takes it waits for and stops."""
-        if kind is not self.KIND or self.part is None or self.first is None:
+        """For ``kind``'s folder, if read ahead and not taken yet: the part left to decode
+        here, and the worker on the rest, which whoever takes it waits for and stops (the end
+        of the sync stops it again, which does nothing then)."""
+        if kind is not self.KIND or self.part is None or self.first is None or self.taken:
             return None
-        part, self.part = self.part, None
-        return self.first, part
+        self.taken = True
+        return self.first, self.part
 
 
 def decode_entity(
