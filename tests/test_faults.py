@@ -204,8 +204,18 @@ def test_ctrl_c_while_an_apply_runs_in_the_background(
     and stops; agents' commit stands, and a re-run leaves a clean run's state."""
     sync_days(database_url, "day1")
     gate = tmp_path / "gate"
+    roles_files = (
+        "SELECT count(*) FROM etl.sync_run_files JOIN etl.sync_runs USING (run_id)"
+        " WHERE sync_day = 'day2' AND entity = 'roles'"
+    )
     with paused_run(database_url, "day2", "apply:agents", gate) as process:
-        wait_for_ledger(conn, "day2", 2)
+        deadline = time.monotonic() + 30
+        while rows(conn, roles_files) == [(0,)] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # roles has read its input; past that commit etl only waits for the apply. (A SIGINT
+        # that lands inside a driver call on the main thread cancels that call instead, and
+        # is lost if the call has already finished: ADBC's own handler.)
+        time.sleep(0.3)
         process.send_signal(signal.SIGINT)
         time.sleep(0.3)
         assert process.poll() is None  # still waiting for the apply
