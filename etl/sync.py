@@ -455,21 +455,13 @@ def decode_entity(
         files = inputs[kind.name]
         with run.watch.stage("decode", f"decode {kind.folder} files", len(files)):
             batches = spill / f"{kind.name}.arrow"
-            parts = split.split_parts(files) if split_ok else None
-            early = ahead.take(kind)
-            if early is not None:  # the worker has decoded the second half
-                first, second = early
+            # read ahead (a worker on part of it since the sync began), else maybe split now
+            parts: tuple[source.FolderFiles, source.FolderFiles | split.SecondPart] | None
+            parts = ahead.take(kind) or (split.split_parts(files) if split_ok else None)
+            if parts is not None:
+                first, second = parts
                 decoded[kind.name] = split.decode_split(
-                    kind,
-                    first,
-                    second,
-                    batches,
-                    on_file=on_file,
-                    batch_values=options.batch_values,
-                )
-            elif parts is not None:
-                decoded[kind.name] = split.decode_split(
-                    kind, *parts, batches, on_file=on_file, batch_values=options.batch_values
+                    kind, first, second, batches, on_file=on_file, batch_values=options.batch_values
                 )
             else:
                 decoded[kind.name] = decode_files(
