@@ -202,8 +202,10 @@ def prepare_run(
     results: list[RunResult],
 ) -> None:
     """Read, decode, plan and stage the run's input (staging committed). The input is read
-    while ``previous`` applies; the plan waits for it, as it reads what that apply stored.
-    On failure the run is closed, and a failure of ``previous`` is raised first."""
+    while ``previous`` applies. The plan waits for it if it reads what that apply stores
+    (:data:`PLAN_READS`); otherwise the run plans and stages beside it, and waits before its
+    own apply. On failure the run is closed, and a failure of ``previous`` is raised first."""
+    waits = plan_waits_for(run.entity, previous)
     try:
         with tempfile.TemporaryDirectory(prefix="etl-batches-", dir=options.spill_dir) as spill:
             try:
@@ -214,20 +216,12 @@ def prepare_run(
                 # the other core may be busy: with the previous apply, or reading ahead
                 alone = (previous is None or previous.thread is None) and not ahead.running()
                 decoded = decode_entity(run, inputs, Path(spill), ahead, options, split_ok=alone)
+                if not waits:
+                    plan_and_stage(run, decoded, inputs)
             finally:
-                if previous is not None and not previous.settled:
-                    run.watch.progress.close()  # its summary line comes first
-                settle(previous, results)
-            with run.watch.stage("plan"):
-                plan = plan_entity(run.conn, run.entity, decoded)
-            with run.watch.stage("plan", "read bad records' text"):
-                hashes = db.run_file_hashes(run.conn, run.run_id, error_files(plan))
-                errors = attach_raw(plan, inputs, hashes)
-            with run.watch.stage("stage", "stage rows"):
-                tables = {**plan.tables, "stg_errors": Table(errors)}
-                stage_tables(run.conn, run.entity, tables, on_rows=run.watch.progress.advance)
-                faults.pause_point("stage", run.entity)
-                db.commit(run.conn, "staging")
+                wait_for_previous(run, previous, results)
+            if waits:
+                plan_and_stage(run, decoded, inputs)
     except BaseException as error:
         if previous is not None and error is previous.error:
             how = "was refused" if isinstance(error, RefusedError) else "failed"
@@ -236,6 +230,40 @@ def prepare_run(
         else:
             close_failed_run(run, error)
         raise
+
+
+def plan_and_stage(
+    run: EntityRun, decoded: dict[str, Decoded], inputs: dict[str, Sequence[InputFile]]
+) -> None:
+    """Plan the decoded records, and stage the plan's tables and bad records in one committed
+    transaction."""
+    with run.watch.stage("plan"):
+        plan = plan_entity(run.conn, run.entity, decoded)
+    with run.watch.stage("plan", "read bad records' text"):
+        hashes = db.run_file_hashes(run.conn, run.run_id, error_files(plan))
+        errors = attach_raw(plan, inputs, hashes)
+    with run.watch.stage("stage", "stage rows"):
+        tables = {**plan.tables, "stg_errors": Table(errors)}
+        stage_tables(run.conn, run.entity, tables, on_rows=run.watch.progress.advance)
+        faults.pause_point("stage", run.entity)
+        db.commit(run.conn, "staging")
+
+
+# What an entity's plan reads of what the steps before it store: the stored agents (roles'
+# pairs and groups' members name them). Groups plan and stage while roles applies.
+PLAN_READS: dict[str, tuple[str, ...]] = {"agents": (), "roles": ("agents",), "groups": ("agents",)}
+
+
+def plan_waits_for(entity: str, previous: Applying | None) -> bool:
+    """Whether ``entity`` must wait for ``previous`` to commit before it plans."""
+    return previous is not None and previous.run.entity in PLAN_READS[entity]
+
+
+def wait_for_previous(run: EntityRun, previous: Applying | None, results: list[RunResult]) -> None:
+    """Settle ``previous`` (see :func:`settle`), its summary line before this run's progress."""
+    if previous is not None and not previous.settled:
+        run.watch.progress.close()
+    settle(previous, results)
 
 
 class Applying:

@@ -230,6 +230,40 @@ def test_ctrl_c_while_an_apply_runs_in_the_background(
     assert comparable_state(conn) == clean_state(template_url, "day1", "day2")
 
 
+def test_groups_stage_while_roles_applies_and_apply_after_it(
+    tmp_path: Path, template_url: str, database_url: str, conn: db.Connection
+) -> None:
+    """Groups' plan reads only the stored agents, so groups plans and commits its staging while
+    roles' apply is still open; its own apply waits for roles' commit."""
+    sync_days(database_url, "day1")
+    rows(conn, "SELECT etl.clear_staging_v1('groups')")
+    conn.commit()
+    members = "SELECT * FROM etl.group_membership ORDER BY group_id, agent_id"
+    before = rows(conn, members)
+    gate = tmp_path / "gate"
+    with paused_run(database_url, "day2", "apply:roles", gate) as process:
+        deadline = time.monotonic() + 30
+        while rows(conn, "SELECT count(*) FROM etl.stg_groups") == [(0,)]:
+            assert time.monotonic() < deadline, "groups never staged"
+            time.sleep(0.02)
+        assert ledger(conn, "day2") == [
+            ("agents", "succeeded"),
+            ("roles", "running"),
+            ("groups", "running"),
+        ]
+        assert rows(conn, members) == before  # not applied yet
+        gate.unlink()
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert ledger(conn, "day2") == [
+        ("agents", "succeeded"),
+        ("roles", "succeeded"),
+        ("groups", "succeeded"),
+    ]
+    assert rows(conn, members) != before
+    assert comparable_state(conn) == clean_state(template_url, "day1", "day2")
+
+
 @pytest.mark.parametrize("second", ["agents", "roles"])
 def test_concurrent_runs_are_serialized(
     second: str, tmp_path: Path, database_url: str, conn: db.Connection
