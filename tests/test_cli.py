@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, ROOT, rows
+from conftest import FIXTURES, ROOT
 
-from etl import db, server
 from etl.cli import main
 from etl.log import mask_url
 
@@ -141,28 +140,6 @@ def test_python_m_etl_runs_on_the_embedded_server(tmp_path: Path) -> None:
     ]
     assert summaries == [("agents", 6, 0), ("roles", 6, 0), ("groups", 5, 0)]
     assert (tmp_path / "pg" / "PG_VERSION").read_text().strip() == "18"
-
-
-def test_the_embedded_server_runs_with_etls_settings(tmp_path: Path) -> None:
-    """A new data folder gets etl's settings before its first start (shared_buffers a quarter
-    of the memory, 128 MB to 1 GB), written once however often the server starts."""
-    memory_mb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") >> 20
-    expected_mb = max(128, min(1024, memory_mb // 4))
-    url, handle = server.start_embedded(tmp_path / "pg", temporary=True)
-    try:
-        conn = db.connect(url)
-        try:
-            shown = rows(conn, "SELECT current_setting('shared_buffers')")
-        finally:
-            conn.close()
-        server.add_embedded_settings(tmp_path / "pg")  # as on the next start
-        conf = (tmp_path / "pg" / "postgresql.conf").read_text()
-    finally:
-        handle.cleanup()
-    unit = f"{expected_mb // 1024}GB" if expected_mb % 1024 == 0 else f"{expected_mb}MB"
-    assert shown == [(unit,)]
-    assert conf.count(server.SETTINGS_MARK) == 1
-    assert conf.endswith(f"{server.SETTINGS_MARK}\nshared_buffers = '{expected_mb}MB'\n")
 
 
 def test_command_line_reaches_the_database_before_the_heavy_imports() -> None:
