@@ -103,9 +103,11 @@ def sync_day(
 
     With ``overlap``, each entity's apply runs on a thread of its own while the next entity
     starts and reads its input on a second connection (the driver lets go of the GIL while the
-    server works). The next entity plans only once that apply has committed, and is not
-    applied if it failed. Without, each entity is done before the next begins: a dry run needs
-    that, as its one uncommitted transaction lives on ``conn`` alone.
+    server works). The next entity plans once that apply has committed if its plan reads what
+    that apply stores (roles after agents), else beside it (groups after roles); it is applied
+    only after that apply has committed, and not at all if it failed. Without, each entity is
+    done before the next begins: a dry run needs that, as its one uncommitted transaction lives
+    on ``conn`` alone.
 
     Entities applied for the first time share one sync time: the moment this run started."""
     now = datetime.now(UTC)
@@ -205,8 +207,8 @@ def prepare_run(
     while ``previous`` applies. The plan waits for it if it reads what that apply stores
     (:data:`PLAN_READS`); otherwise the run plans and stages beside it, and waits before its
     own apply. On failure the run is closed, and a failure of ``previous`` is raised first."""
-    waits = plan_waits_for(run.entity, previous)
     try:
+        waits = plan_waits_for(run.entity, previous)
         with tempfile.TemporaryDirectory(prefix="etl-batches-", dir=options.spill_dir) as spill:
             try:
                 check_day_order(run.conn, run.entity, run.day, options.force)
@@ -268,7 +270,8 @@ def wait_for_previous(run: EntityRun, previous: Applying | None, results: list[R
 
 class Applying:
     """A run's apply: at once, or on a thread of its own (``background``) while the next
-    entity reads its input; :func:`settle` waits for it."""
+    entity reads its input (and plans and stages it, for groups); :func:`settle` waits for
+    it."""
 
     def __init__(self, run: EntityRun, allow_mass_removal: bool, *, background: bool) -> None:
         self.run = run

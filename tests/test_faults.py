@@ -251,7 +251,10 @@ def test_groups_stage_while_roles_applies_and_apply_after_it(
             ("roles", "running"),
             ("groups", "running"),
         ]
-        assert rows(conn, members) == before  # not applied yet
+        for _ in range(20):  # and it stays unapplied while roles' apply is open
+            assert ledger(conn, "day2")[2] == ("groups", "running")
+            assert rows(conn, members) == before
+            time.sleep(0.05)
         gate.unlink()
         _, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
@@ -262,6 +265,44 @@ def test_groups_stage_while_roles_applies_and_apply_after_it(
     ]
     assert rows(conn, members) != before
     assert comparable_state(conn) == clean_state(template_url, "day1", "day2")
+
+
+def test_groups_staged_beside_a_failing_roles_apply_is_not_applied(
+    tmp_path: Path, database_url: str, conn: db.Connection
+) -> None:
+    """Roles' apply fails (its connection cut before its commit) after groups has staged
+    beside it: groups is closed unapplied, saying why, and no membership changes."""
+    sync_days(database_url, "day1")
+    rows(conn, "SELECT etl.clear_staging_v1('groups')")
+    conn.commit()
+    members = "SELECT * FROM etl.group_membership ORDER BY group_id, agent_id"
+    before = rows(conn, members)
+    gate = tmp_path / "gate"
+    with paused_run(database_url, "day2", "apply:roles", gate) as process:
+        deadline = time.monotonic() + 30
+        while rows(conn, "SELECT count(*) FROM etl.stg_groups") == [(0,)]:
+            assert time.monotonic() < deadline, "groups never staged"
+            time.sleep(0.02)
+        cut = rows(
+            conn,
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND state = 'idle in transaction'"
+            " AND pid <> pg_backend_pid()",
+        )
+        assert cut == [(1,)]  # roles', paused before its commit
+        gate.unlink()
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 1, err
+    assert last_line(err).startswith("etl: error: database error during apply: "), err
+    assert rows(
+        conn,
+        "SELECT entity, status, message FROM etl.sync_runs WHERE sync_day = 'day2' ORDER BY run_id",
+    ) == [
+        ("agents", "succeeded", None),
+        ("roles", "running", None),  # its connection is gone; the next run marks it abandoned
+        ("groups", "failed", "not applied: the roles step of this run failed"),
+    ]
+    assert rows(conn, members) == before
 
 
 @pytest.mark.parametrize("second", ["agents", "roles"])
