@@ -230,22 +230,34 @@ def test_ctrl_c_while_an_apply_runs_in_the_background(
     assert comparable_state(conn) == clean_state(template_url, "day1", "day2")
 
 
+MEMBERS = "SELECT * FROM etl.group_membership ORDER BY group_id, agent_id"
+
+
+def sync_day1_without_groups_staging(url: str, conn: db.Connection) -> None:
+    """Day1 synced, and its groups staging cleared: staged groups rows then show day2's."""
+    sync_days(url, "day1")
+    rows(conn, "SELECT etl.clear_staging_v1('groups')")
+    conn.commit()
+
+
+def wait_for_groups_staging(conn: db.Connection) -> None:
+    """Wait until the paused run's groups step has committed its staging rows."""
+    deadline = time.monotonic() + 30
+    while rows(conn, "SELECT count(*) FROM etl.stg_groups") == [(0,)]:
+        assert time.monotonic() < deadline, "groups never staged"
+        time.sleep(0.02)
+
+
 def test_groups_stage_while_roles_applies_and_apply_after_it(
     tmp_path: Path, template_url: str, database_url: str, conn: db.Connection
 ) -> None:
     """Groups' plan reads only the stored agents, so groups plans and commits its staging while
     roles' apply is still open; its own apply waits for roles' commit."""
-    sync_days(database_url, "day1")
-    rows(conn, "SELECT etl.clear_staging_v1('groups')")
-    conn.commit()
-    members = "SELECT * FROM etl.group_membership ORDER BY group_id, agent_id"
-    before = rows(conn, members)
+    sync_day1_without_groups_staging(database_url, conn)
+    before = rows(conn, MEMBERS)
     gate = tmp_path / "gate"
     with paused_run(database_url, "day2", "apply:roles", gate) as process:
-        deadline = time.monotonic() + 30
-        while rows(conn, "SELECT count(*) FROM etl.stg_groups") == [(0,)]:
-            assert time.monotonic() < deadline, "groups never staged"
-            time.sleep(0.02)
+        wait_for_groups_staging(conn)
         assert ledger(conn, "day2") == [
             ("agents", "succeeded"),
             ("roles", "running"),
@@ -253,7 +265,7 @@ def test_groups_stage_while_roles_applies_and_apply_after_it(
         ]
         for _ in range(20):  # and it stays unapplied while roles' apply is open
             assert ledger(conn, "day2")[2] == ("groups", "running")
-            assert rows(conn, members) == before
+            assert rows(conn, MEMBERS) == before
             time.sleep(0.05)
         gate.unlink()
         _, err = process.communicate(timeout=60)
@@ -263,7 +275,7 @@ def test_groups_stage_while_roles_applies_and_apply_after_it(
         ("roles", "succeeded"),
         ("groups", "succeeded"),
     ]
-    assert rows(conn, members) != before
+    assert rows(conn, MEMBERS) != before
     assert comparable_state(conn) == clean_state(template_url, "day1", "day2")
 
 
@@ -272,17 +284,11 @@ def test_groups_staged_beside_a_failing_roles_apply_is_not_applied(
 ) -> None:
     """Roles' apply fails (its connection cut before its commit) after groups has staged
     beside it: groups is closed unapplied, saying why, and no membership changes."""
-    sync_days(database_url, "day1")
-    rows(conn, "SELECT etl.clear_staging_v1('groups')")
-    conn.commit()
-    members = "SELECT * FROM etl.group_membership ORDER BY group_id, agent_id"
-    before = rows(conn, members)
+    sync_day1_without_groups_staging(database_url, conn)
+    before = rows(conn, MEMBERS)
     gate = tmp_path / "gate"
     with paused_run(database_url, "day2", "apply:roles", gate) as process:
-        deadline = time.monotonic() + 30
-        while rows(conn, "SELECT count(*) FROM etl.stg_groups") == [(0,)]:
-            assert time.monotonic() < deadline, "groups never staged"
-            time.sleep(0.02)
+        wait_for_groups_staging(conn)
         cut = rows(
             conn,
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
@@ -302,7 +308,7 @@ def test_groups_staged_beside_a_failing_roles_apply_is_not_applied(
         ("roles", "running", None),  # its connection is gone; the next run marks it abandoned
         ("groups", "failed", "not applied: the roles step of this run failed"),
     ]
-    assert rows(conn, members) == before
+    assert rows(conn, MEMBERS) == before
 
 
 @pytest.mark.parametrize("second", ["agents", "roles"])
