@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 import msgspec
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from etl import BATCH_VALUES
 from etl.batches import Records
@@ -33,6 +34,10 @@ Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
 Name = Annotated[str, msgspec.Meta(pattern=r"\S")]  # not empty, not only white space
 
 
+# Timestamps are decoded as text and parsed a batch at a time (see timestamp_column).
+Timestamp = str
+
+
 class Contact(msgspec.Struct, gc=False):
     active: bool | None = None
     name: str | None = None
@@ -43,15 +48,15 @@ class Agent(msgspec.Struct, gc=False):
     id: Id
     deactivated: bool | None = None
     contact: Contact | None = None
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
+    created_at: Timestamp | None = None
+    updated_at: Timestamp | None = None
 
 
 class AgentDetail(msgspec.Struct, gc=False):
     id: Id
     role_ids: list[Id] | None = None
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
+    created_at: Timestamp | None = None
+    updated_at: Timestamp | None = None
 
 
 class Role(msgspec.Struct, gc=False):
@@ -61,8 +66,8 @@ class Role(msgspec.Struct, gc=False):
     default: bool | None = None
     agent_type: Int32 | None = None
     agent_ids: list[Id] | None = None
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
+    created_at: Timestamp | None = None
+    updated_at: Timestamp | None = None
 
 
 class Group(msgspec.Struct, gc=False):
@@ -71,8 +76,8 @@ class Group(msgspec.Struct, gc=False):
     description: str | None = None
     parent_group_id: Id | None = None
     agent_ids: list[Id] | None = None
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
+    created_at: Timestamp | None = None
+    updated_at: Timestamp | None = None
 
 
 TIMESTAMPS = ("created_at", "updated_at")
@@ -80,16 +85,13 @@ MAPPINGS = ("role_ids", "agent_ids")
 
 
 def lenient_struct(strict: type[msgspec.Struct]) -> type[msgspec.Struct]:
-    """The same record with mapping-array elements untyped and timestamps as text, for pages the
-    strict decoders reject: a record whose only fault is a bad element still loads, each bad
-    element reported on its own (INVALID_MAPPING), and ISO-8601 timestamps that are not RFC 3339
-    (``+02``, no seconds, basic format, decimal comma) are parsed by Python instead."""
+    """The same record with mapping-array elements untyped, for pages the strict decoders
+    reject: a record whose only fault is a bad element still loads, each bad element reported
+    on its own (INVALID_MAPPING). Its timestamps are parsed by Python's ISO-8601 parser."""
     fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
     for field in msgspec.structs.fields(strict):
         kind = field.type
-        if field.name in TIMESTAMPS:
-            kind = str | None
-        elif field.name in MAPPINGS:
+        if field.name in MAPPINGS:
             kind = list[Any] | None
         fields.append((field.name, kind) if field.required else (field.name, kind, field.default))
     return msgspec.defstruct(f"Lenient{strict.__name__}", fields)
@@ -282,8 +284,8 @@ def decode_files(
     ``on_file`` gets each file's size and hash once it is read, also for the file that fails.
     With ``spill`` (a file path), the batches are written there instead of kept in memory."""
     records = Records(batch_schema(kind), spill)
-    rows = RowBatches(kind, records, batch_values)
     errors: list[RecordError] = []
+    rows = RowBatches(kind, records, batch_values, errors)
     try:
         decode_into(kind, files, rows, errors, on_file, chunk_bytes)
     except BaseException:
@@ -327,13 +329,21 @@ def batch_schema(kind: RecordKind) -> pa.Schema:
 class RowBatches:
     """Decoded rows of one kind, moved into ``records`` as an Arrow batch every ``batch_values``
     values (a row counts one, plus one per element of its mapping array), so that Python objects
-    never pile up, also when a few records hold millions of ids."""
+    never pile up, also when a few records hold millions of ids. A row whose timestamp text is
+    no timestamp goes to ``errors`` instead, as the record's VALIDATION_ERROR."""
 
     def __init__(
-        self, kind: RecordKind, records: Records, batch_values: int = BATCH_VALUES
+        self,
+        kind: RecordKind,
+        records: Records,
+        batch_values: int = BATCH_VALUES,
+        errors: list[RecordError] | None = None,
     ) -> None:
+        self.kind = kind
         self.schema = records.schema
         self.mapping = kind.schema.names.index(kind.mapping) if kind.mapping else None
+        self.timestamps = [i for i, f in enumerate(kind.schema) if f.type == TIMESTAMP]
+        self.errors = errors if errors is not None else []  # rows whose timestamp is none
         self.records = records
         self.batch_values = batch_values
         self.pending: list[tuple[Any, ...]] = []
@@ -410,11 +420,96 @@ class RowBatches:
         return self.records
 
     def _move(self, rows: list[tuple[Any, ...]]) -> None:
-        columns = zip(*rows, strict=True)
-        arrays = [pa.array(c, type=f.type) for c, f in zip(columns, self.schema, strict=False)]
+        columns = list(zip(*rows, strict=True))
+        times: dict[int, pa.Array] = {}
+        rejected: dict[int, RecordError] = {}  # row -> its first timestamp that is none
+        for column in self.timestamps:
+            times[column], bad = timestamp_column(columns[column])
+            for row, text in bad.items():
+                rejected.setdefault(row, self._bad_timestamp(rows[row], column, text))
+        if rejected:
+            self.errors.extend(rejected.values())
+            rows = [row for n, row in enumerate(rows) if n not in rejected]
+            if rows:
+                self._move(rows)
+            return
+        arrays = [
+            times[i] if i in times else pa.array(c, type=f.type)
+            for i, (c, f) in enumerate(zip(columns, self.schema, strict=False))
+        ]
         start, self.count = self.count, self.count + len(rows)
         arrays.append(pa.array(range(start, self.count), pa.int64()))  # ordinal
         self.records.add(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+
+    def _bad_timestamp(self, row: tuple[Any, ...], column: int, text: str) -> RecordError:
+        name = self.kind.schema.names[column]
+        source_file, index, path = row[-3:]
+        return RecordError(
+            self.kind.name,
+            "VALIDATION_ERROR",
+            name,
+            f"{path}.{name}: Expected an ISO-8601 timestamp, got {_show(text)}",
+            row[0],
+            source_file,
+            index,
+        )
+
+
+# RFC 3339 text that Arrow parses to the instant msgspec's parser gives: a valid date of
+# 1900-2999 (not February 29), seconds with up to six decimals, and Z or an offset. A batch's
+# timestamps are parsed at once (400,000: 0.05 s, against 0.35 s for msgspec's datetimes to
+# become Arrow); other text is parsed one value at a time, as a record's own would be.
+RFC3339 = (
+    r"^(?:19\d\d|2\d\d\d)-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)"
+    r"|(?:0[13578]|1[02])-31)T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,6})?"
+    r"(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)$"
+)
+
+
+def timestamp_column(values: Sequence[str | datetime | None]) -> tuple[pa.Array, dict[int, str]]:
+    """Timestamp text (or datetimes the lenient path parsed) as an Arrow column, and the
+    positions of text that is no timestamp (null in the column), with the text."""
+    try:
+        texts = pa.array(values, pa.string())
+        parsed: dict[int, datetime] = {}
+    except (pa.ArrowTypeError, pa.ArrowInvalid):  # datetimes among the text
+        parsed = {i: v for i, v in enumerate(values) if isinstance(v, datetime)}
+        texts = pa.array([None if i in parsed else v for i, v in enumerate(values)], pa.string())
+    fast = pc.match_substring_regex(texts, RFC3339)
+    column = pc.if_else(fast, texts, pa.scalar(None, pa.string())).cast(TIMESTAMP)
+    slow = pc.invert(fast).fill_null(False)
+    if not parsed and not pc.any(slow).as_py():
+        return column, {}
+    bad: dict[int, str] = {}
+    for i in pc.indices_nonzero(slow).to_pylist():
+        text = values[i]
+        assert isinstance(text, str)
+        value = parse_timestamp(text)
+        if value is None:
+            bad[i] = text
+        else:
+            parsed[i] = value
+    if parsed:
+        where = sorted(parsed)
+        mask = [False] * len(values)
+        for i in where:
+            mask[i] = True
+        replacements = pa.array([parsed[i] for i in where], TIMESTAMP)
+        column = pc.replace_with_mask(column, pa.array(mask), replacements)
+    return column, bad
+
+
+def parse_timestamp(text: str) -> datetime | None:
+    """``text`` as msgspec's RFC 3339 parser reads it, else as Python's ISO-8601 one; None if
+    neither can."""
+    try:
+        return msgspec.convert(text, datetime)
+    except msgspec.ValidationError:
+        pass
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
 
 
 def decode_page(

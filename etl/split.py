@@ -167,8 +167,8 @@ def decode_split(
     """:func:`~etl.decode.decode_files` of a folder listing cut in two (:func:`split_parts`),
     its second part in a worker, started here or before (a :class:`SecondPart`)."""
     records = Records(batch_schema(kind), spill)
-    rows = RowBatches(kind, records, batch_values)
     errors: list[RecordError] = []
+    rows = RowBatches(kind, records, batch_values, errors)
     worker = None
     try:
         if isinstance(second, SecondPart):

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import random
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pyarrow as pa
 import pytest
 
@@ -15,6 +18,7 @@ from etl.decode import (
     AGENT,
     AGENT_DETAILS,
     POSITION_FIELDS,
+    RFC3339,
     ROLE,
     RecordError,
     RowBatches,
@@ -471,3 +475,88 @@ def test_a_page_is_cut_into_batches_of_at_most_the_batch_size() -> None:
         [7],
     ]
     assert decoded.records.frame().get_column("ordinal").to_list() == list(range(7))
+
+
+def _rfc3339_variants(count: int) -> list[str]:
+    """Timestamps near and beyond the text parsed a batch at a time: leap days, seven decimals,
+    lower-case separators, no offset, offsets up to a day, years out of 1900-2999."""
+    rng = random.Random(7)
+    texts = []
+    for _ in range(count):
+        year = rng.choice([rng.randint(1900, 2999), rng.randint(1, 9999)])
+        text = f"{year:04d}-{rng.randint(1, 12):02d}-{rng.randint(1, 31):02d}"
+        text += f"{rng.choice('Tt')}{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}"
+        text += f":{rng.randint(0, 59):02d}"
+        if rng.random() < 0.5:
+            text += "." + str(rng.randint(0, 10**9)).zfill(9)[: rng.randint(1, 7)]
+        offset = f"{rng.choice('+-')}{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}"
+        text += rng.choice(["Z", "z", "", offset])
+        texts.append(text)
+    return texts
+
+
+def test_timestamps_parsed_a_batch_at_a_time_are_msgspecs_instants() -> None:
+    """Timestamp text is parsed a batch at a time, RFC 3339 text by Arrow: every value is the
+    instant msgspec's RFC 3339 parser reads (or Python's ISO-8601 one, where msgspec cannot),
+    and text neither can read costs its record alone."""
+    texts = _rfc3339_variants(4000)
+    fast = [t for t in texts if re.match(RFC3339, t)]
+    assert 400 < len(fast) < len(texts) - 400  # both ways are taken
+    records = [{"id": n + 1, "updated_at": text} for n, text in enumerate(texts)]
+    decoded = decode_files(AGENT, [page(records, "a.json")], batch_values=500)
+
+    def instant(text: str) -> datetime | None:
+        try:
+            value = msgspec.convert(text, datetime)
+        except msgspec.ValidationError:
+            try:
+                value = datetime.fromisoformat(text)
+            except ValueError:
+                return None
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    expected = {n + 1: instant(text) for n, text in enumerate(texts)}
+    rows = decoded.records.frame().select("agent_id", "updated_at").rows()
+    assert dict(rows) == {i: v for i, v in expected.items() if v is not None}
+    assert [(e.record_id, e.field) for e in decoded.errors] == [
+        (i, "updated_at") for i, v in expected.items() if v is None
+    ]
+
+
+def test_a_record_with_two_bad_timestamps_is_reported_by_the_first() -> None:
+    """As a record decoded alone would be: created_at before updated_at."""
+    bad = role(id=2, created_at="soon", updated_at="later")
+    decoded = decode_files(ROLE, [page([role(), bad, role(id=3)])])
+    assert decoded.records.frame().get_column("ordinal").to_list() == [0, 1]
+    assert decoded.errors == [
+        RecordError(
+            "role",
+            "VALIDATION_ERROR",
+            "created_at",
+            '$[1].created_at: Expected an ISO-8601 timestamp, got "soon"',
+            2,
+            "sync-d/roles/1.json",
+            1,
+        )
+    ]
+
+
+def test_timestamps_of_leniently_decoded_records_join_the_batch() -> None:
+    """A record decoded on its own (a bad mapping element) keeps the timestamps Python parsed for
+    it, beside text parsed a batch at a time and text that is no timestamp."""
+    records = [
+        role(created_at="2022-02-09T17:14:12Z"),
+        role(id=2, agent_ids=[None], created_at="2022-02-09T19:14:12+02"),
+        role(id=3, created_at="2024-02-29T00:00:00.1234567+01:00"),
+        role(id=4, created_at="never"),
+    ]
+    decoded = decode_files(ROLE, [page(records)])
+    assert decoded.records.frame().select("role_id", "created_at").rows() == [
+        (1, datetime(2022, 2, 9, 17, 14, 12, tzinfo=UTC)),
+        (2, datetime(2022, 2, 9, 17, 14, 12, tzinfo=UTC)),
+        (3, datetime(2024, 2, 28, 23, 0, 0, 123457, tzinfo=UTC)),
+    ]
+    assert [(e.record_id, e.error_type, e.field) for e in decoded.errors] == [
+        (2, "INVALID_MAPPING", "agent_ids[0]"),
+        (4, "VALIDATION_ERROR", "created_at"),
+    ]
