@@ -309,9 +309,22 @@ def plan_groups(groups: Decoded, known_agents: pa.Array, stored_groups: pa.Table
             hierarchy_reports(hierarchy_rows, held, stored_groups),
         ]
     )
+
+    def member_lists(batch: pl.LazyFrame) -> pl.LazyFrame:
+        """Each group's known members as one list (groups without any staged none)."""
+        if strangers.is_empty():  # no element to drop: the lists need no exploding
+            lists = winners(batch).select("group_id", distinct_elements("agent_ids"))
+        else:
+            lists = (
+                known_members(batch)
+                .group_by("group_id", maintain_order=True)
+                .agg(agent_ids="agent_id")
+            )
+        return lists.filter(pl.col("agent_ids").list.len() > 0)
+
     tables = {
         "stg_groups": stg_groups,
-        "stg_group_membership": Table((records, known_members)),
+        "stg_group_members": Table((records, member_lists)),
         "stg_held_ids": Table(held),
     }
     return Plan("groups", tables, errors)
@@ -464,12 +477,16 @@ def explode_mapping(records: pl.LazyFrame, owner: str, mapping: str, element: st
     """One row per distinct non-null element of ``mapping`` in each record (repeats collapse to
     the first), in record and array order: (ordinal, owner, element). Integers only, so that
     millions of elements stay cheap; :func:`locate` finds the few that are reported."""
-    distinct = pl.col(mapping).list.drop_nulls().list.unique(maintain_order=True)
     return (
-        records.select("ordinal", owner, distinct.alias(element))
+        records.select("ordinal", owner, distinct_elements(mapping).alias(element))
         .explode(element)
         .filter(pl.col(element).is_not_null())  # an empty array explodes to one null
     )
+
+
+def distinct_elements(mapping: str) -> pl.Expr:
+    """The distinct non-null elements of ``mapping``, repeats collapsed to the first."""
+    return pl.col(mapping).list.drop_nulls().list.unique(maintain_order=True)
 
 
 def locate(

@@ -617,7 +617,9 @@ def test_apply_refuses_memberships_naming_unknown_agents_or_groups(
             " VALUES (1, 'g', true, false, now(), now())",
         )
         rows(conn, "INSERT INTO etl.group_membership VALUES (1, 5, now())")
-    rows(conn, "INSERT INTO etl.stg_group_membership VALUES (1, 5), ($1, $2)", pair)
+    group, agent = pair
+    rows(conn, "INSERT INTO etl.stg_group_members VALUES (1, ARRAY[5::bigint])")
+    rows(conn, "INSERT INTO etl.stg_group_members VALUES ($1, ARRAY[$2::bigint])", (group, agent))
     with pytest.raises(DatabaseError) as raised:
         apply_run(conn, 1, allow_mass_removal=False)
     assert str(raised.value) == (
@@ -721,7 +723,9 @@ def test_a_repeated_staged_membership_fails_the_apply(
         "INSERT INTO etl.stg_groups (group_id, name, source_file, record_index)"
         " VALUES (1, 'g', 'g.json', 0)",
     )
-    rows(conn, "INSERT INTO etl.stg_group_membership VALUES (1, $1), (1, $2), (1, $2)", (A2, A1))
+    rows(
+        conn, "INSERT INTO etl.stg_group_members VALUES (1, ARRAY[$1, $2, $2]::bigint[])", (A2, A1)
+    )
     with pytest.raises(DatabaseError) as raised:
         apply_run(conn, 1, allow_mass_removal=True)
     db.rollback(conn)

@@ -7,6 +7,7 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -167,15 +168,29 @@ def test_long_cycles_list_their_first_ten_ids() -> None:
 
 
 def test_memberships_keep_known_agents_and_report_the_rest() -> None:
-    """agent_ids explode to (group, agent) rows; unknown ids and bad elements are reported,
-    repeats collapse."""
+    """A group's agent_ids stage as one list of its known agents; unknown ids and bad elements
+    are reported, repeats collapse."""
     plan = plan_groups(
         decode_files(GROUP, page({"id": 1, "name": "a", "agent_ids": [5, 6, 5, None, 7]})),
         pa.array([5, 7], pa.int64()),
         NO_GROUPS,
     )
-    assert plan.tables["stg_group_membership"].frame().rows() == [(1, 5), (1, 7)]
+    assert plan.tables["stg_group_members"].frame().rows() == [(1, [5, 7])]
     assert reports(plan) == [
         ("INVALID_AGENT_ID", 1, "$[0].agent_ids[1]: agent 6 is not a known agent"),
         ("INVALID_MAPPING", 1, "$[0].agent_ids[3]: Expected an integer id in 1..2^63-1, got null"),
     ]
+
+
+@pytest.mark.parametrize("strangers", [False, True], ids=["all known", "an unknown agent"])
+def test_groups_without_a_known_member_stage_no_member_list(strangers: bool) -> None:
+    """Member lists are staged only for groups with a known member, repeats and nulls dropped,
+    whether or not some group names an unknown agent (the lists are then rebuilt from pairs)."""
+    records = [
+        {"id": 1, "name": "a", "agent_ids": [7, 5, 7, None]},
+        {"id": 2, "name": "b", "agent_ids": [6] if strangers else []},
+        {"id": 3, "name": "c", "agent_ids": None},
+        {"id": 4, "name": "d", "agent_ids": [None]},
+    ]
+    plan = plan_groups(decode_files(GROUP, page(*records)), pa.array([5, 7], pa.int64()), NO_GROUPS)
+    assert plan.tables["stg_group_members"].frame().rows() == [(1, [7, 5])]

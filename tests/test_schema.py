@@ -62,6 +62,7 @@ def test_migrations_are_recorded_and_applied_once(conn: db.Connection) -> None:
         ("009_active_member_counts.sql", 64),
         ("010_overlapped_runs.sql", 64),
         ("011_faster_membership_changes.sql", 64),
+        ("012_staged_member_lists.sql", 64),
     ]
 
 
