@@ -281,9 +281,6 @@ def run_on(conn: db.Connection, args: argparse.Namespace, entities: tuple[str, .
     from etl import db
     from etl.sync import SyncOptions, sync_day
 
-    applied = db.migrate(conn)
-    if applied:
-        log.get_logger().info("migrated", files=applied)
     options = SyncOptions(
         data_dir=args.data_dir,
         synced_at=args.synced_at,
@@ -295,6 +292,10 @@ def run_on(conn: db.Connection, args: argparse.Namespace, entities: tuple[str, .
     )
     try:
         with db.sync_lock(conn, args.lock_timeout):
+            # under the lock: a migration never changes the tables under another process's run
+            applied = db.migrate(conn)
+            if applied:
+                log.get_logger().info("migrated", files=applied)
             if args.dry_run:
                 print(dry_run(conn, args.day, entities, options))
             else:

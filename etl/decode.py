@@ -26,7 +26,7 @@ from etl import BATCH_VALUES
 from etl.batches import Records
 from etl.errors import InputError
 from etl.pages import CHUNK_BYTES, FileDigest, Segment, segments, whole_page
-from etl.source import InputFile, read_pages
+from etl.source import InputFile, natural_key, read_pages
 
 MAX_ID = 2**63 - 1
 Id = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]
@@ -285,13 +285,22 @@ def decode_files(
     With ``spill`` (a file path), the batches are written there instead of kept in memory."""
     records = Records(batch_schema(kind), spill)
     errors: list[RecordError] = []
-    rows = RowBatches(kind, records, batch_values, errors)
+    rows = RowBatches(kind, records, batch_values, errors=errors)
     try:
         decode_into(kind, files, rows, errors, on_file, chunk_bytes)
     except BaseException:
         records.close()  # the spill file's handle goes now, not with the traceback
         raise
-    return Decoded(records=rows.close(), errors=errors)
+    records = rows.close()
+    return Decoded(records=records, errors=in_read_order(errors))
+
+
+def in_read_order(errors: list[RecordError]) -> list[RecordError]:
+    """The errors by file, in the order a folder's files are read (the natural order of their
+    names), then by record; a record's own errors in the order found. A bad timestamp is
+    found when its batch is built, after the errors of later records: this puts it back, so
+    that one pass and a split decode list the same errors alike."""
+    return sorted(errors, key=lambda e: (natural_key(e.source_file), e.record_index))
 
 
 def decode_into(
@@ -337,13 +346,14 @@ class RowBatches:
         kind: RecordKind,
         records: Records,
         batch_values: int = BATCH_VALUES,
-        errors: list[RecordError] | None = None,
+        *,
+        errors: list[RecordError],
     ) -> None:
         self.kind = kind
         self.schema = records.schema
         self.mapping = kind.schema.names.index(kind.mapping) if kind.mapping else None
         self.timestamps = [i for i, f in enumerate(kind.schema) if f.type == TIMESTAMP]
-        self.errors = errors if errors is not None else []  # rows whose timestamp is none
+        self.errors = errors  # where a row whose timestamp is none goes
         self.records = records
         self.batch_values = batch_values
         self.pending: list[tuple[Any, ...]] = []

@@ -280,7 +280,9 @@ def plan_groups(groups: Decoded, known_agents: pa.Array, stored_groups: pa.Table
     def known_members(batch: pl.LazyFrame) -> pl.LazyFrame:
         if strangers.is_empty():  # the usual day: the known-id check ran once, in the pass above
             return members(batch).select("group_id", "agent_id")
-        kept = members(batch).join(stranger_keys, on=["ordinal", "agent_id"], how="anti")
+        kept = members(batch).join(
+            stranger_keys, on=["ordinal", "agent_id"], how="anti", maintain_order="left"
+        )
         return kept.select("group_id", "agent_id")
 
     stg_groups = Table(

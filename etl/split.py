@@ -37,6 +37,7 @@ from etl.decode import (
     batch_schema,
     decode_files,
     decode_into,
+    in_read_order,
 )
 from etl.errors import EtlError
 from etl.log import get_logger, peak_rss_kb
@@ -168,7 +169,7 @@ def decode_split(
     its second part in a worker, started here or before (a :class:`SecondPart`)."""
     records = Records(batch_schema(kind), spill)
     errors: list[RecordError] = []
-    rows = RowBatches(kind, records, batch_values, errors)
+    rows = RowBatches(kind, records, batch_values, errors=errors)
     worker = None
     try:
         if isinstance(second, SecondPart):
@@ -202,7 +203,7 @@ def decode_split(
     finally:
         if worker is not None:
             worker.stop()  # still running only if this part failed
-    return Decoded(records=rows.close(), errors=errors)
+    return Decoded(records=rows.close(), errors=in_read_order(errors))
 
 
 def start_worker(request: dict[str, Any], path: Path) -> subprocess.Popen[bytes]:

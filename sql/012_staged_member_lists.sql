@@ -5,8 +5,14 @@
 CREATE UNLOGGED TABLE etl.stg_group_members (
     group_id  bigint   NOT NULL,
     agent_ids bigint[] NOT NULL  -- distinct, known agents, in the order of the group's array
+        CHECK (array_position(agent_ids, NULL) IS NULL)
 );
 
+-- The last run's staged pairs stay staged (a run that staged them may not have applied yet).
+INSERT INTO etl.stg_group_members (group_id, agent_ids)
+SELECT group_id, array_agg(agent_id ORDER BY agent_id)
+  FROM etl.stg_group_membership
+ GROUP BY group_id;
 DROP TABLE etl.stg_group_membership;
 CREATE VIEW etl.stg_group_membership AS
     SELECT group_id, unnest(agent_ids) AS agent_id FROM etl.stg_group_members;

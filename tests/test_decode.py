@@ -13,6 +13,7 @@ import msgspec
 import pyarrow as pa
 import pytest
 
+from etl import BATCH_VALUES
 from etl.batches import Records
 from etl.decode import (
     AGENT,
@@ -397,7 +398,7 @@ def test_row_batches_count_mapping_elements_toward_the_batch() -> None:
     few records holding millions of ids never pile up as Python objects; ordinals run on across
     batches."""
     records = Records(pa.schema(list(ROLE.schema) + POSITION_FIELDS))
-    rows = RowBatches(ROLE, records, batch_values=10)
+    rows = RowBatches(ROLE, records, batch_values=10, errors=[])
     with_ids = (1, "a", None, None, None, [1, 2, 3, 4], None, None, "f", 0, "$[0]")
     rows.append(with_ids)
     assert (len(rows.pending), records.frames) == (1, [])
@@ -418,12 +419,12 @@ def test_rows_appended_one_at_a_time_are_cut_as_a_page_would_be() -> None:
 
     sizes = [4, 4, 9, 1, 9, 0, 0]  # values per row: 5, 5, 10, 2, 10, 1, 1
     appended = Records(pa.schema(list(ROLE.schema) + POSITION_FIELDS))
-    rows = RowBatches(ROLE, appended, batch_values=10)
+    rows = RowBatches(ROLE, appended, batch_values=10, errors=[])
     for n, ids in enumerate(sizes):
         rows.append(role_row(n, ids))
     rows.close()
     at_once = Records(pa.schema(list(ROLE.schema) + POSITION_FIELDS))
-    rows = RowBatches(ROLE, at_once, batch_values=10)
+    rows = RowBatches(ROLE, at_once, batch_values=10, errors=[])
     rows.extend(role_row(n, ids) for n, ids in enumerate(sizes))
     rows.close()
     assert [f.get_column("role_id").to_list() for f in appended.batches()] == [
@@ -446,12 +447,13 @@ def test_rows_appended_one_at_a_time_are_cut_as_a_page_would_be() -> None:
 def test_spilled_records_are_read_back_one_batch_at_a_time(tmp_path: Path) -> None:
     """With ``spill``, decoded batches go to an Arrow IPC file and come back, batch by batch,
     exactly as they would have stayed in memory."""
-    pages = [page([role(id=n, agent_ids=list(range(1, 40_000)))], f"{n}.json") for n in (1, 2, 3)]
+    ids = list(range(1, BATCH_VALUES // 2 + 1))  # two records of them would overfill a batch
+    pages = [page([role(id=n, agent_ids=ids)], f"{n}.json") for n in (1, 2, 3)]
     in_memory = decode_files(ROLE, pages)
     spilled = decode_files(ROLE, pages, spill=tmp_path / "roles.arrow")
     assert spilled.records.frames == []
     assert (tmp_path / "roles.arrow").read_bytes().startswith(b"ARROW1")
-    assert [b.height for b in spilled.records.batches()] == [1, 1, 1]  # 2 would hold 80k ids
+    assert [b.height for b in spilled.records.batches()] == [1, 1, 1]
     assert spilled.records.frame().equals(in_memory.records.frame())
     assert spilled.records.gather(lambda b: b.select("ordinal")).to_series().to_list() == [0, 1, 2]
 

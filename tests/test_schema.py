@@ -161,3 +161,34 @@ def test_migrations_apply_in_one_transaction(
                 db.migrate(conn)
         conn.rollback()
         assert rows(conn, "SELECT to_regnamespace('etl') IS NULL") == [(True,)]
+
+
+def test_staged_memberships_survive_the_move_to_member_lists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """012 moves memberships staged as pairs (by a run that may not have applied them yet)
+    into one list per group, and the view shows the same pairs."""
+    before = tmp_path / "sql"
+    before.mkdir()
+    older = [p for p in db.SQL_DIR.glob("0*.sql") if p.name < "012"]
+    for path in [*older, db.SQL_DIR / "queries.sql"]:
+        (before / path.name).write_text(path.read_text())
+    pairs = [(1, 5), (1, 7), (2, 5)]
+    with bare_database("move") as (_, conn):
+        with monkeypatch.context() as patch:
+            patch.setattr(db, "SQL_DIR", before)
+            assert db.migrate(conn)[-1] == "011_faster_membership_changes.sql"
+        rows(conn, "INSERT INTO etl.stg_group_membership VALUES (1, 7), (2, 5), (1, 5)")
+        db.commit(conn)
+        assert db.migrate(conn)[0] == "012_staged_member_lists.sql"
+        assert rows(conn, "SELECT * FROM etl.stg_group_membership ORDER BY 1, 2") == pairs
+        assert rows(conn, "SELECT * FROM etl.stg_group_members ORDER BY 1") == [
+            (1, [5, 7]),
+            (2, [5]),
+        ]
+
+
+def test_staged_member_lists_hold_no_null(conn: db.Connection) -> None:
+    """A null member would name no agent: the staging table refuses it."""
+    with pytest.raises(dbapi.IntegrityError, match="stg_group_members_agent_ids_check"):
+        rows(conn, "INSERT INTO etl.stg_group_members VALUES (1, ARRAY[5, NULL]::bigint[])")

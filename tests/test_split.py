@@ -93,10 +93,13 @@ def test_a_read_ahead_stops_with_a_failed_agents_step(
 
 
 def details_day(tmp_path: Path, bad: str | None = None) -> Path:
-    """Six agent_details files with a bad record in 3.json and, when ``bad`` names one, a file
+    """Six agent_details files with bad records in 1.json and 6.json (a timestamp, which is
+    found when its batch is built) and 3.json (a role id), and, when ``bad`` names one, a file
     that is not JSON at all."""
     files: dict[str, object] = {f"{n}.json": {"id": n, "role_ids": [n, n + 1]} for n in range(1, 7)}
+    files["1.json"] = {"id": 1, "role_ids": [1], "created_at": "soon"}
     files["3.json"] = {"id": 3, "role_ids": ["x"]}
+    files["6.json"] = {"id": 6, "updated_at": "later"}
     if bad is not None:
         files[bad] = b"{nope"
     write_day(tmp_path, "d", agent_details=files)
@@ -119,10 +122,13 @@ def decode_both(
 def test_split_decoding_equals_one_pass(split_everything: None, tmp_path: Path) -> None:
     serial, halves, one, two = decode_both(details_day(tmp_path / "in"), tmp_path)
     assert halves.records.frame().equals(serial.records.frame())
-    assert halves.records.frame()["ordinal"].to_list() == list(range(6))
+    assert halves.records.frame()["agent_id"].to_list() == [2, 3, 4, 5]
+    assert halves.records.frame()["ordinal"].to_list() == list(range(4))
     assert halves.errors == serial.errors
-    assert [e.message for e in halves.errors] == [
-        '$.role_ids[0]: Expected an integer id in 1..2^63-1, got "x"'
+    assert [(e.source_file[-6:], e.message) for e in halves.errors] == [
+        ("1.json", '$.created_at: Expected an ISO-8601 timestamp, got "soon"'),
+        ("3.json", '$.role_ids[0]: Expected an integer id in 1..2^63-1, got "x"'),
+        ("6.json", '$.updated_at: Expected an ISO-8601 timestamp, got "later"'),
     ]
     assert two == one and len(one) == 6
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.arrow", "in"]  # worker files gone
