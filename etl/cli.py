@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from etl import BATCH_VALUES, ENTITIES, __version__, faults, log, server
-from etl.errors import EtlError, LockTimeoutError, UsageError
+from etl.errors import DatabaseError, EtlError, LockTimeoutError, UsageError
 from etl.progress import Progress, TerminalProgress
 
 if TYPE_CHECKING:
@@ -302,8 +302,10 @@ def run_on(conn: db.Connection, args: argparse.Namespace, entities: tuple[str, .
                 sync_day(conn, args.day, entities, options, overlap=True)
     except LockTimeoutError as error:
         synced_at = args.synced_at or datetime.now(UTC)
-        for entity in [] if args.dry_run else entities:
-            db.record_unstarted_run(conn, args.day, entity, synced_at, args.force, str(error))
+        # a database never migrated has no ledger yet: the lock's error is still the one said
+        with contextlib.suppress(DatabaseError):
+            for entity in [] if args.dry_run else entities:
+                db.record_unstarted_run(conn, args.day, entity, synced_at, args.force, str(error))
         raise
 
 

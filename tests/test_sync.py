@@ -20,6 +20,7 @@ from conftest import (
     A9,
     FIXTURES,
     T,
+    bare_database,
     last_line,
     rows,
     sync,
@@ -717,6 +718,19 @@ def test_a_held_lock_makes_the_run_wait_then_fail(
         )
         for entity in ("agents", "roles", "groups")
     ]
+
+
+def test_a_run_waiting_for_the_lock_migrates_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    """Migrations run under the sync lock: a run that cannot take it changes no schema, and
+    says why it stopped (a database never migrated has no ledger for its rows)."""
+    with bare_database("lock") as (url, holder):
+        rows(holder, "SELECT pg_advisory_lock(hashtext('etl.sync'))")
+        assert sync(url, "day1", "--lock-timeout", "0.3") == 1
+        assert last_line(capsys.readouterr().err) == (
+            "etl: error: another etl run holds the sync lock on this database; "
+            "gave up after 0.3 s (see --lock-timeout)"
+        )
+        assert rows(holder, "SELECT count(*) FROM pg_namespace WHERE nspname = 'etl'") == [(0,)]
 
 
 def test_roles_only_runs_use_the_given_sync_time(database_url: str, conn: db.Connection) -> None:
