@@ -7,12 +7,12 @@ import itertools
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import adbc_driver_postgresql.dbapi as pg
@@ -179,6 +179,21 @@ def sync(url: str, day: str, *extra: str, data_dir: Path = FIXTURES) -> int:
 def sync_days(url: str, *days: str) -> None:
     for day in days:
         assert sync(url, day) == 0, day
+
+
+R = TypeVar("R")
+
+
+def of_clean_run(read: Callable[[db.Connection], R], *days: str) -> R:
+    """What ``read`` finds on a fresh database after clean runs of ``days`` (needs the
+    template_url fixture first)."""
+    with fresh_database() as url:
+        sync_days(url, *days)
+        conn = db.connect(url)
+        try:
+            return read(conn)
+        finally:
+            conn.close()
 
 
 def last_line(text: str) -> str:

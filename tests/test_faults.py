@@ -16,7 +16,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, ROOT, T, fresh_database, last_line, rows, sync, sync_days
+from conftest import (
+    FIXTURES,
+    ROOT,
+    T,
+    last_line,
+    of_clean_run,
+    rows,
+    sync,
+    sync_days,
+)
 
 from etl import db, server
 from etl.replay import dump_state
@@ -41,13 +50,7 @@ def comparable_state(conn: db.Connection) -> str:
 
 def clean_state(template_url: str, *days: str) -> str:
     """The state that clean runs of ``days`` leave on a fresh database."""
-    with fresh_database() as url:
-        sync_days(url, *days)
-        conn = db.connect(url)
-        try:
-            return comparable_state(conn)
-        finally:
-            conn.close()
+    return of_clean_run(comparable_state, *days)
 
 
 @contextmanager

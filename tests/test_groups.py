@@ -18,8 +18,8 @@ from conftest import (
     A9,
     FIXTURES,
     T,
-    fresh_database,
     last_line,
+    of_clean_run,
     rows,
     sync,
     sync_days,
@@ -798,10 +798,4 @@ def member_pairs(conn: db.Connection) -> list[tuple[Any, ...]]:
 
 
 def member_pairs_of_clean_run(*days: str) -> list[tuple[Any, ...]]:
-    with fresh_database() as url:
-        sync_days(url, *days)
-        other = db.connect(url)
-        try:
-            return member_pairs(other)
-        finally:
-            other.close()
+    return of_clean_run(member_pairs, *days)
