@@ -291,8 +291,7 @@ def decode_files(
     except BaseException:
         records.close()  # the spill file's handle goes now, not with the traceback
         raise
-    records = rows.close()
-    return Decoded(records=records, errors=in_read_order(errors))
+    return Decoded(records=rows.close(), errors=in_read_order(errors))
 
 
 def in_read_order(errors: list[RecordError]) -> list[RecordError]:
