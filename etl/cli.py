@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 # What a sync needs beyond this module: polars, pyarrow and ADBC's DB-API layer come with them.
 # They are imported while the database is reached (see import_in_background).
-SYNC_MODULES = ("etl.db", "etl.sync", "etl.dryrun")
+SYNC_MODULES = ("etl.db", "etl.migrate", "etl.sync", "etl.dryrun")
 
 DAY_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 VIEWS = {
@@ -279,6 +279,7 @@ def import_in_background(modules: tuple[str, ...]) -> threading.Thread:
 
 def run_on(conn: db.Connection, args: argparse.Namespace, entities: tuple[str, ...]) -> None:
     from etl import db
+    from etl.migrate import migrate
     from etl.sync import SyncOptions, sync_day
 
     options = SyncOptions(
@@ -293,7 +294,7 @@ def run_on(conn: db.Connection, args: argparse.Namespace, entities: tuple[str, .
     try:
         with db.sync_lock(conn, args.lock_timeout):
             # under the lock: a migration never changes the tables under another process's run
-            applied = db.migrate(conn)
+            applied = migrate(conn)
             if applied:
                 log.get_logger().info("migrated", files=applied)
             if args.dry_run:

@@ -1,13 +1,14 @@
-"""Database access: connections, the embedded server, migrations, the run lock and the ledger.
+"""Database access: connections, named queries, the run lock and the ledger.
 
-Every statement is a named query from ``sql/queries.sql`` or a numbered migration file; values
-are always bound. Driver errors are wrapped in :class:`~etl.errors.DatabaseError` here.
+Every statement is a named query from ``sql/queries.sql`` or a file of ``sql/`` (see
+:mod:`etl.migrate`); values are always bound. Driver errors are wrapped in
+:class:`~etl.errors.DatabaseError` here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import importlib.resources
 import json
 import re
 import threading
@@ -16,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from functools import cache
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +33,20 @@ from etl.server import driver_message as driver_message
 from etl.server import open_database
 from etl.server import wrapped as wrapped
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
-MIGRATION = re.compile(r"^\d{3}_[a-z0-9_]+\.sql$")
+
+def sql_folder() -> Traversable:
+    """The SQL shipped with etl: package data ``etl.sql`` when etl is installed, else the
+    ``sql/`` folder beside the package in a source checkout."""
+    try:
+        return importlib.resources.files("etl.sql")
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "sql"
 
 
 @cache
 def queries() -> dict[str, str]:
     """The named queries of sql/queries.sql (``-- name: x`` starts query x)."""
-    text = (SQL_DIR / "queries.sql").read_text()
+    text = sql_folder().joinpath("queries.sql").read_text()
     parts = re.split(r"^-- name: (\w+)\n", text, flags=re.M)
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
 
@@ -146,37 +154,6 @@ def server_version(conn: Connection) -> str:
     version = execute(conn, "server_version")[0][0]
     commit(conn)
     return str(version)
-
-
-def migrate(conn: Connection) -> list[str]:
-    """Apply the numbered files of sql/ not applied yet, in order, in one transaction.
-
-    Each applied file is recorded with its hash; a recorded file whose text changed stops here,
-    since an applied file must never be edited (add the next number instead).
-    """
-    files = sorted(p for p in SQL_DIR.glob("*.sql") if MIGRATION.match(p.name))
-    applied_now = []
-    with wrapped("migrations"), conn.cursor() as cur:
-        cur.execute(queries()["migration_lock"])
-        run_script(conn, queries()["bootstrap_migrations"])
-        cur.execute(queries()["applied_migrations"])
-        applied = dict(cur.fetchall())
-        for path in files:
-            text = path.read_text()
-            digest = hashlib.sha256(text.encode()).hexdigest()
-            if path.name in applied:
-                if applied[path.name] != digest:
-                    conn.rollback()
-                    raise DatabaseError(
-                        f"sql/{path.name} changed after it was applied to this database; "
-                        "applied migrations are never edited: restore it and add a new file"
-                    )
-                continue
-            run_script(conn, text)
-            cur.execute(queries()["record_migration"], (path.name, digest))
-            applied_now.append(path.name)
-    commit(conn, "migrations")  # not in a dry run: its migrations are rolled back with it
-    return applied_now
 
 
 @contextmanager

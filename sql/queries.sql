@@ -1,5 +1,5 @@
 -- Fixed queries the Python side runs, by name. Values are always bound ($1, $2, ...).
--- Numbered files beside this one are migrations; this file is read, never applied.
+-- This file is read, never applied; migrations/ and routines/ are applied (etl/migrate.py).
 
 -- name: server_version
 SELECT current_setting('server_version');
@@ -72,12 +72,63 @@ CREATE TABLE IF NOT EXISTS etl.schema_migrations (
     sha256     text NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now()
 );
+CREATE TABLE IF NOT EXISTS etl.schema_routines (
+    filename   text PRIMARY KEY,
+    sha256     text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
 
 -- name: applied_migrations
 SELECT filename, sha256 FROM etl.schema_migrations;
 
 -- name: record_migration
 INSERT INTO etl.schema_migrations (filename, sha256) VALUES ($1, $2);
+
+-- name: adopt_legacy_migrations
+WITH legacy AS (DELETE FROM etl.schema_migrations WHERE filename = ANY ($1::text[]))
+INSERT INTO etl.schema_migrations (filename, sha256) VALUES ($2, $3);
+
+-- name: applied_routines
+SELECT filename, sha256 FROM etl.schema_routines;
+
+-- name: forget_routines
+DELETE FROM etl.schema_routines;
+
+-- name: record_routine
+INSERT INTO etl.schema_routines (filename, sha256) VALUES ($1, $2);
+
+-- name: drop_routines
+-- Every view of schema etl, every trigger that runs a routine of schema etl, then every routine
+-- of schema etl. Without CASCADE: an object of the user's that uses one stops the migration
+-- instead of being dropped.
+DO $$
+DECLARE
+    v_view    regclass;
+    v_trigger record;
+    v_routine regprocedure;
+BEGIN
+    FOR v_view IN
+        SELECT c.oid::regclass FROM pg_catalog.pg_class c
+         WHERE c.relnamespace = 'etl'::regnamespace AND c.relkind = 'v'
+    LOOP
+        EXECUTE format('DROP VIEW %s', v_view);
+    END LOOP;
+    FOR v_trigger IN
+        SELECT t.tgname, t.tgrelid::regclass AS tbl
+          FROM pg_catalog.pg_trigger t
+          JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+         WHERE NOT t.tgisinternal AND p.pronamespace = 'etl'::regnamespace
+    LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', v_trigger.tgname, v_trigger.tbl);
+    END LOOP;
+    FOR v_routine IN
+        SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+         WHERE p.pronamespace = 'etl'::regnamespace
+    LOOP
+        EXECUTE format('DROP ROUTINE %s', v_routine);
+    END LOOP;
+END
+$$;
 
 -- Dumps of the final state, for the replay's golden file: every column that a replay of the
 -- same input reproduces exactly (wall-clock and identity columns left out).

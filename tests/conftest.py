@@ -20,6 +20,7 @@ import pytest
 
 from etl import db, server
 from etl.cli import main
+from etl.migrate import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
@@ -82,7 +83,7 @@ def template_url() -> Iterator[str]:
     url = with_database(server_url(), TEMPLATE)
     conn = db.connect(url)
     try:
-        db.migrate(conn)
+        migrate(conn)
     finally:
         conn.close()
     yield url

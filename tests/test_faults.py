@@ -28,6 +28,7 @@ from conftest import (
 )
 
 from etl import db, server
+from etl.migrate import migrate
 from etl.replay import dump_state
 
 # The final state that a re-run reproduces exactly, run ids left out (a killed run uses some).
@@ -378,7 +379,7 @@ def own_server(tmp_path: Path) -> Iterator[tuple[str, object]]:
     url, handle = server.start_embedded(tmp_path / "pg", temporary=True)
     conn = db.connect(url)
     try:
-        db.migrate(conn)
+        migrate(conn)
     finally:
         conn.close()
     yield url, handle

@@ -599,7 +599,7 @@ def test_apply_refuses_memberships_naming_unknown_agents_or_groups(
     """The procedure checks staged memberships as a set (in place of row-by-row foreign keys):
     a membership naming no stored agent, or no staged group, stops the apply with the pair
     named, on a first load (the staged pairs read in place) as on a later one (the changes)."""
-    rows(conn, "SELECT etl.start_run_v1('day1', 'groups', now(), false)")
+    rows(conn, "SELECT etl.start_run_v2('day1', 'groups', now(), false, NULL)")
     rows(
         conn,
         "INSERT INTO etl.agents (agent_id, present, active, synced_at, ingested_at)"
@@ -717,7 +717,7 @@ def test_a_repeated_staged_membership_fails_the_apply(
         rows(conn, "INSERT INTO etl.group_membership VALUES (1, $1, now())", (A2,))
     db.commit(conn)
     before = dump_state(conn, STATE_TABLES)
-    rows(conn, "SELECT etl.start_run_v1('day1', 'groups', now(), false)")
+    rows(conn, "SELECT etl.start_run_v2('day1', 'groups', now(), false, NULL)")
     rows(
         conn,
         "INSERT INTO etl.stg_groups (group_id, name, source_file, record_index)"

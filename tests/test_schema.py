@@ -1,44 +1,82 @@
-"""Migrations: the schema they build, their ledger, and the refusal of edited files."""
+"""The schema: what sql/ builds (compared whole with a golden dump), how migrations and routines
+are applied and recorded, and the adoption of a database an earlier etl migrated."""
 
 from __future__ import annotations
 
+import gzip
 import os
 from pathlib import Path
 
 import pytest
 from adbc_driver_manager import dbapi
-from conftest import bare_database, rows
+from conftest import FIXTURES, bare_database, rows, sync
 
 from etl import db
 from etl.errors import DatabaseError
+from etl.migrate import migrate
+from etl.replay import STATE_TABLES, dump_state
 
 GOLDEN = Path(__file__).parent / "golden" / "schema.txt"
+REPLAY = Path(__file__).parent / "golden" / "replay.txt"
+# A real database of the etl before the baseline (f163b20): fixture days 1-5 synced at T(n),
+# then `pg_dump --inserts --no-owner --no-privileges -n etl`.
+ETL_012 = Path(__file__).parent / "data" / "etl-012.sql.gz"
+ROUTINES = sorted(p.name for p in (db.sql_folder() / "routines").iterdir())  # type: ignore[operator]
+
+RELATIONS = """
+SELECT c.oid, CASE c.relkind WHEN 'r' THEN 'table' WHEN 'v' THEN 'view' WHEN 'S' THEN 'sequence'
+                             ELSE c.relkind::text END
+       || CASE c.relpersistence WHEN 'u' THEN ' (unlogged)' ELSE '' END,
+       c.relname, coalesce(array_to_string(c.reloptions, ', '), '')
+  FROM pg_class c
+ WHERE c.relnamespace = 'etl'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+ ORDER BY c.relname"""
+COLUMNS = """
+SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+       coalesce(pg_get_expr(d.adbin, d.adrelid), ''),
+       CASE a.attidentity WHEN 'a' THEN 'always' WHEN 'd' THEN 'by default' ELSE '' END,
+       CASE a.attgenerated WHEN 's' THEN 'stored' ELSE '' END
+  FROM pg_attribute a
+  LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+ WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+ ORDER BY a.attnum"""
+DETAILS = """
+SELECT 'constraint ' || conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint
+ WHERE conrelid = $1 AND contype <> 'n'  -- PostgreSQL 18 lists NOT NULL here too
+UNION ALL
+SELECT 'index ' || pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = $1
+UNION ALL
+SELECT 'trigger ' || pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal
+UNION ALL
+SELECT 'view ' || pg_get_viewdef($1) FROM pg_class WHERE oid = $1 AND relkind IN ('v', 'm')
+ORDER BY 1"""
+ROUTINE_TEXTS = """
+SELECT pg_get_functiondef(p.oid) FROM pg_proc p
+ WHERE p.pronamespace = 'etl'::regnamespace ORDER BY p.oid::regprocedure::text"""
 
 
 def describe_schema(conn: db.Connection) -> str:
-    columns = rows(
-        conn,
-        """
-        SELECT c.table_name, c.column_name, c.data_type, c.is_nullable
-          FROM information_schema.columns c
-          JOIN information_schema.tables t USING (table_schema, table_name)
-         WHERE c.table_schema = 'etl' AND t.table_type = 'BASE TABLE'
-         ORDER BY c.table_name, c.ordinal_position""",
-    )
-    routines = rows(
-        conn,
-        """
-        SELECT routine_type, routine_name FROM information_schema.routines
-         WHERE routine_schema = 'etl' ORDER BY routine_name""",
-    )
-    lines = [" ".join(map(str, c)) for c in columns] + [" ".join(r) for r in routines]
+    """Schema etl as text: every relation with its columns, constraints, indexes, triggers and
+    view text, then every routine's whole definition (body, language, settings)."""
+    lines = []
+    for oid, kind, name, options in rows(conn, RELATIONS):
+        lines.append(f"{kind} etl.{name}" + (f" with ({options})" if options else ""))
+        for column, type_, not_null, default, identity, generated in rows(conn, COLUMNS, (oid,)):
+            attributes = [type_, "not null" if not_null else ""]
+            attributes += [f"default {default}" if default else ""]
+            attributes += [f"identity {identity}" if identity else ""]
+            attributes += [f"generated {generated}" if generated else ""]
+            lines.append(f"  {column} " + " ".join(a for a in attributes if a))
+        lines += [f"  {detail}" for (detail,) in rows(conn, DETAILS, (oid,))]
+    lines += [text.rstrip() for (text,) in rows(conn, ROUTINE_TEXTS)]
     return "\n".join(lines) + "\n"
 
 
-def test_migrations_build_the_expected_schema(conn: db.Connection) -> None:
-    """A database built from sql/ has exactly the tables, columns and routines of the golden file.
-    After a deliberate schema change, ETL_UPDATE_GOLDEN=1 rewrites the file and fails the run, so
-    the new file is reviewed and the suite re-run before anything passes."""
+def test_the_sql_files_build_the_golden_schema(conn: db.Connection) -> None:
+    """A database built from sql/ has exactly the schema of the golden file: tables, columns,
+    constraints, indexes, views, triggers, and every routine's body and settings. After a
+    deliberate change, ETL_UPDATE_GOLDEN=1 rewrites the file and fails the run, so the new file is
+    reviewed and the suite re-run before anything passes."""
     schema = describe_schema(conn)
     if os.environ.get("ETL_UPDATE_GOLDEN"):
         GOLDEN.write_text(schema)
@@ -46,76 +84,183 @@ def test_migrations_build_the_expected_schema(conn: db.Connection) -> None:
     assert schema == GOLDEN.read_text()
 
 
-def test_migrations_are_recorded_and_applied_once(conn: db.Connection) -> None:
-    """Every numbered file is recorded with its hash; migrating again applies nothing."""
-    assert db.migrate(conn) == []
-    recorded = rows(conn, "SELECT filename, length(sha256) FROM etl.schema_migrations ORDER BY 1")
-    assert recorded == [
-        ("001_schema.sql", 64),
-        ("002_apply_v1.sql", 64),
-        ("003_groups.sql", 64),
-        ("004_run_files.sql", 64),
-        ("005_role_pair_checks.sql", 64),
-        ("006_bulk_memberships.sql", 64),
-        ("007_run_files_unchecked.sql", 64),
-        ("008_faster_applies.sql", 64),
-        ("009_active_member_counts.sql", 64),
-        ("010_overlapped_runs.sql", 64),
-        ("011_faster_membership_changes.sql", 64),
-        ("012_staged_member_lists.sql", 64),
+def test_migrations_and_routines_are_recorded_and_applied_once(conn: db.Connection) -> None:
+    """Every migration and routine file is recorded with its hash; migrating again applies
+    nothing."""
+    assert migrate(conn) == []
+    assert rows(conn, "SELECT filename, length(sha256) FROM etl.schema_migrations") == [
+        ("001_baseline.sql", 64)
+    ]
+    assert rows(conn, "SELECT filename FROM etl.schema_routines ORDER BY 1") == [
+        (name,) for name in ROUTINES
     ]
 
 
 def test_an_edited_migration_is_refused(conn: db.Connection) -> None:
-    """A recorded file whose text changed stops etl before anything runs."""
-    rows(conn, "UPDATE etl.schema_migrations SET sha256 = 'x' WHERE filename = '001_schema.sql'")
+    """A recorded migration whose text changed stops etl before anything runs."""
+    rows(conn, "UPDATE etl.schema_migrations SET sha256 = 'x' WHERE filename = '001_baseline.sql'")
     with pytest.raises(
         DatabaseError,
-        match=r"^sql/001_schema.sql changed after it was applied "
-        r"to this database; applied migrations are never "
-        r"edited: restore it and add a new file$",
+        match=r"^sql/migrations/001_baseline.sql changed after it was applied to this database; "
+        r"applied migrations are never edited: restore it and add a new file$",
     ):
-        db.migrate(conn)
+        migrate(conn)
 
 
-def test_run_files_move_from_the_ledger_row_to_their_own_table(
+def test_a_migration_of_a_newer_etl_is_refused(conn: db.Connection) -> None:
+    """A database that records a migration this etl does not have was migrated by a newer etl:
+    this one changes nothing in it."""
+    rows(conn, "INSERT INTO etl.schema_migrations (filename, sha256) VALUES ('002_next.sql', 'x')")
+    with pytest.raises(
+        DatabaseError,
+        match=r"^this database has migrations this etl does not know \(002_next.sql\): a newer "
+        r"etl migrated it; use that etl or a newer one$",
+    ):
+        migrate(conn)
+    assert rows(conn, "SELECT count(*) FROM etl.schema_migrations") == [(2,)]
+
+
+def copy_of_sql(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of sql/ in tmp_path, which etl then reads instead."""
+    source = Path(str(db.sql_folder()))
+    for path in source.rglob("*.sql"):
+        target = tmp_path / path.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(path.read_text())
+    monkeypatch.setattr(db, "sql_folder", lambda: tmp_path)
+    return tmp_path
+
+
+def test_a_changed_routine_file_replaces_every_routine(
+    conn: db.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a routine file changes, the routines are rebuilt from the files: the changed body is
+    in force, a routine no file defines any more is gone (no stale overload of an old signature),
+    and the triggers are back."""
+    sql = copy_of_sql(tmp_path, monkeypatch)
+    runs = sql / "routines" / "runs.sql"
+    text = runs.read_text()
+    text = text.replace("message = p_message", "message = 'changed: ' || p_message")
+    text = text.replace(
+        "p_forced boolean, p_applying bigint)", "p_forced boolean, p_applying bigint, p_x int)"
+    )
+    runs.write_text(text)
+    assert migrate(conn) == ["routines/runs.sql"]
+    assert describe_schema(conn) != GOLDEN.read_text()
+    assert rows(
+        conn,
+        "SELECT p.oid::regprocedure::text FROM pg_proc p"
+        " WHERE p.pronamespace = 'etl'::regnamespace AND p.proname = 'start_run_v2'",
+    ) == [("etl.start_run_v2(text,text,timestamp with time zone,boolean,bigint,integer)",)]
+    assert rows(
+        conn,
+        "SELECT count(*) FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid"
+        " WHERE p.pronamespace = 'etl'::regnamespace",
+    ) == [(11,)]
+    assert (
+        "message = 'changed: ' || p_message"
+        in rows(conn, "SELECT pg_get_functiondef('etl.end_run_v1'::regproc)")[0][0]
+    )
+    assert migrate(conn) == []
+
+
+def test_a_routine_used_by_an_object_of_the_user_stops_the_rebuild(
+    conn: db.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Routines are dropped without CASCADE: a view of the user's that calls one stops the
+    migration with the server's reason, and the view and every routine stay."""
+    rows(conn, "CREATE VIEW public.users_view AS SELECT etl.try_jsonb_v1('[1]') AS j")
+    sql = copy_of_sql(tmp_path, monkeypatch)
+    (sql / "routines" / "staging.sql").write_text(
+        (sql / "routines" / "staging.sql").read_text() + "\n-- changed\n"
+    )
+    with pytest.raises(DatabaseError, match=r"cannot drop function etl\.try_jsonb_v1"):
+        migrate(conn)
+    assert rows(conn, "SELECT j::text FROM public.users_view") == [("[1]",)]
+    assert describe_schema(conn) == GOLDEN.read_text()
+
+
+def test_migrations_apply_in_one_transaction(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, template_url: str
 ) -> None:
-    """004 moves each run's input_files array into etl.sync_run_files, in order, and drops the
-    column; a run without files keeps none."""
-    for path in [*sorted(db.SQL_DIR.glob("00[123]_*.sql")), db.SQL_DIR / "queries.sql"]:
-        (tmp_path / path.name).write_text(path.read_text())
-    with bare_database("migrate") as (_, conn):
-        with monkeypatch.context() as patch:
-            patch.setattr(db, "SQL_DIR", tmp_path)
-            db.migrate(conn)
-        files = (
-            '[{"file": "sync-d/agents/1.json", "bytes": 10, "sha256": "aa"},'
-            ' {"file": "sync-d/agents/2.json", "bytes": 0, "sha256": "bb"}]'
-        )
-        rows(
-            conn,
-            "INSERT INTO etl.sync_runs (sync_day, entity, synced_at, input_files)"
-            " VALUES ('d', 'agents', now(), $1::jsonb), ('d', 'roles', now(), '[]')",
-            (files,),
-        )
-        assert db.migrate(conn)[0] == "004_run_files.sql"
-        assert rows(conn, "SELECT * FROM etl.sync_run_files ORDER BY run_id, file_index") == [
-            (1, 0, "sync-d/agents/1.json", 10, "aa"),
-            (1, 1, "sync-d/agents/2.json", 0, "bb"),
+    """A pending file that fails takes the ones before it back too: the database is left as it
+    was, without a schema etl."""
+    sql = copy_of_sql(tmp_path, monkeypatch)
+    (sql / "migrations" / "999_broken.sql").write_text("CREATE TABLE etl.broken (x no_such_type);")
+    with bare_database("migrate_tx") as (_, conn):
+        with pytest.raises(DatabaseError, match="no_such_type"):
+            migrate(conn)
+        assert rows(conn, "SELECT to_regnamespace('etl') IS NULL") == [(True,)]
+
+
+def load_etl_012(url: str) -> None:
+    """Restore the database of the etl before the baseline into the empty database at url."""
+    conn = db.connect(url)
+    try:
+        db.run_script(conn, gzip.decompress(ETL_012.read_bytes()).decode())
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def every_row(conn: db.Connection) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every table of schema etl but the migration records, in a fixed order."""
+    tables = rows(
+        conn,
+        "SELECT relname FROM pg_class WHERE relnamespace = 'etl'::regnamespace"
+        " AND relkind = 'r' AND relname NOT LIKE 'schema%' ORDER BY 1",
+    )
+    return {
+        name: sorted(rows(conn, f'SELECT * FROM etl."{name}"'), key=repr)  # noqa: S608
+        for (name,) in tables
+    }
+
+
+def test_a_database_of_the_etl_before_the_baseline_is_adopted(template_url: str) -> None:
+    """A real database that the etl before the baseline migrated (001-012) and synced: its
+    record moves to the baseline, its routines are rebuilt, every row stays, its schema is
+    exactly the golden one, its state is the golden replay's, and syncing goes on where it
+    stopped (a re-run of day5 changes nothing)."""
+    with bare_database("etl_012") as (url, conn):
+        load_etl_012(url)
+        before = every_row(conn)
+        assert len(before["agents"]) == 8 and len(before["sync_runs"]) == 15
+        assert migrate(conn) == [
+            "migrations/001_baseline.sql (adopted from 012_staged_member_lists.sql)",
+            *[f"routines/{name}" for name in ROUTINES],
         ]
-        assert rows(
-            conn,
-            "SELECT count(*) FROM information_schema.columns"
-            " WHERE table_schema = 'etl' AND column_name = 'input_files'",
-        ) == [(0,)]
+        assert every_row(conn) == before
+        assert rows(conn, "SELECT filename FROM etl.schema_migrations") == [("001_baseline.sql",)]
+        assert describe_schema(conn) == GOLDEN.read_text()
+        assert dump_state(conn) == REPLAY.read_text()
+        state = dump_state(conn, STATE_TABLES)
+        assert sync(url, "day5", data_dir=FIXTURES) == 0
+        assert dump_state(conn, STATE_TABLES) == state
+
+
+def test_a_half_migrated_database_of_an_earlier_etl_is_refused(template_url: str) -> None:
+    """A database that an earlier etl left short of 012 is not adopted: etl says which file it
+    reached and changes nothing."""
+    with bare_database("etl_011") as (url, conn):
+        load_etl_012(url)
+        rows(
+            conn, "DELETE FROM etl.schema_migrations WHERE filename = '012_staged_member_lists.sql'"
+        )
+        with pytest.raises(
+            DatabaseError,
+            match=r"^this database was migrated by an earlier etl only up to "
+            r"011_faster_membership_changes.sql; run that etl once more to apply its remaining "
+            r"migrations, then this one$",
+        ):
+            migrate(conn)
+        assert rows(conn, "SELECT count(*) FROM etl.schema_migrations") == [(11,)]
 
 
 def test_deleting_a_run_deletes_its_files(conn: db.Connection) -> None:
     """sync_run_files has no foreign key (checking it per file was 11 us a file); a statement
     trigger still deletes a run's files with the run, and only that run's."""
-    rows(conn, "SELECT etl.start_run_v1('d1', 'agents', now(), false)")
-    rows(conn, "SELECT etl.start_run_v1('d1', 'roles', now(), false)")
+    rows(conn, "SELECT etl.start_run_v2('d1', 'agents', now(), false, NULL)")
+    rows(conn, "SELECT etl.start_run_v2('d1', 'roles', now(), false, NULL)")
     rows(
         conn,
         "INSERT INTO etl.sync_run_files VALUES (1, 0, 'a.json', 2, 'aa'),"
@@ -129,8 +274,8 @@ def test_a_run_that_history_names_cannot_be_deleted(conn: db.Connection) -> None
     """agent_role_history.run_id has no foreign key (it tripled the time of a first day's
     history); a statement trigger still refuses to delete a run that history names, and
     deletes one it does not name."""
-    rows(conn, "SELECT etl.start_run_v1('d1', 'roles', now(), false)")
-    rows(conn, "SELECT etl.start_run_v1('d1', 'agents', now(), false)")
+    rows(conn, "SELECT etl.start_run_v2('d1', 'roles', now(), false, NULL)")
+    rows(conn, "SELECT etl.start_run_v2('d1', 'agents', now(), false, NULL)")
     rows(
         conn,
         "INSERT INTO etl.agent_role_history (agent_id, role_id, from_status, to_status,"
@@ -144,48 +289,6 @@ def test_a_run_that_history_names_cannot_be_deleted(conn: db.Connection) -> None
     conn.rollback()
     rows(conn, "DELETE FROM etl.sync_runs WHERE run_id = 2")
     assert rows(conn, "SELECT run_id FROM etl.sync_runs") == [(1,)]
-
-
-def test_migrations_apply_in_one_transaction(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, template_url: str
-) -> None:
-    """A pending file that fails takes the ones before it back too: the database is left as it
-    was, without a schema etl (the DBAPI's executescript used to commit each file on its own)."""
-    for path in [*sorted(db.SQL_DIR.glob("0*.sql")), db.SQL_DIR / "queries.sql"]:
-        (tmp_path / path.name).write_text(path.read_text())
-    (tmp_path / "999_broken.sql").write_text("CREATE TABLE etl.broken (x no_such_type);")
-    with bare_database("migrate_tx") as (_, conn):
-        with monkeypatch.context() as patch:
-            patch.setattr(db, "SQL_DIR", tmp_path)
-            with pytest.raises(DatabaseError, match="no_such_type"):
-                db.migrate(conn)
-        conn.rollback()
-        assert rows(conn, "SELECT to_regnamespace('etl') IS NULL") == [(True,)]
-
-
-def test_staged_memberships_survive_the_move_to_member_lists(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """012 moves memberships staged as pairs (by a run that may not have applied them yet)
-    into one list per group, and the view shows the same pairs."""
-    before = tmp_path / "sql"
-    before.mkdir()
-    older = [p for p in db.SQL_DIR.glob("0*.sql") if p.name < "012"]
-    for path in [*older, db.SQL_DIR / "queries.sql"]:
-        (before / path.name).write_text(path.read_text())
-    pairs = [(1, 5), (1, 7), (2, 5)]
-    with bare_database("move") as (_, conn):
-        with monkeypatch.context() as patch:
-            patch.setattr(db, "SQL_DIR", before)
-            assert db.migrate(conn)[-1] == "011_faster_membership_changes.sql"
-        rows(conn, "INSERT INTO etl.stg_group_membership VALUES (1, 7), (2, 5), (1, 5)")
-        db.commit(conn)
-        assert db.migrate(conn)[0] == "012_staged_member_lists.sql"
-        assert rows(conn, "SELECT * FROM etl.stg_group_membership ORDER BY 1, 2") == pairs
-        assert rows(conn, "SELECT * FROM etl.stg_group_members ORDER BY 1") == [
-            (1, [5, 7]),
-            (2, [5]),
-        ]
 
 
 def test_staged_member_lists_hold_no_null(conn: db.Connection) -> None:

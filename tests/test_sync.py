@@ -669,7 +669,7 @@ def test_staging_keeps_the_last_run(database_url: str, conn: db.Connection) -> N
 
 def test_stale_running_rows_are_marked_abandoned(database_url: str, conn: db.Connection) -> None:
     """A 'running' ledger row left by a killed process becomes 'abandoned' at the next run."""
-    rows(conn, "SELECT etl.start_run_v1('day1', 'agents', now(), false)")
+    rows(conn, "SELECT etl.start_run_v2('day1', 'agents', now(), false, NULL)")
     sync_days(database_url, "day1")
     assert rows(conn, "SELECT run_id, status, message FROM etl.sync_runs ORDER BY run_id") == [
         (1, "abandoned", "the process running it stopped before it finished"),

@@ -113,7 +113,7 @@ def test_model_sanity() -> None:
 def test_apply_refuses_pairs_naming_unknown_agents(conn: db.Connection) -> None:
     """The procedure checks staged pairs as a set (in place of row-by-row foreign keys): a pair
     naming no stored agent stops the apply with the pair named, and nothing is written."""
-    rows(conn, "SELECT etl.start_run_v1('day1', 'roles', now(), false)")
+    rows(conn, "SELECT etl.start_run_v2('day1', 'roles', now(), false, NULL)")
     rows(
         conn,
         "INSERT INTO etl.stg_roles (role_id, name, source_file, record_index)"

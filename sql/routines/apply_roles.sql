@@ -1,16 +1,8 @@
--- agent_role_mapping loses its row-by-row foreign keys, as group_membership did in 003: at
--- scale M (75,000 new pairs, 2 cores) they were 1.4 s of a 3.2 s roles apply. apply_roles_v1
--- now checks the staged pairs as one set instead and raises ET002 naming up to ten of them.
--- Its meaning is unchanged (every pair it writes names a stored agent and role), so it keeps
--- its name; only how the invariant is checked moves into it.
---
--- SQLSTATEs raised here: ET001 a safety guard refused the change; ET002 an invariant broke.
-
-ALTER TABLE etl.agent_role_mapping
-    DROP CONSTRAINT agent_role_mapping_agent_id_fkey,
-    DROP CONSTRAINT agent_role_mapping_role_id_fkey;
-
-CREATE OR REPLACE FUNCTION etl.apply_roles_v1(r etl.sync_runs, p_allow_mass_removal boolean)
+-- Roles: upsert by id (present = in the day's snapshot). Assignments: the staged snapshot drives
+-- the transitions of SEMANTICS section 6, each appended to agent_role_history. Pairs of an agent
+-- whose agent_details record was quarantined, or of a quarantined role, are left as they were.
+-- The guard counts the assigned pairs that would turn removed.
+CREATE FUNCTION etl.apply_roles_v1(r etl.sync_runs, p_allow_mass_removal boolean)
 RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -24,6 +16,7 @@ DECLARE
     v_reassigned bigint;
     v_removed    bigint;
     v_dangling   text[];
+    v_keys_after boolean;
 BEGIN
     SELECT count(*) INTO v_staged FROM etl.stg_roles;
 
@@ -59,11 +52,16 @@ BEGIN
 
     -- What the foreign keys checked, for the whole staged set at once (etl never deletes agents
     -- or roles, so stored pairs stay valid).
-    SELECT array_agg(format('(%s, %s)', s.agent_id, s.role_id)) INTO v_dangling
+    SELECT array_agg(format('(%s, %s)', s.agent_id, s.role_id) ORDER BY s.agent_id, s.role_id)
+      INTO v_dangling
       FROM (SELECT s.agent_id, s.role_id
-              FROM etl.stg_agent_roles s
-             WHERE NOT EXISTS (SELECT 1 FROM etl.agents a WHERE a.agent_id = s.agent_id)
-                OR NOT EXISTS (SELECT 1 FROM etl.roles o WHERE o.role_id = s.role_id)
+              FROM (SELECT s.agent_id, s.role_id
+                      FROM etl.stg_agent_roles s
+                     WHERE NOT EXISTS (SELECT 1 FROM etl.agents a WHERE a.agent_id = s.agent_id)
+                    UNION
+                    SELECT s.agent_id, s.role_id
+                      FROM etl.stg_agent_roles s
+                     WHERE NOT EXISTS (SELECT 1 FROM etl.roles o WHERE o.role_id = s.role_id)) s
              ORDER BY s.agent_id, s.role_id
              LIMIT 10) s;
     IF v_dangling IS NOT NULL THEN
@@ -73,6 +71,28 @@ BEGIN
     END IF;
 
     SELECT count(*) INTO v_assigned FROM etl.agent_role_mapping WHERE status = 'assigned';
+
+    -- A first load (no pairs and no history stored) inserts without the two tables' keys and
+    -- builds them afterwards, as apply_groups_v1 does for memberships. Only when no other
+    -- session holds a lock on them.
+    v_keys_after := v_assigned = 0
+                    AND NOT EXISTS (SELECT 1 FROM etl.agent_role_mapping)
+                    AND NOT EXISTS (SELECT 1 FROM etl.agent_role_history)
+                    AND EXISTS (SELECT 1 FROM etl.stg_agent_roles);
+    IF v_keys_after THEN
+        BEGIN
+            LOCK TABLE etl.agent_role_mapping, etl.agent_role_history
+                IN ACCESS EXCLUSIVE MODE NOWAIT;
+        EXCEPTION WHEN lock_not_available THEN
+            v_keys_after := false;
+        END;
+    END IF;
+    IF v_keys_after THEN
+        ALTER TABLE etl.agent_role_mapping DROP CONSTRAINT agent_role_mapping_pkey;
+        DROP INDEX etl.agent_role_mapping_role;
+        ALTER TABLE etl.agent_role_history DROP CONSTRAINT agent_role_history_pkey;
+        DROP INDEX etl.agent_role_history_pair;
+    END IF;
 
     WITH held_agent AS (
         SELECT record_id AS agent_id FROM etl.stg_held_ids
@@ -115,6 +135,12 @@ BEGIN
     SELECT agent_id, role_id, from_status, to_status, r.synced_at, r.sync_day, r.run_id
       FROM changes
      ORDER BY agent_id, role_id;
+    IF v_keys_after THEN
+        ALTER TABLE etl.agent_role_mapping ADD PRIMARY KEY (agent_id, role_id);
+        CREATE INDEX agent_role_mapping_role ON etl.agent_role_mapping (role_id);
+        ALTER TABLE etl.agent_role_history ADD PRIMARY KEY (history_id);
+        CREATE INDEX agent_role_history_pair ON etl.agent_role_history (agent_id, role_id);
+    END IF;
 
     SELECT count(*) FILTER (WHERE from_status IS NULL),
            count(*) FILTER (WHERE from_status = 'removed'),

@@ -1,19 +1,9 @@
--- Cheaper day-over-day applies at scale L (200,000 agents, 2M memberships; 2 cores). Meanings
--- are unchanged, so the functions keep their names.
--- * apply_groups_v1 deletes the memberships that leave by the ctid its diff read them at (and
---   their key), instead of joining the changes back to every stored pair (see below).
--- * add_to_active_members_v1 probes group_membership's agent index for the agents that flip:
---   at the default random_page_cost of 4 the planner hashed all 2M pairs instead (0.95 s
---   against 0.3 s for 4,000 agents). The pages it reads were just written or read, which 1.1
---   says better.
--- * apply_sync_v2 builds a first load's keys with maintenance_work_mem 512MB (the primary key of
---   2M pairs: 0.71 s against 1.15 s at the default 64MB).
-
-ALTER FUNCTION etl.add_to_active_members_v1(bigint[], integer) SET random_page_cost = 1.1;
-ALTER PROCEDURE etl.apply_sync_v2(bigint, boolean) SET maintenance_work_mem = '512MB';
-
--- apply_groups_v1 of 009, deleting leaving pairs by ctid and key.
-CREATE OR REPLACE FUNCTION etl.apply_groups_v1(r etl.sync_runs, p_allow_mass_removal boolean)
+-- Groups: upsert by id (parent stored as given); present = in the day's snapshot. A staged
+-- group's memberships become exactly its staged ones; an absent group loses its memberships and
+-- keeps its row. Held groups (every record of the id quarantined) keep row, parent, memberships
+-- and presence. Then inactive is recomputed. The guard counts, of the groups present before,
+-- those that leave the snapshot or turn inactive.
+CREATE FUNCTION etl.apply_groups_v1(r etl.sync_runs, p_allow_mass_removal boolean)
 RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -106,8 +96,8 @@ BEGIN
            AND EXISTS (SELECT 1 FROM etl.stg_held_ids h
                         WHERE h.entity = 'groups' AND h.record_id = c.group_id);
         -- The leaving pairs by the ctid the diff read them at (a TID scan) and their key, not by
-        -- joining them back to every stored pair by key (at L, 100,000 pairs out of 2M: 0.7 s
-        -- against 1.2 s). The key check keeps a row that another session moved meanwhile.
+        -- joining them back to every stored pair by key. The key check keeps a row that another
+        -- session moved meanwhile.
         DELETE FROM etl.group_membership m
          USING membership_changes c
          WHERE m.ctid = ANY (ARRAY(SELECT c.tid FROM membership_changes c WHERE NOT c.added))
@@ -128,7 +118,7 @@ BEGIN
     -- What the foreign keys would check, for the added pairs at once (agents are never deleted,
     -- so stored memberships stay valid); on a first load only when first_counts found one.
     -- Two anti joins, not one filter with OR, which probed both sets row by row; and no LIMIT
-    -- inside them, under which the planner probed 2M pairs one by one (9 s) to find ten.
+    -- inside them, under which the planner probed every pair one by one to find ten.
     IF v_check_pairs THEN
         SELECT array_agg(DISTINCT format('(%s, %s)', c.group_id, c.agent_id)) INTO v_dangling
           FROM (SELECT c.group_id, c.agent_id
@@ -151,10 +141,10 @@ BEGIN
               USING ERRCODE = 'ET002';
     END IF;
     -- A first load (group_membership empty before this step) inserts without the table's keys
-    -- and builds them afterwards: three times faster than keeping them up to date row by row
-    -- (4.5 s against 13.8 s for 2M pairs). That needs the table to itself until commit, so it
-    -- is done only when there are pairs to add and no other session holds a lock on the table
-    -- at that moment; otherwise the pairs go in with the keys in place, and nobody waits.
+    -- and builds them afterwards, faster than keeping them up to date row by row. That needs
+    -- the table to itself until commit, so it is done only when there are pairs to add and no
+    -- other session holds a lock on the table at that moment; otherwise the pairs go in with
+    -- the keys in place, and nobody waits.
     v_keys_after := v_first_load AND EXISTS (SELECT 1 FROM membership_changes WHERE added);
     IF v_keys_after THEN
         BEGIN
@@ -166,7 +156,7 @@ BEGIN
     IF v_keys_after THEN
         ALTER TABLE etl.group_membership DROP CONSTRAINT group_membership_pkey;
         DROP INDEX etl.group_membership_agent;
-        -- The counts come from first_counts instead of the trigger reading 2M pairs back. The
+        -- The counts come from first_counts instead of the trigger reading every pair back. The
         -- trigger is dropped, not disabled: a disabled one still has the insert keep every row
         -- for its transition table.
         DROP TRIGGER count_added_pairs_v1 ON etl.group_membership;
@@ -177,7 +167,7 @@ BEGIN
      WHERE c.added;
     GET DIAGNOSTICS v_members_added = ROW_COUNT;
     IF v_keys_after THEN
-        CREATE TRIGGER count_added_pairs_v1  -- as created above
+        CREATE TRIGGER count_added_pairs_v1  -- as in active_member_counts.sql
             AFTER INSERT ON etl.group_membership REFERENCING NEW TABLE AS added_pairs
             FOR EACH STATEMENT EXECUTE FUNCTION etl.count_active_members_v1();
         INSERT INTO etl.group_active_members AS c (group_id, active_members)
@@ -223,4 +213,3 @@ BEGIN
             'members_added', v_members_added, 'members_removed', v_members_removed));
 END
 $$;
-

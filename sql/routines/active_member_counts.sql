@@ -1,0 +1,143 @@
+-- Each group's count of active members (etl.group_active_members), kept by statement-level
+-- triggers on group_membership and agents, so that the inactive walk starts from the groups
+-- that have one. The triggers see only the rows a statement changed (its transition tables): a
+-- day that flips a few agents or moves a few members touches a few counts.
+
+-- Every group's count from scratch: the repair after writes made outside etl raced each other
+-- (one session flipping an agent while another adds its membership: each trigger sees the
+-- other's change only once it commits, so both can miss the pair). etl's own runs never race:
+-- they hold the sync lock.
+CREATE FUNCTION etl.recount_active_members_v1()
+RETURNS void
+LANGUAGE sql AS $$
+    DELETE FROM etl.group_active_members;
+    INSERT INTO etl.group_active_members (group_id, active_members)
+    SELECT m.group_id, count(*)
+      FROM etl.group_membership m
+      JOIN etl.agents a ON a.agent_id = m.agent_id
+     WHERE a.active
+     GROUP BY m.group_id;
+$$;
+
+-- group_membership: +1 for each pair added with an active agent, -1 for each one removed.
+-- Pairs are counted against the agents as they are when the statement ends.
+CREATE FUNCTION etl.count_active_members_v1()
+RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        DELETE FROM etl.group_active_members;
+        RETURN NULL;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        INSERT INTO etl.group_active_members AS c (group_id, active_members)
+        SELECT m.group_id, count(*)
+          FROM added_pairs m
+          JOIN etl.agents a ON a.agent_id = m.agent_id
+         WHERE a.active
+         GROUP BY m.group_id
+        ON CONFLICT (group_id)
+        DO UPDATE SET active_members = c.active_members + excluded.active_members;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        INSERT INTO etl.group_active_members AS c (group_id, active_members)
+        SELECT m.group_id, -count(*)
+          FROM removed_pairs m
+          JOIN etl.agents a ON a.agent_id = m.agent_id
+         WHERE a.active
+         GROUP BY m.group_id
+        ON CONFLICT (group_id)
+        DO UPDATE SET active_members = c.active_members + excluded.active_members;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER count_added_pairs_v1
+    AFTER INSERT ON etl.group_membership REFERENCING NEW TABLE AS added_pairs
+    FOR EACH STATEMENT EXECUTE FUNCTION etl.count_active_members_v1();
+CREATE TRIGGER count_removed_pairs_v1
+    AFTER DELETE ON etl.group_membership REFERENCING OLD TABLE AS removed_pairs
+    FOR EACH STATEMENT EXECUTE FUNCTION etl.count_active_members_v1();
+CREATE TRIGGER count_changed_pairs_v1
+    AFTER UPDATE ON etl.group_membership
+    REFERENCING OLD TABLE AS removed_pairs NEW TABLE AS added_pairs
+    FOR EACH STATEMENT EXECUTE FUNCTION etl.count_active_members_v1();
+CREATE TRIGGER count_cleared_pairs_v1
+    AFTER TRUNCATE ON etl.group_membership
+    FOR EACH STATEMENT EXECUTE FUNCTION etl.count_active_members_v1();
+
+-- agents: an agent that turns active adds one to each of its groups' counts; one that turns
+-- inactive, or is deleted while active, takes one away. Old and new rows pair by agent_id,
+-- which never changes (agent_ids_never_change_v1). The flipping agents' groups are found by
+-- probing group_membership's agent index: the pages it reads were just written or read, which
+-- a random_page_cost of 1.1 says better than the default (at which the planner hashed every
+-- membership instead).
+CREATE FUNCTION etl.add_to_active_members_v1(p_agent_ids bigint[], p_change integer)
+RETURNS void
+LANGUAGE sql
+SET random_page_cost = 1.1
+AS $$
+    INSERT INTO etl.group_active_members AS c (group_id, active_members)
+    SELECT m.group_id, p_change * count(*)
+      FROM unnest(p_agent_ids) f (agent_id)
+      JOIN etl.group_membership m ON m.agent_id = f.agent_id
+     GROUP BY m.group_id
+    ON CONFLICT (group_id)
+    DO UPDATE SET active_members = c.active_members + excluded.active_members;
+$$;
+
+CREATE FUNCTION etl.count_agent_flips_v1()
+RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        DELETE FROM etl.group_active_members;
+    ELSIF TG_OP = 'INSERT' THEN
+        PERFORM etl.add_to_active_members_v1(
+            ARRAY(SELECT n.agent_id FROM new_agents n WHERE n.active), 1);
+    ELSIF TG_OP = 'DELETE' THEN
+        PERFORM etl.add_to_active_members_v1(
+            ARRAY(SELECT o.agent_id FROM old_agents o WHERE o.active), -1);
+    ELSE
+        PERFORM etl.add_to_active_members_v1(
+            ARRAY(SELECT n.agent_id FROM new_agents n
+                    JOIN old_agents o ON o.agent_id = n.agent_id
+                   WHERE n.active AND NOT o.active), 1);
+        PERFORM etl.add_to_active_members_v1(
+            ARRAY(SELECT n.agent_id FROM new_agents n
+                    JOIN old_agents o ON o.agent_id = n.agent_id
+                   WHERE o.active AND NOT n.active), -1);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER count_added_agents_v1
+    AFTER INSERT ON etl.agents REFERENCING NEW TABLE AS new_agents
+    FOR EACH STATEMENT EXECUTE FUNCTION etl.count_agent_flips_v1();
+CREATE TRIGGER count_removed_agents_v1
+    AFTER DELETE ON etl.agents REFERENCING OLD TABLE AS old_agents
+    FOR EACH STATEMENT EXECUTE FUNCTION etl.count_agent_flips_v1();
+CREATE TRIGGER count_changed_agents_v1
+    AFTER UPDATE ON etl.agents REFERENCING OLD TABLE AS old_agents NEW TABLE AS new_agents
+    FOR EACH STATEMENT EXECUTE FUNCTION etl.count_agent_flips_v1();
+CREATE TRIGGER count_cleared_agents_v1
+    AFTER TRUNCATE ON etl.agents
+    FOR EACH STATEMENT EXECUTE FUNCTION etl.count_agent_flips_v1();
+
+CREATE FUNCTION etl.agent_ids_never_change_v1()
+RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'agent ids never change (agent % would become %): the active-member counts '
+                    'pair old and new rows by id', OLD.agent_id, NEW.agent_id
+          USING ERRCODE = 'ET002';
+END
+$$;
+
+CREATE TRIGGER agent_ids_never_change_v1
+    BEFORE UPDATE OF agent_id ON etl.agents
+    FOR EACH ROW WHEN (OLD.agent_id IS DISTINCT FROM NEW.agent_id)
+    EXECUTE FUNCTION etl.agent_ids_never_change_v1();
+
