@@ -9,15 +9,17 @@ import adbc_driver_manager
 from etl import db
 from etl.errors import DatabaseError, RefusedError
 
-GUARD_REFUSED = "ET001"  # SQLSTATE raised by a safety guard in etl.apply_sync_v2
+GUARD_REFUSED = "ET001"  # SQLSTATE raised by a safety guard in etl.apply_sync_v3
 
 
-def apply_run(conn: db.Connection, run_id: int, *, allow_mass_removal: bool) -> None:
-    """Call ``etl.apply_sync_v2`` for the staged run, in a transaction the caller commits; roll
-    back on any failure."""
+def apply_run(
+    conn: db.Connection, account_id: int, run_id: int, *, allow_mass_removal: bool
+) -> None:
+    """Call ``etl.apply_sync_v3`` for the account's staged run, in a transaction the caller
+    commits; roll back on any failure."""
     try:
         with conn.cursor() as cur:
-            cur.execute(db.queries()["apply"], (run_id, allow_mass_removal))
+            cur.execute(db.queries()["apply"], (account_id, run_id, allow_mass_removal))
     except adbc_driver_manager.Error as error:
         with contextlib.suppress(adbc_driver_manager.Error):  # a lost connection has no transaction
             conn.rollback()

@@ -12,6 +12,8 @@ tables. A re-run of the last day must change nothing. Figures go to ``.bench/<sc
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -27,7 +29,7 @@ from urllib.parse import urlsplit
 import adbc_driver_postgresql.dbapi as pg
 import msgspec
 
-from etl import db, server, synth
+from etl import cli, db, server, synth
 from etl.log import mask_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -178,8 +180,13 @@ def floor(url: str, folder: Path, day: str) -> dict[str, float]:
         decode_s += time.perf_counter() - started
     conn = db.connect(url)
     try:
-        # Identifiers come from the fixed FINAL_TABLES; no value is formatted into SQL.
-        tables = {t: fetch(conn, f"SELECT * FROM etl.{t}") for t in FINAL_TABLES}  # noqa: S608
+        # Identifiers come from the fixed FINAL_TABLES; the account is bound. The bench's own
+        # account is 'default'.
+        account = db.account_id(conn, "default")
+        tables = {
+            t: fetch(conn, f"SELECT * FROM etl.{t} WHERE account_id = $1", account)  # noqa: S608
+            for t in FINAL_TABLES
+        }
         with conn.cursor() as cur:
             for table in FINAL_TABLES:
                 cur.execute(f"CREATE UNLOGGED TABLE etl.floor_{table} (LIKE etl.{table})")
@@ -233,19 +240,41 @@ def read_folder(path: Path) -> list[bytes]:
     return pages
 
 
-def fetch(conn: db.Connection, sql: str) -> Any:
+def fetch(conn: db.Connection, sql: str, account: int | None) -> Any:
     with conn.cursor() as cur:
-        cur.execute(sql)
+        cur.execute(sql, (account,))
         table = cur.fetch_arrow_table()
     conn.commit()
     return table
 
 
-def bench(scale: str, days: int, workdir: Path = ROOT / ".bench") -> dict[str, Any]:
+def fill_with_accounts(url: str, accounts: int, workdir: Path) -> None:
+    """Sync day1 of ``accounts`` small synthetic accounts (``synth.generate_fleet``) into the
+    database, one after the other in this process: the others that the bench's account then
+    shares the database with."""
+    folder = workdir / f"fleet-{accounts}-seed1-days1"
+    if not folder.is_dir():
+        synth.generate_fleet(accounts, 1, 1, folder)
+    started = time.perf_counter()
+    for number in range(1, accounts + 1):
+        key = synth.fleet_key(number)
+        argv = ["--day", "day1", "--data-dir", str(folder / key), "--account", key]
+        argv += ["--database-url", url, "--log-format", "json"]
+        with contextlib.redirect_stderr(io.StringIO()):
+            if cli.main(argv) != 0:
+                raise SystemExit(f"filling the database: account {key} failed")
+    print(f"{accounts} other accounts synced in {time.perf_counter() - started:.1f} s", flush=True)
+
+
+def bench(
+    scale: str, days: int, workdir: Path = ROOT / ".bench", other_accounts: int = 0
+) -> dict[str, Any]:
     folder = data_dir(workdir, scale, days)
-    report: dict[str, Any] = {"scale": scale, "days": {}}
+    report: dict[str, Any] = {"scale": scale, "other_accounts": other_accounts, "days": {}}
     with fresh_database() as url:
         print(f"database {mask_url(url)}", flush=True)
+        if other_accounts:
+            fill_with_accounts(url, other_accounts, workdir)
         for n in range(1, days + 1):
             day = f"day{n}"
             warm_page_cache(folder, day)
@@ -281,9 +310,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--scale", choices=sorted(synth.SCALES), default="S")
     parser.add_argument("--days", type=int, default=3)
+    parser.add_argument(
+        "--other-accounts",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first sync N small accounts into the database, which the benched one then shares",
+    )
     args = parser.parse_args(argv)
-    report = bench(args.scale, args.days)
-    out = ROOT / ".bench" / f"{args.scale}.json"
+    report = bench(args.scale, args.days, other_accounts=args.other_accounts)
+    name = args.scale + (f"-with-{args.other_accounts}" if args.other_accounts else "")
+    out = ROOT / ".bench" / f"{name}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out.relative_to(ROOT)}")
     return 0 if report["rerun_changed"] == 0 else 1

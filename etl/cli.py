@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from etl import BATCH_VALUES, ENTITIES, __version__, faults, log, server
-from etl.errors import DatabaseError, EtlError, LockTimeoutError, UsageError
+from etl.errors import (
+    DatabaseError,
+    EtlError,
+    LockTimeoutError,
+    NoSuchAccountError,
+    UsageError,
+)
 from etl.progress import Progress, TerminalProgress
 
 if TYPE_CHECKING:
@@ -31,10 +37,13 @@ if TYPE_CHECKING:
 SYNC_MODULES = ("etl.db", "etl.migrate", "etl.sync", "etl.dryrun")
 
 DAY_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+ACCOUNT_KEY = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 VIEWS = {
     "status": "the ledger: each day and entity's last run, with status and counts",
     "tree": "the stored group hierarchy with member counts; inactive, orphans, cycles marked",
     "errors": "a day's quarantined records, by error type and field, with examples",
+    "accounts": "the accounts of the database with their last day and status; "
+    "`accounts delete KEY` removes one",
 }
 
 
@@ -63,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path(env("ETL_DATA_DIR", "fixtures")),
         help="folder holding sync-<day>/ folders (env ETL_DATA_DIR; default: fixtures)",
     )
+    add_account_option(parser)
     add_database_options(parser)
     parser.add_argument(
         "--synced-at",
@@ -109,6 +119,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_account_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--account",
+        type=account_key,
+        default=os.environ.get("ETL_ACCOUNT", "default"),
+        help="the customer account the day belongs to: 1-64 of A-Za-z0-9._- (env ETL_ACCOUNT; "
+        "default: default)",
+    )
+
+
+def account_key(text: str) -> str:
+    if not ACCOUNT_KEY.match(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an account key: 1-64 characters of A-Za-z0-9._-"
+        )
+    return text
+
+
 def add_database_options(parser: argparse.ArgumentParser) -> None:
     env = os.environ.get
     parser.add_argument(
@@ -139,6 +167,13 @@ def build_view_parser(view: str) -> argparse.ArgumentParser:
     from etl import views
 
     parser = argparse.ArgumentParser(prog=f"etl {view}", description=VIEWS[view] + ".")
+    if view == "accounts":
+        parser.add_argument("action", nargs="?", choices=["delete"], help="delete KEY: remove it")
+        parser.add_argument("key", nargs="?", type=account_key, help="the account to delete")
+        parser.add_argument("--yes", action="store_true", help="delete without asking")
+        add_database_options(parser)
+        add_log_options(parser)
+        return parser
     if view == "status":
         parser.add_argument("--day", help="only this day")
         parser.add_argument("--all", action="store_true", help="every run, not just the last")
@@ -152,6 +187,7 @@ def build_view_parser(view: str) -> argparse.ArgumentParser:
             default=views.EXAMPLES,
             help=f"records shown per error type and field (default: {views.EXAMPLES})",
         )
+    add_account_option(parser)
     add_database_options(parser)
     add_log_options(parser)
     return parser
@@ -201,8 +237,11 @@ def failed(error: EtlError, verbose: bool) -> int:
 
 
 def main_view(view: str, argv: list[str]) -> int:
-    """``etl status|tree|errors``: print the view on stdout (logs stay on stderr)."""
-    args = build_view_parser(view).parse_args(argv)
+    """``etl status|tree|errors|accounts``: print the view on stdout (logs stay on stderr)."""
+    parser = build_view_parser(view)
+    args = parser.parse_args(argv)
+    if view == "accounts" and (args.action is None) != (args.key is None):
+        parser.error("use `etl accounts` to list, `etl accounts delete KEY` to delete one")
     log.configure(verbose=args.verbose, fmt=args.log_format)
     try:
         print(show_view(view, args))
@@ -219,13 +258,43 @@ def show_view(view: str, args: argparse.Namespace) -> str:
     try:
         if not db.execute(conn, "view_ready")[0][0]:
             return "nothing synced yet: this database has no etl schema"
+        if view == "accounts":
+            if args.action == "delete":
+                return delete_account(conn, args.key, args.yes)
+            return views.accounts_view(conn)
+        account_id = db.account_id(conn, args.account)
+        if account_id is None:
+            raise NoSuchAccountError(
+                f"no account {args.account} in this database yet: sync a day of it first"
+            )
         if view == "status":
-            return views.status_view(conn, args.day, every_run=args.all)
+            return views.status_view(conn, account_id, args.day, every_run=args.all)
         if view == "tree":
-            return views.tree_view(conn, args.group, dim=sys.stdout.isatty())
-        return views.errors_view(conn, args.day, args.examples)
+            return views.tree_view(conn, account_id, args.group, dim=sys.stdout.isatty())
+        return views.errors_view(conn, account_id, args.day, args.examples)
     finally:
         db.close(conn)
+
+
+def delete_account(conn: db.Connection, key: str, yes: bool) -> str:
+    """Delete the account ``key`` and every row it owns in one transaction, once confirmed
+    (``yes``, or an answer on the terminal), while no run of it goes on."""
+    from etl import db
+
+    account_id = db.account_id(conn, key)
+    if account_id is None:
+        raise NoSuchAccountError(f"no account {key} in this database")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError(f"not deleting account {key}: confirm with --yes (no terminal to ask)")
+        answer = input(f"delete account {key} and all of its rows? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            return f"account {key} kept"
+    with db.account_lock(conn, key, timeout=0), db.schema_in_use(conn):
+        deleted = db.delete_account(conn, account_id)
+    rows = sum(deleted.values())
+    log.get_logger().info("account_deleted", account=key, rows=rows, tables=deleted)
+    return f"deleted account {key}: {rows} rows"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -292,21 +361,27 @@ def run_on(conn: db.Connection, args: argparse.Namespace, entities: tuple[str, .
         spill_dir=args.spill_dir,
     )
     try:
-        with db.sync_lock(conn, args.lock_timeout):
-            # under the lock: a migration never changes the tables under another process's run
-            applied = migrate(conn)
+        with db.account_lock(conn, args.account, args.lock_timeout):
+            # under the account's lock: a run waiting for it changes nothing, not even the schema
+            applied = migrate(conn, args.lock_timeout)
             if applied:
                 log.get_logger().info("migrated", files=applied)
-            if args.dry_run:
-                print(dry_run(conn, args.day, entities, options))
-            else:
-                sync_day(conn, args.day, entities, options, overlap=True)
+            with db.schema_in_use(conn):
+                account_id = db.ensure_account(conn, args.account)
+                if args.dry_run:
+                    print(dry_run(conn, account_id, args.day, entities, options))
+                else:
+                    sync_day(conn, account_id, args.day, entities, options, overlap=True)
     except LockTimeoutError as error:
         synced_at = args.synced_at or datetime.now(UTC)
         # a database never migrated has no ledger yet: the lock's error is still the one said
         with contextlib.suppress(DatabaseError):
-            for entity in [] if args.dry_run else entities:
-                db.record_unstarted_run(conn, args.day, entity, synced_at, args.force, str(error))
+            if not args.dry_run:
+                account_id = db.ensure_account(conn, args.account)
+                for entity in entities:
+                    db.record_unstarted_run(
+                        conn, account_id, args.day, entity, synced_at, args.force, str(error)
+                    )
         raise
 
 
@@ -317,16 +392,22 @@ def terminal_progress(log_format: str | None) -> Callable[[str], Progress] | Non
     return lambda title: TerminalProgress(title, sys.stderr)
 
 
-def dry_run(conn: db.Connection, day: str, entities: tuple[str, ...], options: SyncOptions) -> str:
-    """Sync ``entities`` of ``day`` and report the difference; the caller rolls it all back
-    (``db.uncommitted``)."""
+def dry_run(
+    conn: db.Connection,
+    account_id: int,
+    day: str,
+    entities: tuple[str, ...],
+    options: SyncOptions,
+) -> str:
+    """Sync ``entities`` of the account's ``day`` and report the difference; the caller rolls it
+    all back (``db.uncommitted``)."""
     from etl import dryrun
     from etl.sync import sync_day
 
     log.get_logger().info("dry_run", day=day, note="every step is rolled back at the end")
-    dryrun.take_snapshot(conn)
-    sync_day(conn, day, entities, options)
-    return dryrun.diff_report(conn, day)
+    dryrun.take_snapshot(conn, account_id)
+    sync_day(conn, account_id, day, entities, options)
+    return dryrun.diff_report(conn, account_id, day)
 
 
 def resolve_database(args: argparse.Namespace) -> tuple[str, object]:

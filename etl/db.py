@@ -35,12 +35,12 @@ from etl.server import wrapped as wrapped
 
 
 def sql_folder() -> Traversable:
-    """The SQL shipped with etl: package data ``etl.sql`` when etl is installed, else the
-    ``sql/`` folder beside the package in a source checkout."""
-    try:
-        return importlib.resources.files("etl.sql")
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parent.parent / "sql"
+    """The SQL of this etl: the package's data folder ``sql`` when etl is installed, else the
+    ``sql/`` folder beside the package in the source checkout it was imported from."""
+    packaged = importlib.resources.files("etl").joinpath("sql")
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "sql"
 
 
 @cache
@@ -138,16 +138,16 @@ def run_script(conn: Connection, text: str) -> None:
         statement.execute_update()
 
 
-def fetch_table(conn: Connection, name: str) -> pa.Table:
+def fetch_table(conn: Connection, name: str, params: Sequence[Any] = ()) -> pa.Table:
     """The rows of a named query, as Arrow (for row sets that may be large)."""
     with wrapped(name.replace("_", " ")), conn.cursor() as cur:
-        cur.execute(queries()[name])
+        cur.execute(queries()[name], tuple(params) or None)
         return cur.fetch_arrow_table()
 
 
-def fetch_column(conn: Connection, name: str) -> pa.Array:
+def fetch_column(conn: Connection, name: str, params: Sequence[Any] = ()) -> pa.Array:
     """The first column of a named query, as Arrow (for id sets that may be large)."""
-    return fetch_table(conn, name).column(0).combine_chunks()
+    return fetch_table(conn, name, params).column(0).combine_chunks()
 
 
 def server_version(conn: Connection) -> str:
@@ -157,21 +157,22 @@ def server_version(conn: Connection) -> str:
 
 
 @contextmanager
-def sync_lock(conn: Connection, timeout: float) -> Iterator[None]:
-    """Hold etl's advisory lock: runs on one database never interleave. Waits up to ``timeout``
-    seconds for a run already holding it, saying so once."""
+def account_lock(conn: Connection, account: str, timeout: float) -> Iterator[None]:
+    """Hold the account's advisory lock: runs of one account never interleave (runs of other
+    accounts go on). Waits up to ``timeout`` seconds for a run already holding it, saying so
+    once."""
     log = get_logger()
     deadline = time.monotonic() + timeout
     waiting = False
-    while not execute(conn, "try_lock")[0][0]:
+    while not execute(conn, "try_lock", (account,))[0][0]:
         commit(conn)
         if not waiting:
-            log.info("waiting_for_lock", timeout_s=timeout)
+            log.info("waiting_for_lock", account=account, timeout_s=timeout)
             waiting = True
         if time.monotonic() >= deadline:
             raise LockTimeoutError(
-                f"another etl run holds the sync lock on this database; gave up after "
-                f"{timeout:g} s (see --lock-timeout)"
+                f"another etl run holds the sync lock of account {account} on this database; "
+                f"gave up after {timeout:g} s (see --lock-timeout)"
             )
         time.sleep(0.1)
     commit(conn)
@@ -180,42 +181,93 @@ def sync_lock(conn: Connection, timeout: float) -> Iterator[None]:
     finally:
         try:
             rollback(conn)
-            execute(conn, "unlock")
+            execute(conn, "unlock", (account,))
             commit(conn)
         except DatabaseError:
             pass  # the connection is gone, and its session lock with it
 
 
+@contextmanager
+def schema_in_use(conn: Connection) -> Iterator[None]:
+    """Hold the schema lock shared while runs go on: a migration waits for them to end."""
+    execute(conn, "share_schema")
+    commit(conn)
+    try:
+        yield
+    finally:
+        try:
+            rollback(conn)
+            execute(conn, "unshare_schema")
+            commit(conn)
+        except DatabaseError:
+            pass  # the connection is gone, and its session lock with it
+
+
+def ensure_account(conn: Connection, account: str) -> int:
+    """The account's id, the account created (and committed) if new."""
+    account_id = int(execute(conn, "ensure_account", (account,))[0][0])
+    commit(conn)
+    return account_id
+
+
+def account_id(conn: Connection, account: str) -> int | None:
+    """The account's id, or None if no account has that key."""
+    rows = execute(conn, "account_id", (account,))
+    commit(conn)
+    return int(rows[0][0]) if rows else None
+
+
+def delete_account(conn: Connection, account_id: int) -> dict[str, int]:
+    """Delete the account and every row it owns, in one committed transaction; rows deleted
+    per table."""
+    try:
+        deleted = execute(conn, "delete_account", (account_id,))[0][0]
+        commit(conn)
+    except BaseException:
+        with contextlib.suppress(DatabaseError):
+            rollback(conn)
+        raise
+    return {table: int(rows) for table, rows in json.loads(deleted).items() if rows}
+
+
 def start_run(
     conn: Connection,
+    account_id: int,
     day: str,
     entity: str,
     synced_at: datetime,
     forced: bool,
     applying: int | None = None,
 ) -> int:
-    """A new ledger row, 'running'. Any other 'running' row belongs to a process that died and
-    is marked 'abandoned', except ``applying``: this process's run still applying on another
-    connection."""
-    run_id = execute(conn, "start_run", (day, entity, synced_at, forced, applying))[0][0]
+    """A new ledger row, 'running'. Any other 'running' row of the account belongs to a process
+    that died and is marked 'abandoned', except ``applying``: this process's run still applying
+    on another connection."""
+    params = (account_id, day, entity, synced_at, forced, applying)
+    run_id = execute(conn, "start_run", params)[0][0]
     commit(conn)
     return int(run_id)
 
 
 def record_unstarted_run(
-    conn: Connection, day: str, entity: str, synced_at: datetime, forced: bool, message: str
+    conn: Connection,
+    account_id: int,
+    day: str,
+    entity: str,
+    synced_at: datetime,
+    forced: bool,
+    message: str,
 ) -> None:
     """Ledger row for a run that never started (another run held the lock); leaves that run's
     'running' row alone."""
     rollback(conn)
-    execute(conn, "record_unstarted_run", (day, entity, synced_at, forced, message))
+    execute(conn, "record_unstarted_run", (account_id, day, entity, synced_at, forced, message))
     commit(conn)
 
 
-def end_run(conn: Connection, run_id: int, status: str, message: str) -> None:
+def end_run(conn: Connection, account_id: int, run_id: int, status: str, message: str) -> None:
     """Close a run that did not apply (its own transaction; the failed one is rolled back)."""
     rollback(conn)
-    execute(conn, "end_run", (run_id, status, message))
+    execute(conn, "end_run", (account_id, run_id, status, message))
     commit(conn)
 
 
@@ -230,6 +282,7 @@ class FileLedger:
 
     SCHEMA = pa.schema(
         [
+            ("account_id", pa.int64()),
             ("run_id", pa.int64()),
             ("file_index", pa.int32()),
             ("file", pa.string()),
@@ -238,8 +291,8 @@ class FileLedger:
         ]
     )
 
-    def __init__(self, conn: Connection, run_id: int, batch: int = 10_000) -> None:
-        self.conn, self.run_id, self.batch = conn, run_id, batch
+    def __init__(self, conn: Connection, account_id: int, run_id: int, batch: int = 10_000) -> None:
+        self.conn, self.account_id, self.run_id, self.batch = conn, account_id, run_id, batch
         self.count = 0  # files taken into a batch so far
         self.pending: list[tuple[str, int, str]] = []
         self.writing: tuple[threading.Thread, list[BaseException]] | None = None
@@ -284,6 +337,7 @@ class FileLedger:
         self.pending = []
         return pa.table(
             [
+                pa.array([self.account_id] * len(files), pa.int64()),
                 pa.array([self.run_id] * len(files), pa.int64()),
                 pa.array(range(first, first + len(files)), pa.int32()),
                 pa.array(files, pa.string()),
@@ -304,36 +358,40 @@ class FileLedger:
             failures.append(error)
 
 
-def run_file_hashes(conn: Connection, run_id: int, files: list[str]) -> dict[str, str]:
+def run_file_hashes(
+    conn: Connection, account_id: int, run_id: int, files: list[str]
+) -> dict[str, str]:
     """file -> sha256 as the run recorded it, for ``files``."""
     if not files:
         return {}
-    rows = execute(conn, "run_file_hashes", (run_id, files))
+    rows = execute(conn, "run_file_hashes", (account_id, run_id, files))
     commit(conn)
     return dict(rows)
 
 
-def first_synced_at(conn: Connection, entity: str, day: str) -> datetime | None:
-    rows = execute(conn, "first_synced_at", (entity, day))
+def first_synced_at(conn: Connection, account_id: int, entity: str, day: str) -> datetime | None:
+    rows = execute(conn, "first_synced_at", (account_id, entity, day))
     commit(conn)
     return rows[0][0] if rows else None
 
 
-def applied_days(conn: Connection, entity: str) -> list[str]:
-    rows = execute(conn, "applied_days", (entity,))
+def applied_days(conn: Connection, account_id: int, entity: str) -> list[str]:
+    rows = execute(conn, "applied_days", (account_id, entity))
     commit(conn)
     return [r[0] for r in rows]
 
 
-def record_seconds(conn: Connection, run_id: int, seconds: dict[str, float]) -> None:
+def record_seconds(
+    conn: Connection, account_id: int, run_id: int, seconds: dict[str, float]
+) -> None:
     """Add the run's seconds per stage to its ledger row (``details.seconds``)."""
-    execute(conn, "record_seconds", (run_id, json.dumps(seconds)))
+    execute(conn, "record_seconds", (account_id, run_id, json.dumps(seconds)))
     commit(conn)
 
 
-def run_counts(conn: Connection, run_id: int) -> dict[str, Any]:
+def run_counts(conn: Connection, account_id: int, run_id: int) -> dict[str, Any]:
     staged, inserted, updated, unchanged, removed, quarantined, details = execute(
-        conn, "run_counts", (run_id,)
+        conn, "run_counts", (account_id, run_id)
     )[0]
     commit(conn)
     return {

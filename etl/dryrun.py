@@ -20,18 +20,23 @@ KINDS = {  # table -> kinds of change, in the order they are reported
 }  # fmt: skip
 
 
-def take_snapshot(conn: db.Connection) -> None:
-    """A picture of the final tables, in temporary tables, for :func:`diff_report`. Taken inside
-    ``db.uncommitted``, so that the rollback at its end takes everything away, ledger rows and
-    staging included."""
-    db.execute_script(conn, "dry_run_snapshot")
+BEFORE = ("agents", "roles", "pairs", "groups", "members")  # the tables of the picture
 
 
-def diff_report(conn: db.Connection, day: str, examples: int = EXAMPLES) -> str:
-    """What the run changed since :func:`rolled_back` began, per table and kind of change, with
-    the first ``examples`` keys of each (agent/role and group/agent for pairs)."""
+def take_snapshot(conn: db.Connection, account_id: int) -> None:
+    """A picture of the account's final tables, in temporary tables, for :func:`diff_report`.
+    Taken inside ``db.uncommitted``, so that the rollback at its end takes everything away,
+    ledger rows and staging included."""
+    for table in BEFORE:
+        db.execute(conn, f"dry_run_before_{table}", (account_id,))
+
+
+def diff_report(conn: db.Connection, account_id: int, day: str, examples: int = EXAMPLES) -> str:
+    """What the run changed in the account since :func:`take_snapshot`, per table and kind of
+    change, with the first ``examples`` keys of each (agent/role and group/agent for pairs)."""
     found: dict[str, dict[str, tuple[int, list[str]]]] = defaultdict(dict)
-    for entity, what, count, k1, k2, fields in db.execute(conn, "dry_run_diff", (examples,)):
+    changes = db.execute(conn, "dry_run_diff", (examples, account_id))
+    for entity, what, count, k1, k2, fields in changes:
         key = str(k1) if k2 is None else f"{k1}/{k2}"
         if fields:
             key += f" ({fields.replace(',', ', ')})"

@@ -31,3 +31,7 @@ class DatabaseError(EtlError):
 
 class LockTimeoutError(DatabaseError):
     """Raised when another etl run holds the advisory lock for longer than --lock-timeout."""
+
+
+class NoSuchAccountError(EtlError):
+    """Raised when a view or a deletion names an account the database does not have."""

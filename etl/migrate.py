@@ -21,9 +21,10 @@ import contextlib
 import hashlib
 
 from etl import db
-from etl.errors import DatabaseError
+from etl.errors import DatabaseError, LockTimeoutError
 
 BASELINE = "001_baseline.sql"
+LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of a lock wait cut by lock_timeout
 # What an etl before the baseline recorded: the last one left the tables the baseline creates.
 LEGACY = (
     "001_schema.sql",
@@ -41,12 +42,16 @@ LEGACY = (
 )
 
 
-def migrate(conn: db.Connection) -> list[str]:
+def migrate(conn: db.Connection, lock_timeout: float | None = None) -> list[str]:
     """Apply what is pending, in one transaction; the files applied (``migrations/...`` and
-    ``routines/...``), none when the database was up to date."""
+    ``routines/...``), none when the database was up to date. A migration waits for the runs
+    going on (up to ``lock_timeout`` seconds: then a LockTimeoutError)."""
+    if up_to_date(conn):
+        db.commit(conn)
+        return []
     try:
         with db.wrapped("migrations"):
-            db.execute(conn, "migration_lock")
+            take_migration_lock(conn, lock_timeout)
             db.run_script(conn, db.queries()["bootstrap_migrations"])
             applied = dict(db.execute(conn, "applied_migrations"))
             done = adopt_legacy(conn, applied)
@@ -58,6 +63,39 @@ def migrate(conn: db.Connection) -> list[str]:
         raise
     db.commit(conn, "migrations")  # not in a dry run: its migrations are rolled back with it
     return done
+
+
+def up_to_date(conn: db.Connection) -> bool:
+    """Whether the database records exactly these migration and routine files: a read that
+    takes no lock, so that runs need not wait for each other to check."""
+    if not db.execute(conn, "schema_bookkept")[0][0]:
+        return False
+    wanted = {
+        f"{folder}/{name}": sha256(text)
+        for folder in ("migrations", "routines")
+        for name, text in files(folder).items()
+    }
+    return dict(db.execute(conn, "recorded_files")) == wanted
+
+
+def take_migration_lock(conn: db.Connection, timeout: float | None) -> None:
+    """The schema lock, exclusively, until commit: other migrations wait, and this one waits for
+    the runs going on (they hold it shared) up to ``timeout`` seconds."""
+    if timeout is None:
+        db.execute(conn, "migration_lock")
+        return
+    previous = db.execute(conn, "lock_timeout")[0][0]
+    db.execute(conn, "set_lock_timeout", (f"{max(1, round(timeout * 1000))}ms",))
+    try:
+        db.execute(conn, "migration_lock")
+    except DatabaseError as error:
+        if getattr(error.__cause__, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+            raise
+        raise LockTimeoutError(
+            f"etl runs are going on in this database, and its schema must change for this etl; "
+            f"gave up waiting for them after {timeout:g} s (see --lock-timeout)"
+        ) from error
+    db.execute(conn, "set_lock_timeout", (previous,))
 
 
 def files(folder: str) -> dict[str, str]:

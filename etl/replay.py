@@ -57,14 +57,18 @@ def replay_days(url: str, data_dir: Path, *options: str) -> None:
             raise SystemExit(f"replay stopped: day {day} exited with {code}")
 
 
-def dump_state(conn: db.Connection, tables: tuple[str, ...] = DUMPED_TABLES) -> str:
-    """The final tables as text: per table a header and one JSON array per row, in key order."""
+def dump_state(
+    conn: db.Connection, tables: tuple[str, ...] = DUMPED_TABLES, account: str = "default"
+) -> str:
+    """The account's final tables as text: per table a header and one JSON array per row, in
+    key order."""
+    account_id = db.account_id(conn, account)
     lines = []
     for table in tables:
         lines.append(f"## etl.{table}")
         lines.extend(
             json.dumps(row, default=str, ensure_ascii=False)
-            for row in db.execute(conn, f"dump_{table}")
+            for row in db.execute(conn, f"dump_{table}", (account_id,))
         )
     conn.commit()
     return "\n".join(lines) + "\n"

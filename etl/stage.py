@@ -17,20 +17,21 @@ SCHEMA = "etl"
 
 def stage_tables(
     conn: db.Connection,
+    account_id: int,
     entity: str,
     tables: dict[str, Table],
     on_rows: Callable[[int], None] | None = None,
 ) -> int:
-    """Replace the entity's staging rows with ``tables`` (name -> rows) in one transaction
-    committed by the caller; returns the number of rows staged. ``on_rows`` hears of each batch
-    as COPY takes it."""
+    """Replace the account's staging rows of the entity with ``tables`` (name -> rows) in one
+    transaction committed by the caller; returns the number of rows staged. ``on_rows`` hears of
+    each batch as COPY takes it."""
     log = get_logger()
-    db.execute(conn, "clear_staging", (entity,))
+    db.execute(conn, "clear_staging", (account_id, entity))
     total = 0
     with db.wrapped("staging"), conn.cursor() as cur:
         for name, table in tables.items():
             counted = RowCount(on_rows)
-            batches = arrow_batches(table, counted)
+            batches = arrow_batches(table, counted, account_id=account_id)
             first = next(iter(batches), None)
             if first is None:
                 continue  # nothing to COPY
@@ -58,16 +59,30 @@ class RowCount:
 
 
 def arrow_batches(
-    table: Table, count: RowCount | None = None, rows: int = BATCH_ROWS
+    table: Table,
+    count: RowCount | None = None,
+    rows: int = BATCH_ROWS,
+    *,
+    account_id: int | None = None,
 ) -> pa.RecordBatchReader:
     """``table`` as a stream of Arrow batches of at most ``rows`` rows, each made when COPY wants
-    it, so that staging holds one batch at a time. ``count`` adds up the rows as they go."""
+    it, so that staging holds one batch at a time; with ``account_id``, each row gets that
+    account's id first. ``count`` adds up the rows as they go."""
     schema = pl.DataFrame(schema=table.schema()).to_arrow().schema
-    return pa.RecordBatchReader.from_batches(schema, _batches(table, count or RowCount(), rows))
+    if account_id is not None:
+        schema = schema.insert(0, pa.field("account_id", pa.int64()))
+    batches = _batches(table, count or RowCount(), rows, account_id)
+    return pa.RecordBatchReader.from_batches(schema, batches)
 
 
-def _batches(table: Table, count: RowCount, rows: int) -> Iterator[pa.RecordBatch]:
+def _batches(
+    table: Table, count: RowCount, rows: int, account_id: int | None
+) -> Iterator[pa.RecordBatch]:
     for frame in table.frames():
         for part in frame.iter_slices(rows):
             count.add(part.height)
-            yield from part.to_arrow().to_batches()
+            for batch in part.to_arrow().to_batches():
+                if account_id is not None:
+                    ids = pa.repeat(pa.scalar(account_id, pa.int64()), batch.num_rows)
+                    batch = batch.add_column(0, "account_id", ids)
+                yield batch

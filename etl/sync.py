@@ -93,13 +93,15 @@ class Stopwatch:
 
 def sync_day(
     conn: db.Connection,
+    account_id: int,
     day: str,
     entities: tuple[str, ...],
     options: SyncOptions,
     *,
     overlap: bool = False,
 ) -> list[RunResult]:
-    """Sync the given entities of ``day`` in order; raises on the first one that fails.
+    """Sync the given entities of the account's ``day`` in order; raises on the first one that
+    fails.
 
     With ``overlap``, each entity's apply runs on a thread of its own while the next entity
     starts and reads its input on a second connection (the driver lets go of the GIL while the
@@ -119,7 +121,8 @@ def sync_day(
         for entity in entities:
             previous, applying = applying, None
             try:
-                run = begin_run(sessions.free(previous), day, entity, options, now, previous)
+                conn_free = sessions.free(previous)
+                run = begin_run(conn_free, account_id, day, entity, options, now, previous)
                 prepare_run(run, options, ahead, previous, results)
             finally:
                 settle(previous, results)  # at the latest; its failure is raised first
@@ -170,6 +173,7 @@ class EntityRun:
     """One (entity, day) run under way: its connection, ledger row, input files and clock."""
 
     conn: db.Connection
+    account_id: int
     entity: str
     day: str
     run_id: int
@@ -181,6 +185,7 @@ class EntityRun:
 
 def begin_run(
     conn: db.Connection,
+    account_id: int,
     day: str,
     entity: str,
     options: SyncOptions,
@@ -188,12 +193,13 @@ def begin_run(
     previous: Applying | None,
 ) -> EntityRun:
     """The run's ledger row ('running'), started while ``previous`` may still be applying."""
-    synced_at = options.synced_at or db.first_synced_at(conn, entity, day) or now
+    synced_at = options.synced_at or db.first_synced_at(conn, account_id, entity, day) or now
     applying = previous.run.run_id if previous is not None else None
-    run_id = db.start_run(conn, day, entity, synced_at, options.force, applying)
+    run_id = db.start_run(conn, account_id, day, entity, synced_at, options.force, applying)
     watch = Stopwatch(options.progress(f"{day} {entity}") if options.progress else None)
     log = get_logger().bind(day=day, entity=entity, run_id=run_id)
-    return EntityRun(conn, entity, day, run_id, synced_at, watch, db.FileLedger(conn, run_id), log)
+    ledger = db.FileLedger(conn, account_id, run_id)
+    return EntityRun(conn, account_id, entity, day, run_id, synced_at, watch, ledger, log)
 
 
 def prepare_run(
@@ -211,7 +217,7 @@ def prepare_run(
         waits = plan_waits_for(run.entity, previous)
         with tempfile.TemporaryDirectory(prefix="etl-batches-", dir=options.spill_dir) as spill:
             try:
-                check_day_order(run.conn, run.entity, run.day, options.force)
+                check_day_order(run.conn, run.account_id, run.entity, run.day, options.force)
                 with run.watch.stage("list", "list files"):
                     inputs = list_inputs(options.data_dir, run.day, ENTITY_KINDS[run.entity], ahead)
                 faults.pause_point("decode", run.entity)
@@ -240,13 +246,15 @@ def plan_and_stage(
     """Plan the decoded records, and stage the plan's tables and bad records in one committed
     transaction."""
     with run.watch.stage("plan"):
-        plan = plan_entity(run.conn, run.entity, decoded)
+        plan = plan_entity(run.conn, run.account_id, run.entity, decoded)
     with run.watch.stage("plan", "read bad records' text"):
-        hashes = db.run_file_hashes(run.conn, run.run_id, error_files(plan))
+        hashes = db.run_file_hashes(run.conn, run.account_id, run.run_id, error_files(plan))
         errors = attach_raw(plan, inputs, hashes)
     with run.watch.stage("stage", "stage rows"):
         tables = {**plan.tables, "stg_errors": Table(errors)}
-        stage_tables(run.conn, run.entity, tables, on_rows=run.watch.progress.advance)
+        stage_tables(
+            run.conn, run.account_id, run.entity, tables, on_rows=run.watch.progress.advance
+        )
         faults.pause_point("stage", run.entity)
         db.commit(run.conn, "staging")
 
@@ -298,7 +306,9 @@ class Applying:
         run = self.run
         try:
             with run.watch.stage("apply", "apply (one transaction)"):
-                apply_run(run.conn, run.run_id, allow_mass_removal=allow_mass_removal)
+                apply_run(
+                    run.conn, run.account_id, run.run_id, allow_mass_removal=allow_mass_removal
+                )
                 faults.pause_point("apply", run.entity)
                 db.commit(run.conn, "apply")
         except BaseException as error:
@@ -344,8 +354,8 @@ def finish_run(run: EntityRun) -> RunResult:
     """The applied run's seconds in the ledger, and its summary line."""
     run.watch.progress.close()
     try:  # the run is committed: a failure to read its figures back no longer fails it
-        db.record_seconds(run.conn, run.run_id, run.watch.seconds)
-        counts = db.run_counts(run.conn, run.run_id)  # the ledger's figures
+        db.record_seconds(run.conn, run.account_id, run.run_id, run.watch.seconds)
+        counts = db.run_counts(run.conn, run.account_id, run.run_id)  # the ledger's figures
     except EtlError as error:
         run.log.warning("ledger_figures_unread", message=str(error))
         counts = {}
@@ -366,15 +376,20 @@ def close_failed_run(run: EntityRun, error: BaseException) -> None:
     with contextlib.suppress(EtlError):  # if the database is gone, the next run marks it abandoned
         db.rollback(run.conn)
         run.ledger.flush()
-        db.end_run(run.conn, run.run_id, status, message)
+        db.end_run(run.conn, run.account_id, run.run_id, status, message)
     if is_etl:
         run.log.error("run_" + status, message=message)
 
 
-def check_day_order(conn: db.Connection, entity: str, day: str, force: bool) -> None:
-    """Refuse a day that sorts before the last day applied for the entity, unless forced."""
+def check_day_order(
+    conn: db.Connection, account_id: int, entity: str, day: str, force: bool
+) -> None:
+    """Refuse a day that sorts before the last day applied for the account's entity, unless
+    forced."""
     later = [
-        d for d in db.applied_days(conn, entity) if source.natural_key(d) > source.natural_key(day)
+        d
+        for d in db.applied_days(conn, account_id, entity)
+        if source.natural_key(d) > source.natural_key(day)
     ]
     if later and not force:
         last = max(later, key=source.natural_key)
@@ -503,18 +518,20 @@ def decode_entity(
     return decoded
 
 
-def plan_entity(conn: db.Connection, entity: str, decoded: dict[str, Decoded]) -> Plan:
-    """The entity's planned rows, checked against the ids stored now."""
+def plan_entity(
+    conn: db.Connection, account_id: int, entity: str, decoded: dict[str, Decoded]
+) -> Plan:
+    """The entity's planned rows, checked against the ids the account stores now."""
     if entity == "agents":
         return plan_agents(decoded[AGENT.name])
-    known_agents = db.fetch_column(conn, "known_agent_ids")
+    known_agents = db.fetch_column(conn, "known_agent_ids", (account_id,))
     if entity == "roles":
-        known_roles = db.fetch_column(conn, "known_role_ids")
+        known_roles = db.fetch_column(conn, "known_role_ids", (account_id,))
         db.commit(conn)
         return plan_roles(
             decoded[ROLE.name], decoded[AGENT_DETAILS.name], known_agents, known_roles
         )
-    stored_groups = db.fetch_table(conn, "stored_groups")
+    stored_groups = db.fetch_table(conn, "stored_groups", (account_id,))
     db.commit(conn)
     return plan_groups(decoded[GROUP.name], known_agents, stored_groups)
 

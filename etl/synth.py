@@ -1,18 +1,22 @@
-"""Synthetic sync days for benchmarks.
+"""Synthetic sync days, for benchmarks and trials.
 
-``python -m etl.synth --scale L --days 3 --seed 1 --out DIR``
+``python -m etl.synth --scale L --days 3 --seed 1 --out DIR`` writes one account;
+``python -m etl.synth --fleet 200 --days 2 --seed 1 --out DIR`` writes a fleet of accounts.
 
-Writes the layout of ``fixtures/`` (``sync-day<n>/{agents,agent_details,roles,admin_groups}``):
-one agent_details file per agent, pages of 100 records elsewhere. The same scale, seed and
-day count always give the same bytes. Day over day about 2% of agents leave, 1% join, 1% flip
-``deactivated``, 2% change roles; 5% of groups are re-parented, 3% change members, and a few
-groups vanish or appear. ``--bad-rate`` mixes in realistic bad records.
+One account is the layout of ``fixtures/`` (``sync-day<n>/{agents,agent_details,roles,
+admin_groups}``): one agent_details file per agent, pages of 100 records elsewhere. A fleet is a
+folder per account (``DIR/acct00001/sync-day<n>/...``) of realistic, mostly small sizes: agents
+log-uniform from 20 to 2,000, groups and roles in proportion. The same arguments always give
+the same bytes. Day over day about 2% of agents leave, 1% join, 1% flip ``deactivated``, 2%
+change roles; 5% of groups are re-parented, 3% change members, and a few groups vanish or
+appear. ``--bad-rate`` mixes in realistic bad records (a fleet has 1% by default).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,7 +222,38 @@ def write_day(
 
 
 def generate(scale: str, days: int, seed: int, out: Path, bad_rate: float = 0.0) -> None:
-    world = first_day(SCALES[scale], seed)
+    """Write one account of scale ``scale`` into ``out``."""
+    generate_world(first_day(SCALES[scale], seed), days, seed, out, bad_rate)
+
+
+FLEET_AGENTS = (20, 2_000)  # a fleet's account sizes, log-uniform between these
+
+
+def account_scale(agents: int) -> Scale:
+    """The shape of an account of ``agents`` agents: groups and roles in proportion."""
+    groups = max(4, agents // 5)
+    return Scale(
+        agents=agents,
+        groups=groups,
+        members_per_group=max(3, min(25, agents // 4)),
+        roles=max(5, min(30, agents // 10)),
+        roles_per_agent=1.5,
+        depth=max(2, min(6, groups.bit_length() - 1)),
+    )
+
+
+def fleet_sizes(accounts: int, seed: int) -> list[int]:
+    """Agents per account of a fleet: log-uniform over :data:`FLEET_AGENTS`."""
+    rng = random.Random(seed)
+    low, high = (math.log(n) for n in FLEET_AGENTS)
+    return [round(math.exp(rng.uniform(low, high))) for _ in range(accounts)]
+
+
+def fleet_key(number: int) -> str:
+    return f"acct{number:05d}"
+
+
+def generate_world(world: World, days: int, seed: int, out: Path, bad_rate: float) -> None:
     for day in range(1, days + 1):
         if day > 1:
             next_day(world)
@@ -228,17 +263,43 @@ def generate(scale: str, days: int, seed: int, out: Path, bad_rate: float = 0.0)
         write_day(out, day, folders, names)
 
 
+def generate_fleet(
+    accounts: int, days: int, seed: int, out: Path, bad_rate: float = 0.01
+) -> list[str]:
+    """Write a fleet of ``accounts`` accounts into ``out``; their keys, in order."""
+    keys = []
+    for number, agents in enumerate(fleet_sizes(accounts, seed), 1):
+        key = fleet_key(number)
+        account_seed = seed * 100_000 + number
+        world = first_day(account_scale(agents), account_seed)
+        generate_world(world, days, account_seed, out / key, bad_rate)
+        keys.append(key)
+    return keys
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m etl.synth", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--scale", choices=sorted(SCALES), required=True)
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--scale", choices=sorted(SCALES), help="one account of this scale")
+    what.add_argument("--fleet", type=int, metavar="N", help="N accounts of fleet sizes")
     parser.add_argument("--days", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--bad-rate", type=float, default=0.0, help="share of bad records (0..1)")
+    parser.add_argument(
+        "--bad-rate",
+        type=float,
+        default=None,
+        help="share of bad records, 0..1 (default: 0 for a scale, 0.01 for a fleet)",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    generate(args.scale, args.days, args.seed, args.out, args.bad_rate)
+    if args.fleet is not None:
+        bad = 0.01 if args.bad_rate is None else args.bad_rate
+        keys = generate_fleet(args.fleet, args.days, args.seed, args.out, bad)
+        print(f"wrote {len(keys)} accounts of {args.days} days to {args.out}")
+    else:
+        generate(args.scale, args.days, args.seed, args.out, args.bad_rate or 0.0)
     return 0
 
 

@@ -56,16 +56,18 @@ class Run(NamedTuple):
     newest: int  # 1 for the last of them
 
 
-def ledger_runs(conn: db.Connection, day: str | None) -> list[Run]:
-    """Every run (of ``day``), in run order."""
-    return [Run(*row) for row in db.execute(conn, "view_status", (day,))]
+def ledger_runs(conn: db.Connection, account_id: int, day: str | None) -> list[Run]:
+    """Every run of the account (of ``day``), in run order."""
+    return [Run(*row) for row in db.execute(conn, "view_status", (account_id, day))]
 
 
-def status_view(conn: db.Connection, day: str | None = None, every_run: bool = False) -> str:
+def status_view(
+    conn: db.Connection, account_id: int, day: str | None = None, every_run: bool = False
+) -> str:
     """The ledger: per day and entity its last run (``every_run``: all runs), with status, sync
     time and counts; failed, refused, abandoned and still-running runs are listed with their
     message below the table."""
-    runs = [r for r in ledger_runs(conn, day) if every_run or r.newest == 1]
+    runs = [r for r in ledger_runs(conn, account_id, day) if every_run or r.newest == 1]
     if not runs:
         return "no runs yet" if day is None else f"no runs of day {day}"
     runs.sort(key=lambda r: (source.natural_key(r.day), ENTITY_ORDER[r.entity], r.run_id))
@@ -88,6 +90,26 @@ def status_view(conn: db.Connection, day: str | None = None, every_run: bool = F
     return text
 
 
+# -- accounts ---------------------------------------------------------------------------------
+
+
+def accounts_view(conn: db.Connection) -> str:
+    """Every account: the days it applied (how many, and the last in day order) and its newest
+    run with status."""
+    rows = []
+    for key, account_id, days, day, entity, run_id, status, finished in db.execute(
+        conn, "view_accounts"
+    ):
+        last = max(days, key=source.natural_key) if days else None
+        newest = f"{day} {entity} (run {run_id})" if run_id is not None else None
+        when = _when(finished) if finished is not None else None
+        rows.append((key, account_id, len(days or ()), last, newest, status, when))
+    if not rows:
+        return "no accounts yet"
+    headers = ("account", "id", "days", "last day", "newest run", "status", "finished at")
+    return text_table(headers, rows, right={1, 2})
+
+
 # -- tree -------------------------------------------------------------------------------------
 
 
@@ -102,13 +124,15 @@ class Group:
     active_members: int
 
 
-def tree_view(conn: db.Connection, group_id: int | None = None, dim: bool = False) -> str:
+def tree_view(
+    conn: db.Connection, account_id: int, group_id: int | None = None, dim: bool = False
+) -> str:
     """The stored hierarchy of present groups, each with its member counts; ``[inactive]``,
     ``[orphan ...]`` and ``[cycle ...]`` mark what needs a look. Roots come first (no parent, or
     a parent that is no present group), then each parent cycle from its smallest id, its other
     members below it. Every group is shown once. ``group_id``: that group's subtree only.
     ``dim``: inactive groups in faint text (a terminal)."""
-    groups = {r[0]: Group(*r) for r in db.execute(conn, "view_groups")}
+    groups = {r[0]: Group(*r) for r in db.execute(conn, "view_groups", (account_id,))}
     shown = {g.group_id: g for g in groups.values() if g.present}
     children: dict[int, list[Group]] = defaultdict(list)
     for g in shown.values():
@@ -193,17 +217,17 @@ def _cycles(groups: dict[int, Group]) -> list[list[int]]:
 # -- errors -----------------------------------------------------------------------------------
 
 
-def errors_view(conn: db.Connection, day: str, examples: int = EXAMPLES) -> str:
+def errors_view(conn: db.Connection, account_id: int, day: str, examples: int = EXAMPLES) -> str:
     """A day's quarantined records and elements, from each entity's last succeeded run of the
     day: a count per error type and field (array positions folded, ``agent_ids[]``), with the
     first ``examples`` by file name and position."""
     succeeded: dict[str, int] = {}
-    for run in ledger_runs(conn, day):  # in run order: the last one stays
+    for run in ledger_runs(conn, account_id, day):  # in run order: the last one stays
         if run.status == "succeeded":
             succeeded[run.entity] = run.run_id
     if not succeeded:
         return f"no succeeded run of day {day}"
-    found = db.execute(conn, "view_errors", (day, examples))
+    found = db.execute(conn, "view_errors", (account_id, day, examples))
     by_entity: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     for row in found:
         by_entity[row[0]].append(row)

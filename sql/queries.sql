@@ -5,57 +5,93 @@
 SELECT current_setting('server_version');
 
 -- name: try_lock
-SELECT pg_try_advisory_lock(hashtext('etl.sync'));
+-- An account's sync lock: runs of one account never interleave, runs of two accounts do. Keyed
+-- by the account's key (64-bit hash), so it needs no row of the database: a run waiting for it
+-- has changed nothing yet.
+SELECT pg_try_advisory_lock(hashtextextended('etl.sync:' || $1, 0));
 
 -- name: unlock
-SELECT pg_advisory_unlock(hashtext('etl.sync'));
+SELECT pg_advisory_unlock(hashtextextended('etl.sync:' || $1, 0));
+
+-- name: share_schema
+-- Held by every run, shared: a migration (which takes it exclusively) waits for runs to end,
+-- and runs wait for a migration to commit.
+SELECT pg_advisory_lock_shared(hashtext('etl.schema'));
+
+-- name: unshare_schema
+SELECT pg_advisory_unlock_shared(hashtext('etl.schema'));
+
+-- name: migration_lock
+SELECT pg_advisory_xact_lock(hashtext('etl.schema'));
+
+-- name: lock_timeout
+SELECT current_setting('lock_timeout');
+
+-- name: set_lock_timeout
+SELECT set_config('lock_timeout', $1, true);
+
+-- name: ensure_account
+SELECT etl.ensure_account_v1($1);
+
+-- name: account_id
+SELECT account_id FROM etl.accounts WHERE account_key = $1;
+
+-- name: delete_account
+SELECT etl.delete_account_v1($1)::text;
 
 -- name: first_synced_at
 SELECT synced_at FROM etl.sync_runs
- WHERE entity = $1 AND sync_day = $2 AND status = 'succeeded'
+ WHERE account_id = $1 AND entity = $2 AND sync_day = $3 AND status = 'succeeded'
  ORDER BY run_id LIMIT 1;
 
 -- name: applied_days
-SELECT DISTINCT sync_day FROM etl.sync_runs WHERE entity = $1 AND status = 'succeeded';
+SELECT DISTINCT sync_day FROM etl.sync_runs
+ WHERE account_id = $1 AND entity = $2 AND status = 'succeeded';
 
 -- name: start_run
-SELECT etl.start_run_v2($1, $2, $3, $4, $5);
+SELECT etl.start_run_v3($1, $2, $3, $4, $5, $6);
 
 -- name: record_unstarted_run
-SELECT etl.record_unstarted_run_v1($1, $2, $3, $4, $5);
+SELECT etl.record_unstarted_run_v2($1, $2, $3, $4, $5, $6);
 
 -- name: end_run
-SELECT etl.end_run_v1($1, $2, $3);
+SELECT etl.end_run_v2($1, $2, $3, $4);
 
 -- name: run_file_hashes
-SELECT file, sha256 FROM etl.sync_run_files WHERE run_id = $1 AND file = ANY ($2::text[]);
+SELECT file, sha256 FROM etl.sync_run_files
+ WHERE account_id = $1 AND run_id = $2 AND file = ANY ($3::text[]);
 
 -- name: clear_staging
-SELECT etl.clear_staging_v1($1);
+SELECT etl.clear_staging_v2($1, $2);
 
 -- name: apply
-CALL etl.apply_sync_v2($1, $2);
+CALL etl.apply_sync_v3($1, $2, $3);
 
 -- name: run_counts
 SELECT rows_staged, rows_inserted, rows_updated, rows_unchanged, rows_removed, rows_quarantined,
        details::text
-  FROM etl.sync_runs WHERE run_id = $1;
+  FROM etl.sync_runs WHERE account_id = $1 AND run_id = $2;
 
 -- name: record_seconds
-UPDATE etl.sync_runs SET details = coalesce(details, '{}') || jsonb_build_object('seconds', $2::jsonb)
- WHERE run_id = $1;
+UPDATE etl.sync_runs SET details = coalesce(details, '{}') || jsonb_build_object('seconds', $3::jsonb)
+ WHERE account_id = $1 AND run_id = $2;
 
 -- name: known_agent_ids
-SELECT agent_id FROM etl.agents;
+SELECT agent_id FROM etl.agents WHERE account_id = $1;
 
 -- name: known_role_ids
-SELECT role_id FROM etl.roles;
+SELECT role_id FROM etl.roles WHERE account_id = $1;
 
 -- name: stored_groups
-SELECT group_id, parent_group_id, present FROM etl.groups;
+SELECT group_id, parent_group_id, present FROM etl.groups WHERE account_id = $1;
 
--- name: migration_lock
-SELECT pg_advisory_xact_lock(hashtext('etl.migrate'));
+-- name: schema_bookkept
+SELECT to_regclass('etl.schema_routines') IS NOT NULL;
+
+-- name: recorded_files
+SELECT 'migrations/' || filename, sha256 FROM etl.schema_migrations
+UNION ALL
+SELECT 'routines/' || filename, sha256 FROM etl.schema_routines;
 
 -- name: bootstrap_migrations
 -- Creates the schema only where it is missing: a role that owns a schema etl made for it by the
@@ -130,63 +166,89 @@ BEGIN
 END
 $$;
 
--- Dumps of the final state, for the replay's golden file: every column that a replay of the
--- same input reproduces exactly (wall-clock and identity columns left out).
+-- Dumps of one account's final state, for the replay's golden file: every column that a replay
+-- of the same input reproduces exactly (wall-clock and identity columns left out). Runs are
+-- numbered within the account (etl.run_number), so that one account's dump does not depend on
+-- the runs of others.
 
 -- name: dump_agents
 SELECT agent_id, name, email, deactivated, contact_active, present, active, created_at,
        updated_at, synced_at
-  FROM etl.agents ORDER BY agent_id;
+  FROM etl.agents WHERE account_id = $1 ORDER BY agent_id;
 
 -- name: dump_roles
 SELECT role_id, name, description, is_default, agent_type, present, created_at, updated_at,
        synced_at
-  FROM etl.roles ORDER BY role_id;
+  FROM etl.roles WHERE account_id = $1 ORDER BY role_id;
 
 -- name: dump_agent_role_mapping
 SELECT agent_id, role_id, status, assigned_at, removed_at
-  FROM etl.agent_role_mapping ORDER BY agent_id, role_id;
+  FROM etl.agent_role_mapping WHERE account_id = $1 ORDER BY agent_id, role_id;
 
 -- name: dump_agent_role_history
-SELECT agent_id, role_id, from_status, to_status, changed_at, sync_day, run_id
-  FROM etl.agent_role_history ORDER BY history_id;
+SELECT agent_id, role_id, from_status, to_status, changed_at, sync_day,
+       (SELECT count(*) FROM etl.sync_runs r
+         WHERE r.account_id = h.account_id AND r.run_id <= h.run_id)
+  FROM etl.agent_role_history h WHERE account_id = $1 ORDER BY history_id;
 
 -- name: dump_groups
 SELECT group_id, name, description, parent_group_id, present, inactive, created_at, updated_at,
        synced_at
-  FROM etl.groups ORDER BY group_id;
+  FROM etl.groups WHERE account_id = $1 ORDER BY group_id;
 
 -- name: dump_group_membership
-SELECT group_id, agent_id, synced_at FROM etl.group_membership ORDER BY group_id, agent_id;
+SELECT group_id, agent_id, synced_at FROM etl.group_membership WHERE account_id = $1 ORDER BY group_id, agent_id;
 
 -- name: dump_agent_pipeline_errors
-SELECT run_id, sync_day, record_kind, error_type, field, record_id, source_file, record_index,
+SELECT (SELECT count(*) FROM etl.sync_runs r
+         WHERE r.account_id = e.account_id AND r.run_id <= e.run_id),
+       sync_day, record_kind, error_type, field, record_id, source_file, record_index,
        error_message, raw_record::text, raw_text
-  FROM etl.agent_pipeline_errors ORDER BY sync_day, source_file, record_index, field;
+  FROM etl.agent_pipeline_errors e WHERE account_id = $1
+ ORDER BY sync_day, source_file, record_index, field;
 
 -- name: dump_role_pipeline_errors
-SELECT run_id, sync_day, record_kind, error_type, field, record_id, source_file, record_index,
+SELECT (SELECT count(*) FROM etl.sync_runs r
+         WHERE r.account_id = e.account_id AND r.run_id <= e.run_id),
+       sync_day, record_kind, error_type, field, record_id, source_file, record_index,
        error_message, raw_record::text, raw_text
-  FROM etl.role_pipeline_errors ORDER BY sync_day, source_file, record_index, field;
+  FROM etl.role_pipeline_errors e WHERE account_id = $1
+ ORDER BY sync_day, source_file, record_index, field;
 
 -- name: dump_group_pipeline_errors
-SELECT run_id, sync_day, record_kind, error_type, field, record_id, source_file, record_index,
+SELECT (SELECT count(*) FROM etl.sync_runs r
+         WHERE r.account_id = e.account_id AND r.run_id <= e.run_id),
+       sync_day, record_kind, error_type, field, record_id, source_file, record_index,
        error_message, raw_record::text, raw_text
-  FROM etl.group_pipeline_errors ORDER BY sync_day, source_file, record_index, field;
+  FROM etl.group_pipeline_errors e WHERE account_id = $1
+ ORDER BY sync_day, source_file, record_index, field;
 
 -- name: dump_sync_runs
-SELECT run_id, sync_day, entity, status, synced_at, forced,
+SELECT row_number() OVER (ORDER BY run_id), sync_day, entity, status, synced_at, forced,
        (SELECT coalesce(jsonb_agg(jsonb_build_object('file', file, 'bytes', bytes,
                                                       'sha256', sha256) ORDER BY file_index),
                         '[]')
-          FROM etl.sync_run_files f WHERE f.run_id = r.run_id)::text, rows_staged,
+          FROM etl.sync_run_files f
+         WHERE f.account_id = r.account_id AND f.run_id = r.run_id)::text, rows_staged,
        rows_inserted, rows_updated, rows_unchanged, rows_removed, rows_quarantined,
        (details - 'seconds')::text, message
-  FROM etl.sync_runs r ORDER BY run_id;
+  FROM etl.sync_runs r WHERE account_id = $1 ORDER BY run_id;
 
 -- name: view_ready
 -- The views (python -m etl status | tree | errors) only read.
-SELECT to_regclass('etl.sync_runs') IS NOT NULL;
+SELECT to_regclass('etl.accounts') IS NOT NULL;
+
+-- name: view_accounts
+-- Each account with the days it applied and its newest run.
+SELECT a.account_key, a.account_id,
+       (SELECT array_agg(DISTINCT r.sync_day) FROM etl.sync_runs r
+         WHERE r.account_id = a.account_id AND r.status = 'succeeded') AS days,
+       last.sync_day, last.entity, last.run_id, last.status, last.finished_at
+  FROM etl.accounts a
+  LEFT JOIN LATERAL (SELECT r.sync_day, r.entity, r.run_id, r.status, r.finished_at
+                       FROM etl.sync_runs r WHERE r.account_id = a.account_id
+                      ORDER BY r.run_id DESC LIMIT 1) last ON true
+ ORDER BY a.account_key;
 
 -- name: view_status
 SELECT run_id, sync_day, entity, status, synced_at, rows_staged, rows_inserted, rows_updated,
@@ -194,16 +256,17 @@ SELECT run_id, sync_day, entity, status, synced_at, rows_staged, rows_inserted, 
        count(*) OVER (PARTITION BY sync_day, entity) AS runs,
        rank() OVER (PARTITION BY sync_day, entity ORDER BY run_id DESC) AS newest
   FROM etl.sync_runs
- WHERE $1::text IS NULL OR sync_day = $1
+ WHERE account_id = $1 AND ($2::text IS NULL OR sync_day = $2)
  ORDER BY run_id;
 
 -- name: view_groups
 SELECT g.group_id, g.name, g.parent_group_id, g.present, g.inactive,
        count(a.agent_id) AS members, count(a.agent_id) FILTER (WHERE a.active) AS active_members
   FROM etl.groups g
-  LEFT JOIN etl.group_membership m ON m.group_id = g.group_id
-  LEFT JOIN etl.agents a ON a.agent_id = m.agent_id
- GROUP BY g.group_id
+  LEFT JOIN etl.group_membership m ON m.account_id = $1 AND m.group_id = g.group_id
+  LEFT JOIN etl.agents a ON a.account_id = $1 AND a.agent_id = m.agent_id
+ WHERE g.account_id = $1
+ GROUP BY g.account_id, g.group_id
  ORDER BY g.group_id;
 
 -- name: view_errors
@@ -211,17 +274,17 @@ SELECT g.group_id, g.name, g.parent_group_id, g.present, g.inactive,
 -- positions folded ("agent_ids[3]" -> "agent_ids[]"), and the first few records of each.
 WITH runs AS (
     SELECT DISTINCT ON (entity) entity, run_id FROM etl.sync_runs
-     WHERE sync_day = $1 AND status = 'succeeded'
+     WHERE account_id = $1 AND sync_day = $2 AND status = 'succeeded'
      ORDER BY entity, run_id DESC
 ), errors AS (
     SELECT run_id, error_type, field, record_id, source_file, record_index, error_message
-      FROM etl.agent_pipeline_errors WHERE sync_day = $1
+      FROM etl.agent_pipeline_errors WHERE account_id = $1 AND sync_day = $2
     UNION ALL
     SELECT run_id, error_type, field, record_id, source_file, record_index, error_message
-      FROM etl.role_pipeline_errors WHERE sync_day = $1
+      FROM etl.role_pipeline_errors WHERE account_id = $1 AND sync_day = $2
     UNION ALL
     SELECT run_id, error_type, field, record_id, source_file, record_index, error_message
-      FROM etl.group_pipeline_errors WHERE sync_day = $1
+      FROM etl.group_pipeline_errors WHERE account_id = $1 AND sync_day = $2
 ), grouped AS (
     SELECT r.entity, r.run_id, e.error_type,
            regexp_replace(coalesce(e.field, '-'), '\[\d+\]', '[]', 'g') AS field,
@@ -234,23 +297,45 @@ WITH runs AS (
       FROM grouped
 )
 SELECT entity, run_id, error_type, field, n, record_id, source_file, error_message
-  FROM ranked WHERE example <= $2
+  FROM ranked WHERE example <= $3
  ORDER BY entity, error_type, field, example;
 
--- name: dry_run_snapshot
--- A dry run's picture of the final tables before its steps (temporary, gone at the rollback).
-CREATE TEMP TABLE before_agents AS SELECT * FROM etl.agents;
-CREATE TEMP TABLE before_roles AS SELECT * FROM etl.roles;
-CREATE TEMP TABLE before_pairs AS SELECT agent_id, role_id, status FROM etl.agent_role_mapping;
-CREATE TEMP TABLE before_groups AS SELECT * FROM etl.groups;
-CREATE TEMP TABLE before_members AS SELECT group_id, agent_id FROM etl.group_membership;
+-- A dry run's picture of the account's final tables before its steps (temporary tables, gone
+-- at the rollback).
+
+-- name: dry_run_before_agents
+CREATE TEMP TABLE before_agents AS SELECT * FROM etl.agents WHERE account_id = $1;
+
+-- name: dry_run_before_roles
+CREATE TEMP TABLE before_roles AS SELECT * FROM etl.roles WHERE account_id = $1;
+
+-- name: dry_run_before_pairs
+CREATE TEMP TABLE before_pairs AS
+SELECT agent_id, role_id, status FROM etl.agent_role_mapping WHERE account_id = $1;
+
+-- name: dry_run_before_groups
+CREATE TEMP TABLE before_groups AS SELECT * FROM etl.groups WHERE account_id = $1;
+
+-- name: dry_run_before_members
+CREATE TEMP TABLE before_members AS
+SELECT group_id, agent_id FROM etl.group_membership WHERE account_id = $1;
 
 -- name: dry_run_diff
--- What the dry run's steps changed, per table and kind of change: a count, and the first
--- $1 keys of each (with the names of the fields that changed, for "changed").
-WITH changes (entity, what, k1, k2, fields) AS (
+-- What the dry run's steps changed in account $2, per table and kind of change: a count, and
+-- the first $1 keys of each (with the names of the fields that changed, for "changed").
+WITH agents AS (
+    SELECT * FROM etl.agents WHERE account_id = $2
+), roles AS (
+    SELECT * FROM etl.roles WHERE account_id = $2
+), pairs AS (
+    SELECT * FROM etl.agent_role_mapping WHERE account_id = $2
+), groups AS (
+    SELECT * FROM etl.groups WHERE account_id = $2
+), members AS (
+    SELECT * FROM etl.group_membership WHERE account_id = $2
+), changes (entity, what, k1, k2, fields) AS (
     SELECT 'agents', 'new', a.agent_id, NULL::bigint, NULL
-      FROM etl.agents a LEFT JOIN before_agents b USING (agent_id) WHERE b.agent_id IS NULL
+      FROM agents a LEFT JOIN before_agents b USING (agent_id) WHERE b.agent_id IS NULL
     UNION ALL
     SELECT 'agents', 'changed', a.agent_id, NULL, array_to_string(ARRAY[
                CASE WHEN a.name IS DISTINCT FROM b.name THEN 'name' END,
@@ -260,20 +345,20 @@ WITH changes (entity, what, k1, k2, fields) AS (
                     THEN 'contact_active' END,
                CASE WHEN a.created_at IS DISTINCT FROM b.created_at THEN 'created_at' END,
                CASE WHEN a.updated_at IS DISTINCT FROM b.updated_at THEN 'updated_at' END], ',')
-      FROM etl.agents a JOIN before_agents b USING (agent_id)
+      FROM agents a JOIN before_agents b USING (agent_id)
      WHERE (a.name, a.email, a.deactivated, a.contact_active, a.created_at, a.updated_at)
            IS DISTINCT FROM
            (b.name, b.email, b.deactivated, b.contact_active, b.created_at, b.updated_at)
     UNION ALL
     SELECT 'agents', CASE WHEN a.present THEN 'back' ELSE 'removed' END, a.agent_id, NULL, NULL
-      FROM etl.agents a JOIN before_agents b USING (agent_id) WHERE a.present <> b.present
+      FROM agents a JOIN before_agents b USING (agent_id) WHERE a.present <> b.present
     UNION ALL
     SELECT 'agents', CASE WHEN a.active THEN 'turned active' ELSE 'turned inactive' END,
            a.agent_id, NULL, NULL
-      FROM etl.agents a JOIN before_agents b USING (agent_id) WHERE a.active <> b.active
+      FROM agents a JOIN before_agents b USING (agent_id) WHERE a.active <> b.active
     UNION ALL
     SELECT 'roles', 'new', a.role_id, NULL, NULL
-      FROM etl.roles a LEFT JOIN before_roles b USING (role_id) WHERE b.role_id IS NULL
+      FROM roles a LEFT JOIN before_roles b USING (role_id) WHERE b.role_id IS NULL
     UNION ALL
     SELECT 'roles', 'changed', a.role_id, NULL, array_to_string(ARRAY[
                CASE WHEN a.name IS DISTINCT FROM b.name THEN 'name' END,
@@ -282,25 +367,25 @@ WITH changes (entity, what, k1, k2, fields) AS (
                CASE WHEN a.agent_type IS DISTINCT FROM b.agent_type THEN 'agent_type' END,
                CASE WHEN a.created_at IS DISTINCT FROM b.created_at THEN 'created_at' END,
                CASE WHEN a.updated_at IS DISTINCT FROM b.updated_at THEN 'updated_at' END], ',')
-      FROM etl.roles a JOIN before_roles b USING (role_id)
+      FROM roles a JOIN before_roles b USING (role_id)
      WHERE (a.name, a.description, a.is_default, a.agent_type, a.created_at, a.updated_at)
            IS DISTINCT FROM
            (b.name, b.description, b.is_default, b.agent_type, b.created_at, b.updated_at)
     UNION ALL
     SELECT 'roles', CASE WHEN a.present THEN 'back' ELSE 'removed' END, a.role_id, NULL, NULL
-      FROM etl.roles a JOIN before_roles b USING (role_id) WHERE a.present <> b.present
+      FROM roles a JOIN before_roles b USING (role_id) WHERE a.present <> b.present
     UNION ALL
     SELECT 'roles', 'pairs assigned', a.agent_id, a.role_id, NULL
-      FROM etl.agent_role_mapping a LEFT JOIN before_pairs b USING (agent_id, role_id)
+      FROM pairs a LEFT JOIN before_pairs b USING (agent_id, role_id)
      WHERE b.agent_id IS NULL AND a.status = 'assigned'
     UNION ALL
     SELECT 'roles', CASE WHEN a.status = 'assigned' THEN 'pairs re-assigned'
                          ELSE 'pairs removed' END, a.agent_id, a.role_id, NULL
-      FROM etl.agent_role_mapping a JOIN before_pairs b USING (agent_id, role_id)
+      FROM pairs a JOIN before_pairs b USING (agent_id, role_id)
      WHERE a.status <> b.status
     UNION ALL
     SELECT 'groups', 'new', a.group_id, NULL, NULL
-      FROM etl.groups a LEFT JOIN before_groups b USING (group_id) WHERE b.group_id IS NULL
+      FROM groups a LEFT JOIN before_groups b USING (group_id) WHERE b.group_id IS NULL
     UNION ALL
     SELECT 'groups', 'changed', a.group_id, NULL, array_to_string(ARRAY[
                CASE WHEN a.name IS DISTINCT FROM b.name THEN 'name' END,
@@ -309,23 +394,23 @@ WITH changes (entity, what, k1, k2, fields) AS (
                     THEN 'parent_group_id' END,
                CASE WHEN a.created_at IS DISTINCT FROM b.created_at THEN 'created_at' END,
                CASE WHEN a.updated_at IS DISTINCT FROM b.updated_at THEN 'updated_at' END], ',')
-      FROM etl.groups a JOIN before_groups b USING (group_id)
+      FROM groups a JOIN before_groups b USING (group_id)
      WHERE (a.name, a.description, a.parent_group_id, a.created_at, a.updated_at)
            IS DISTINCT FROM (b.name, b.description, b.parent_group_id, b.created_at, b.updated_at)
     UNION ALL
     SELECT 'groups', CASE WHEN a.present THEN 'back' ELSE 'removed' END, a.group_id, NULL, NULL
-      FROM etl.groups a JOIN before_groups b USING (group_id) WHERE a.present <> b.present
+      FROM groups a JOIN before_groups b USING (group_id) WHERE a.present <> b.present
     UNION ALL
     SELECT 'groups', CASE WHEN a.inactive THEN 'turned inactive' ELSE 'turned active' END,
            a.group_id, NULL, NULL
-      FROM etl.groups a JOIN before_groups b USING (group_id) WHERE a.inactive <> b.inactive
+      FROM groups a JOIN before_groups b USING (group_id) WHERE a.inactive <> b.inactive
     UNION ALL
     SELECT 'groups', 'members added', a.group_id, a.agent_id, NULL
-      FROM etl.group_membership a LEFT JOIN before_members b USING (group_id, agent_id)
+      FROM members a LEFT JOIN before_members b USING (group_id, agent_id)
      WHERE b.group_id IS NULL
     UNION ALL
     SELECT 'groups', 'members removed', b.group_id, b.agent_id, NULL
-      FROM before_members b LEFT JOIN etl.group_membership a USING (group_id, agent_id)
+      FROM before_members b LEFT JOIN members a USING (group_id, agent_id)
      WHERE a.group_id IS NULL
 ), ranked AS (
     SELECT *, count(*) OVER (PARTITION BY entity, what) AS n,

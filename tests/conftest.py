@@ -140,6 +140,16 @@ def rows(conn: db.Connection, sql: str, params: tuple[Any, ...] = ()) -> list[tu
     return result
 
 
+def default_account(conn: db.Connection) -> int:
+    """The id of account ``default``, created if new (for tests that write rows by hand)."""
+    return int(rows(conn, "SELECT etl.ensure_account_v1('default')")[0][0])
+
+
+def open_run(conn: db.Connection, day: str, entity: str, applying: int | None = None) -> int:
+    """A 'running' ledger row of account ``default`` (created if new), as a run starts one."""
+    return db.start_run(conn, default_account(conn), day, entity, T(1), False, applying)
+
+
 def write_day(data_dir: Path, day: str, **folders: Any) -> Path:
     """Write a sync day: each keyword is a folder (agents, roles, agent_details, admin_groups)
     mapping file names to JSON values (or to raw bytes, written as they are)."""

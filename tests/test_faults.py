@@ -240,7 +240,7 @@ MEMBERS = "SELECT * FROM etl.group_membership ORDER BY group_id, agent_id"
 def sync_day1_without_groups_staging(url: str, conn: db.Connection) -> None:
     """Day1 synced, and its groups staging cleared: staged groups rows then show day2's."""
     sync_days(url, "day1")
-    rows(conn, "SELECT etl.clear_staging_v1('groups')")
+    rows(conn, "SELECT etl.clear_staging_v2(1, 'groups')")
     conn.commit()
 
 
@@ -363,8 +363,8 @@ def test_a_run_waiting_past_its_lock_timeout_fails_cleanly(
     assert second.returncode == 1
     assert '"event": "waiting_for_lock"' in second.stderr
     assert last_line(second.stderr) == (
-        "etl: error: another etl run holds the sync lock on this database; gave up after 0.5 s "
-        "(see --lock-timeout)"
+        "etl: error: another etl run holds the sync lock of account default on this database; "
+        "gave up after 0.5 s (see --lock-timeout)"
     )
     assert rows(conn, "SELECT entity, status FROM etl.sync_runs ORDER BY run_id") == [
         ("agents", "succeeded"),

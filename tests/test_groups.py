@@ -18,6 +18,7 @@ from conftest import (
     A9,
     FIXTURES,
     T,
+    default_account,
     last_line,
     of_clean_run,
     rows,
@@ -598,30 +599,38 @@ def test_apply_refuses_memberships_naming_unknown_agents_or_groups(
 ) -> None:
     """The procedure checks staged memberships as a set (in place of row-by-row foreign keys):
     a membership naming no stored agent, or no staged group, stops the apply with the pair
-    named, on a first load (the staged pairs read in place) as on a later one (the changes)."""
-    rows(conn, "SELECT etl.start_run_v2('day1', 'groups', now(), false, NULL)")
+    named, on a first load as on a later one."""
+    account = default_account(conn)
+    rows(conn, "SELECT etl.start_run_v3(1, 'day1', 'groups', now(), false, NULL)")
     rows(
         conn,
-        "INSERT INTO etl.agents (agent_id, present, active, synced_at, ingested_at)"
-        " VALUES (5, true, true, now(), now())",
+        "INSERT INTO etl.agents (account_id, agent_id, present, active, synced_at, ingested_at)"
+        " VALUES ($1, 5, true, true, now(), now())",
+        (account,),
     )
     rows(
         conn,
-        "INSERT INTO etl.stg_groups (group_id, name, source_file, record_index)"
-        " VALUES (1, 'g', 'g.json', 0)",
+        "INSERT INTO etl.stg_groups (account_id, group_id, name, source_file, record_index)"
+        " VALUES ($1, 1, 'g', 'g.json', 0)",
+        (account,),
     )
     if stored:
         rows(
             conn,
-            "INSERT INTO etl.groups (group_id, name, present, inactive, synced_at, ingested_at)"
-            " VALUES (1, 'g', true, false, now(), now())",
+            "INSERT INTO etl.groups (account_id, group_id, name, present, inactive, synced_at,"
+            " ingested_at) VALUES ($1, 1, 'g', true, false, now(), now())",
+            (account,),
         )
-        rows(conn, "INSERT INTO etl.group_membership VALUES (1, 5, now())")
+        rows(conn, "INSERT INTO etl.group_membership VALUES (1, 5, now(), $1)", (account,))
     group, agent = pair
-    rows(conn, "INSERT INTO etl.stg_group_members VALUES (1, ARRAY[5::bigint])")
-    rows(conn, "INSERT INTO etl.stg_group_members VALUES ($1, ARRAY[$2::bigint])", (group, agent))
+    rows(conn, "INSERT INTO etl.stg_group_members VALUES (1, ARRAY[5::bigint], $1)", (account,))
+    rows(
+        conn,
+        "INSERT INTO etl.stg_group_members VALUES ($1, ARRAY[$2::bigint], $3)",
+        (group, agent, account),
+    )
     with pytest.raises(DatabaseError) as raised:
-        apply_run(conn, 1, allow_mass_removal=False)
+        apply_run(conn, account, 1, allow_mass_removal=False)
     assert str(raised.value) == (
         "database error during apply: staged memberships (group, agent) name no stored agent or "
         f"no staged group: {named}"
@@ -629,109 +638,53 @@ def test_apply_refuses_memberships_naming_unknown_agents_or_groups(
     assert rows(conn, "SELECT count(*) FROM etl.group_membership") == [(1 if stored else 0,)]
 
 
-MEMBERSHIP_KEYS = [
-    (
-        "group_membership_agent",
-        "CREATE INDEX group_membership_agent ON etl.group_membership USING btree (agent_id)",
-    ),
-    (
-        "group_membership_pkey",
-        "CREATE UNIQUE INDEX group_membership_pkey ON etl.group_membership "
-        "USING btree (group_id, agent_id)",
-    ),
-]
-
-
 DAY1_MEMBERS = 17  # the (group, agent) pairs of day1 whose agent is in day1's agents
 
 
-def membership_keys(conn: db.Connection) -> list[tuple[object, ...]]:
-    return rows(
-        conn,
-        "SELECT indexname, indexdef FROM pg_indexes"
-        " WHERE schemaname = 'etl' AND tablename = 'group_membership' ORDER BY 1",
-    )
-
-
-def test_first_membership_load_rebuilds_the_keys(database_url: str, conn: db.Connection) -> None:
-    """Into an empty group_membership the pairs load without its keys, which are built after the
-    insert: the same keys exist after the first load and after a later one."""
-    sync_days(database_url, "day1")
-    assert membership_keys(conn) == MEMBERSHIP_KEYS
-    assert rows(conn, "SELECT count(*) FROM etl.group_membership") == [(DAY1_MEMBERS,)]
-    sync_days(database_url, "day2")
-    assert membership_keys(conn) == MEMBERSHIP_KEYS
-    assert rows(conn, "SELECT count(*) FROM etl.group_membership") == [(16,)]
-
-
-def test_first_membership_load_beside_a_reader_keeps_the_keys_in_place(
-    database_url: str, conn: db.Connection
-) -> None:
-    """Building the keys after the insert needs group_membership to itself; while another
-    session's transaction holds a lock on it, the first load inserts with the keys in place
-    instead of waiting for it."""
-    reader = db.connect(database_url)
-    try:
-        with reader.cursor() as cur:  # an open transaction that has read the table
-            cur.execute("SELECT count(*) FROM etl.group_membership")
-            assert cur.fetchall() == [(0,)]
-        sync_days(database_url, "day1")
-        assert membership_keys(conn) == MEMBERSHIP_KEYS
-        assert rows(conn, "SELECT count(*) FROM etl.group_membership") == [(DAY1_MEMBERS,)]
-    finally:
-        db.close(reader)
-
-
-@pytest.mark.parametrize(
-    ("first_load", "message"),
-    [
-        (
-            True,
-            'database error during apply: could not create unique index "group_membership_pkey"',
-        ),
-        (
-            False,
-            "database error during apply: duplicate key value violates unique constraint "
-            '"group_membership_pkey"',
-        ),
-    ],
-)
+@pytest.mark.parametrize("first_load", [True, False])
 def test_a_repeated_staged_membership_fails_the_apply(
-    conn: db.Connection, first_load: bool, message: str
+    conn: db.Connection, first_load: bool
 ) -> None:
     """Staging has no key of its own: a pair staged twice (which the plan never does) still
     fails on group_membership's key, on the first load and later, and changes nothing."""
+    account = default_account(conn)
     for agent in (A1, A2):
         rows(
             conn,
             "INSERT INTO etl.agents VALUES ($1, 'a', NULL, false, true, true, true, NULL, NULL,"
-            " now(), now())",
-            (agent,),
+            " now(), now(), $2)",
+            (agent, account),
         )
-    if not first_load:  # a stored pair that stays, so the table is not empty at the insert
+    if not first_load:  # a stored pair that stays
         rows(
             conn,
             "INSERT INTO etl.groups VALUES (1, 'g', NULL, NULL, true, false, NULL, NULL,"
-            " now(), now())",
+            " now(), now(), $1)",
+            (account,),
         )
-        rows(conn, "INSERT INTO etl.group_membership VALUES (1, $1, now())", (A2,))
+        rows(conn, "INSERT INTO etl.group_membership VALUES (1, $1, now(), $2)", (A2, account))
     db.commit(conn)
     before = dump_state(conn, STATE_TABLES)
-    rows(conn, "SELECT etl.start_run_v2('day1', 'groups', now(), false, NULL)")
+    rows(conn, "SELECT etl.start_run_v3($1, 'day1', 'groups', now(), false, NULL)", (account,))
     rows(
         conn,
-        "INSERT INTO etl.stg_groups (group_id, name, source_file, record_index)"
-        " VALUES (1, 'g', 'g.json', 0)",
+        "INSERT INTO etl.stg_groups (account_id, group_id, name, source_file, record_index)"
+        " VALUES ($1, 1, 'g', 'g.json', 0)",
+        (account,),
     )
     rows(
-        conn, "INSERT INTO etl.stg_group_members VALUES (1, ARRAY[$1, $2, $2]::bigint[])", (A2, A1)
+        conn,
+        "INSERT INTO etl.stg_group_members VALUES (1, ARRAY[$1, $2, $2]::bigint[], $3)",
+        (A2, A1, account),
     )
     with pytest.raises(DatabaseError) as raised:
-        apply_run(conn, 1, allow_mass_removal=True)
+        apply_run(conn, account, 1, allow_mass_removal=True)
     db.rollback(conn)
-    assert str(raised.value).startswith(message)
+    assert str(raised.value).startswith(
+        "database error during apply: duplicate key value violates unique constraint "
+        '"group_membership_pkey"'
+    )
     assert dump_state(conn, STATE_TABLES) == before
-    assert membership_keys(conn) == MEMBERSHIP_KEYS
 
 
 def test_group_staging_keeps_the_last_run(database_url: str, conn: db.Connection) -> None:
@@ -749,10 +702,10 @@ def test_group_staging_keeps_the_last_run(database_url: str, conn: db.Connection
         (INFOSEC, DEVOPS, "sync-day2/admin_groups/1.json", 3),
     ]
     assert rows(conn, "SELECT * FROM etl.stg_group_membership WHERE group_id = $1", (H1,)) == [
-        (H1, A2),
-        (H1, A3),
-        (H1, A4),
-        (H1, A5),
+        (1, H1, A2),
+        (1, H1, A3),
+        (1, H1, A4),
+        (1, H1, A5),
     ]
     assert rows(conn, "SELECT count(*) FROM etl.stg_group_membership") == [(16,)]
 
@@ -761,27 +714,26 @@ def test_a_leaving_pair_whose_row_moved_since_the_diff_is_removed_by_its_key(
     database_url: str, conn: db.Connection
 ) -> None:
     """The groups step deletes leaving pairs by the ctid its diff read them at; a row rewritten
-    in between (here by an event trigger of the test, right after the diff, as another
-    session's write would) is no longer there, and goes by its key instead: the state is that
-    of a clean run."""
+    in between (here by a trigger of the test on the diff's helper table, right after the diff,
+    as another session's write would) is no longer there, and goes by its key instead: the
+    state is that of a clean run."""
     sync_days(database_url, "day1")
     rows(conn, "CREATE TABLE public.moved_once (done boolean)")
     rows(
         conn,
-        """CREATE FUNCTION public.move_every_pair() RETURNS event_trigger LANGUAGE plpgsql AS $$
+        """CREATE FUNCTION public.move_every_pair() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            IF EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands()
-                        WHERE object_identity LIKE '%.membership_changes')
-               AND NOT EXISTS (SELECT 1 FROM public.moved_once) THEN
+            IF NOT EXISTS (SELECT 1 FROM public.moved_once) THEN
                 INSERT INTO public.moved_once VALUES (true);
                 UPDATE etl.group_membership SET synced_at = synced_at;
             END IF;
+            RETURN NULL;
         END $$""",
     )
     rows(
         conn,
-        "CREATE EVENT TRIGGER move_every_pair ON ddl_command_end WHEN TAG IN ('CREATE TABLE AS')"
-        " EXECUTE FUNCTION public.move_every_pair()",
+        "CREATE TRIGGER move_every_pair AFTER INSERT ON etl.stg_membership_changes"
+        " FOR EACH STATEMENT EXECUTE FUNCTION public.move_every_pair()",
     )
     sync_days(database_url, "day2")
     assert rows(conn, "SELECT done FROM public.moved_once") == [(True,)]  # the rows did move

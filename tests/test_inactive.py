@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import fresh_database, rows, write_day
+from conftest import default_account, fresh_database, rows, write_day
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -150,16 +150,19 @@ def test_active_member_counts_follow_changes_made_outside_etl(conn: db.Connectio
     pairs and agents inserted, updated and deleted, and TRUNCATE. An agent id never changes,
     a count below zero stops the inactive walk with the groups named, and a recount repairs
     counts that writes racing outside etl left wrong."""
+    account = default_account(conn)
     rows(
         conn,
-        "INSERT INTO etl.agents (agent_id, present, active, synced_at, ingested_at)"
-        " VALUES (1, true, true, now(), now()), (2, true, false, now(), now()),"
-        " (3, true, true, now(), now())",
+        "INSERT INTO etl.agents (account_id, agent_id, present, active, synced_at, ingested_at)"
+        " VALUES ($1, 1, true, true, now(), now()), ($1, 2, true, false, now(), now()),"
+        " ($1, 3, true, true, now(), now())",
+        (account,),
     )
     rows(
         conn,
-        "INSERT INTO etl.group_membership VALUES (10, 1, now()), (10, 2, now()),"
-        " (10, 3, now()), (11, 2, now())",
+        "INSERT INTO etl.group_membership VALUES (10, 1, now(), $1), (10, 2, now(), $1),"
+        " (10, 3, now(), $1), (11, 2, now(), $1)",
+        (account,),
     )
     assert stored_active_members(conn) == {10: 2}
     rows(conn, "UPDATE etl.agents SET active = true WHERE agent_id = 2")
@@ -172,7 +175,9 @@ def test_active_member_counts_follow_changes_made_outside_etl(conn: db.Connectio
     assert stored_active_members(conn) == {11: 1}
     db.commit(conn)
 
-    never_change = r"agent ids never change \(agent 1 would become 9\)"
+    never_change = (
+        r"agent ids never change \(agent 1 of account 1 would become agent 9 of account 1\)"
+    )
     with pytest.raises(DatabaseError, match=never_change), db.wrapped("the test"):
         rows(conn, "UPDATE etl.agents SET agent_id = 9 WHERE agent_id = 1")
     db.rollback(conn)
@@ -180,16 +185,20 @@ def test_active_member_counts_follow_changes_made_outside_etl(conn: db.Connectio
     rows(conn, "UPDATE etl.group_active_members SET active_members = -1 WHERE group_id = 11")
     below_zero = r"active-member counts below zero \(groups 11\)"
     with pytest.raises(DatabaseError, match=below_zero), db.wrapped("the test"):
-        rows(conn, "SELECT etl.refresh_group_inactive_v1(NULL::etl.sync_runs)")
+        rows(
+            conn,
+            "SELECT etl.refresh_group_inactive_v1("
+            "jsonb_populate_record(NULL::etl.sync_runs, '{\"account_id\": 1}'))",
+        )
     db.rollback(conn)
 
     rows(conn, "UPDATE etl.group_active_members SET active_members = 7 WHERE group_id = 11")
-    rows(conn, "SELECT etl.recount_active_members_v1()")  # the repair after racing writes
+    rows(conn, "SELECT etl.recount_active_members_v2(1)")  # the repair after racing writes
     assert stored_active_members(conn) == {11: 1}
 
     rows(conn, "TRUNCATE etl.group_membership")
     assert stored_active_members(conn) == {}
-    rows(conn, "INSERT INTO etl.group_membership VALUES (12, 1, now())")
+    rows(conn, "INSERT INTO etl.group_membership VALUES (12, 1, now(), 1)")
     assert stored_active_members(conn) == {12: 1}
     rows(conn, "TRUNCATE etl.agents")
     assert stored_active_members(conn) == {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime
 
-from conftest import FIXTURES
+from conftest import FIXTURES, default_account
 
 from etl import db
 from etl.cli import terminal_progress
@@ -41,7 +41,7 @@ def test_a_sync_shows_each_stage_with_files_decoded_and_rows_staged(
         synced_at=datetime(2026, 1, 1, 6, tzinfo=UTC),
         progress=lambda title: Recorder(title, seen),
     )
-    sync_day(conn, "day1", ("agents", "roles"), options)
+    sync_day(conn, default_account(conn), "day1", ("agents", "roles"), options)
     assert seen == [
         ("day1 agents", "list files", None, 0),
         ("day1 agents", "decode agents files", 1, 1),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from adbc_driver_manager import dbapi
-from conftest import FIXTURES, bare_database, rows, sync
+from conftest import FIXTURES, bare_database, open_run, rows, sync
 
 from etl import db
 from etl.errors import DatabaseError
@@ -88,8 +88,9 @@ def test_migrations_and_routines_are_recorded_and_applied_once(conn: db.Connecti
     """Every migration and routine file is recorded with its hash; migrating again applies
     nothing."""
     assert migrate(conn) == []
-    assert rows(conn, "SELECT filename, length(sha256) FROM etl.schema_migrations") == [
-        ("001_baseline.sql", 64)
+    assert rows(conn, "SELECT filename, length(sha256) FROM etl.schema_migrations ORDER BY 1") == [
+        ("001_baseline.sql", 64),
+        ("002_accounts.sql", 64),
     ]
     assert rows(conn, "SELECT filename FROM etl.schema_routines ORDER BY 1") == [
         (name,) for name in ROUTINES
@@ -117,7 +118,7 @@ def test_a_migration_of_a_newer_etl_is_refused(conn: db.Connection) -> None:
         r"etl migrated it; use that etl or a newer one$",
     ):
         migrate(conn)
-    assert rows(conn, "SELECT count(*) FROM etl.schema_migrations") == [(2,)]
+    assert rows(conn, "SELECT count(*) FROM etl.schema_migrations") == [(3,)]
 
 
 def copy_of_sql(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -150,8 +151,8 @@ def test_a_changed_routine_file_replaces_every_routine(
     assert rows(
         conn,
         "SELECT p.oid::regprocedure::text FROM pg_proc p"
-        " WHERE p.pronamespace = 'etl'::regnamespace AND p.proname = 'start_run_v2'",
-    ) == [("etl.start_run_v2(text,text,timestamp with time zone,boolean,bigint,integer)",)]
+        " WHERE p.pronamespace = 'etl'::regnamespace AND p.proname = 'start_run_v3'",
+    ) == [("etl.start_run_v3(bigint,text,text,timestamp with time zone,boolean,bigint,integer)",)]
     assert rows(
         conn,
         "SELECT count(*) FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid"
@@ -159,7 +160,7 @@ def test_a_changed_routine_file_replaces_every_routine(
     ) == [(11,)]
     assert (
         "message = 'changed: ' || p_message"
-        in rows(conn, "SELECT pg_get_functiondef('etl.end_run_v1'::regproc)")[0][0]
+        in rows(conn, "SELECT pg_get_functiondef('etl.end_run_v2'::regproc)")[0][0]
     )
     assert migrate(conn) == []
 
@@ -218,19 +219,32 @@ def every_row(conn: db.Connection) -> dict[str, list[tuple[object, ...]]]:
 
 def test_a_database_of_the_etl_before_the_baseline_is_adopted(template_url: str) -> None:
     """A real database that the etl before the baseline migrated (001-012) and synced: its
-    record moves to the baseline, its routines are rebuilt, every row stays, its schema is
-    exactly the golden one, its state is the golden replay's, and syncing goes on where it
-    stopped (a re-run of day5 changes nothing)."""
+    record moves to the baseline, it gets accounts, its routines are rebuilt, every row stays
+    (as account 'default'), its schema is exactly the golden one, its state is the golden
+    replay's, and syncing goes on where it stopped (a re-run of day5 changes nothing)."""
     with bare_database("etl_012") as (url, conn):
         load_etl_012(url)
         before = every_row(conn)
         assert len(before["agents"]) == 8 and len(before["sync_runs"]) == 15
         assert migrate(conn) == [
             "migrations/001_baseline.sql (adopted from 012_staged_member_lists.sql)",
+            "migrations/002_accounts.sql",
             *[f"routines/{name}" for name in ROUTINES],
         ]
-        assert every_row(conn) == before
-        assert rows(conn, "SELECT filename FROM etl.schema_migrations") == [("001_baseline.sql",)]
+        after = every_row(conn)
+        assert [row[:2] for row in after.pop("accounts")] == [(1, "default")]
+        assert after == {
+            **{
+                name: sorted([(*row, 1) for row in rows_], key=repr)
+                for name, rows_ in before.items()
+            },
+            "stg_groups_before": [],
+            "stg_membership_changes": [],
+        }
+        assert rows(conn, "SELECT filename FROM etl.schema_migrations ORDER BY 1") == [
+            ("001_baseline.sql",),
+            ("002_accounts.sql",),
+        ]
         assert describe_schema(conn) == GOLDEN.read_text()
         assert dump_state(conn) == REPLAY.read_text()
         state = dump_state(conn, STATE_TABLES)
@@ -259,12 +273,12 @@ def test_a_half_migrated_database_of_an_earlier_etl_is_refused(template_url: str
 def test_deleting_a_run_deletes_its_files(conn: db.Connection) -> None:
     """sync_run_files has no foreign key (checking it per file was 11 us a file); a statement
     trigger still deletes a run's files with the run, and only that run's."""
-    rows(conn, "SELECT etl.start_run_v2('d1', 'agents', now(), false, NULL)")
-    rows(conn, "SELECT etl.start_run_v2('d1', 'roles', now(), false, NULL)")
+    open_run(conn, "d1", "agents")
+    open_run(conn, "d1", "roles")
     rows(
         conn,
-        "INSERT INTO etl.sync_run_files VALUES (1, 0, 'a.json', 2, 'aa'),"
-        " (1, 1, 'b.json', 2, 'bb'), (2, 0, 'r.json', 2, 'rr')",
+        "INSERT INTO etl.sync_run_files VALUES (1, 0, 'a.json', 2, 'aa', 1),"
+        " (1, 1, 'b.json', 2, 'bb', 1), (2, 0, 'r.json', 2, 'rr', 1)",
     )
     rows(conn, "DELETE FROM etl.sync_runs WHERE run_id = 1")
     assert rows(conn, "SELECT run_id, file FROM etl.sync_run_files") == [(2, "r.json")]
@@ -274,12 +288,13 @@ def test_a_run_that_history_names_cannot_be_deleted(conn: db.Connection) -> None
     """agent_role_history.run_id has no foreign key (it tripled the time of a first day's
     history); a statement trigger still refuses to delete a run that history names, and
     deletes one it does not name."""
-    rows(conn, "SELECT etl.start_run_v2('d1', 'roles', now(), false, NULL)")
-    rows(conn, "SELECT etl.start_run_v2('d1', 'agents', now(), false, NULL)")
+    open_run(conn, "d1", "roles")
+    open_run(conn, "d1", "agents")
     rows(
         conn,
-        "INSERT INTO etl.agent_role_history (agent_id, role_id, from_status, to_status,"
-        " changed_at, sync_day, run_id) VALUES (7, 3, NULL, 'assigned', now(), 'd1', 1)",
+        "INSERT INTO etl.agent_role_history (account_id, agent_id, role_id, from_status,"
+        " to_status, changed_at, sync_day, run_id)"
+        " VALUES (1, 7, 3, NULL, 'assigned', now(), 'd1', 1)",
     )
     conn.commit()
     with pytest.raises(dbapi.IntegrityError) as raised:
@@ -294,4 +309,4 @@ def test_a_run_that_history_names_cannot_be_deleted(conn: db.Connection) -> None
 def test_staged_member_lists_hold_no_null(conn: db.Connection) -> None:
     """A null member would name no agent: the staging table refuses it."""
     with pytest.raises(dbapi.IntegrityError, match="stg_group_members_agent_ids_check"):
-        rows(conn, "INSERT INTO etl.stg_group_members VALUES (1, ARRAY[5, NULL]::bigint[])")
+        rows(conn, "INSERT INTO etl.stg_group_members VALUES (1, ARRAY[5, NULL]::bigint[], 1)")

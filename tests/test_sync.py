@@ -21,7 +21,9 @@ from conftest import (
     FIXTURES,
     T,
     bare_database,
+    default_account,
     last_line,
+    open_run,
     rows,
     sync,
     sync_days,
@@ -669,7 +671,7 @@ def test_staging_keeps_the_last_run(database_url: str, conn: db.Connection) -> N
 
 def test_stale_running_rows_are_marked_abandoned(database_url: str, conn: db.Connection) -> None:
     """A 'running' ledger row left by a killed process becomes 'abandoned' at the next run."""
-    rows(conn, "SELECT etl.start_run_v2('day1', 'agents', now(), false, NULL)")
+    open_run(conn, "day1", "agents")
     sync_days(database_url, "day1")
     assert rows(conn, "SELECT run_id, status, message FROM etl.sync_runs ORDER BY run_id") == [
         (1, "abandoned", "the process running it stopped before it finished"),
@@ -680,15 +682,17 @@ def test_stale_running_rows_are_marked_abandoned(database_url: str, conn: db.Con
 
 
 def test_a_run_starting_beside_an_apply_abandons_only_dead_runs(conn: db.Connection) -> None:
-    """start_run_v2 leaves alone the run this process still applies, and marks every other
+    """start_run_v3 leaves alone the run this process still applies, and marks every other
     'running' row abandoned."""
     # run 1: a dead process's; run 2: this process's, applying
+    account = default_account(conn)
     rows(
         conn,
-        "INSERT INTO etl.sync_runs (sync_day, entity, synced_at, forced)"
-        " VALUES ('day1', 'agents', now(), false), ('day2', 'agents', now(), false)",
+        "INSERT INTO etl.sync_runs (account_id, sync_day, entity, synced_at, forced)"
+        " VALUES ($1, 'day1', 'agents', now(), false), ($1, 'day2', 'agents', now(), false)",
+        (account,),
     )
-    assert rows(conn, "SELECT etl.start_run_v2('day2', 'roles', now(), false, 2)") == [(3,)]
+    assert open_run(conn, "day2", "roles", 2) == 3
     assert rows(conn, "SELECT run_id, status, message FROM etl.sync_runs ORDER BY run_id") == [
         (1, "abandoned", "the process running it stopped before it finished"),
         (2, "running", None),
@@ -700,12 +704,12 @@ def test_a_held_lock_makes_the_run_wait_then_fail(
     database_url: str, conn: db.Connection, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Another run's advisory lock: this one says it waits, then fails cleanly after the timeout."""
-    rows(conn, "SELECT pg_advisory_lock(hashtext('etl.sync'))")
+    rows(conn, "SELECT pg_advisory_lock(hashtextextended('etl.sync:default', 0))")
     assert sync(database_url, "day1", "--lock-timeout", "0.3") == 1
     err = capsys.readouterr().err
     assert '"event": "waiting_for_lock"' in err
     assert last_line(err) == (
-        "etl: error: another etl run holds the sync lock on this database; "
+        "etl: error: another etl run holds the sync lock of account default on this database; "
         "gave up after 0.3 s (see --lock-timeout)"
     )
     assert rows(conn, "SELECT sync_day, entity, status, message FROM etl.sync_runs") == [
@@ -713,7 +717,7 @@ def test_a_held_lock_makes_the_run_wait_then_fail(
             "day1",
             entity,
             "failed",
-            "another etl run holds the sync lock on this database; gave "
+            "another etl run holds the sync lock of account default on this database; gave "
             "up after 0.3 s (see --lock-timeout)",
         )
         for entity in ("agents", "roles", "groups")
@@ -724,10 +728,10 @@ def test_a_run_waiting_for_the_lock_migrates_nothing(capsys: pytest.CaptureFixtu
     """Migrations run under the sync lock: a run that cannot take it changes no schema, and
     says why it stopped (a database never migrated has no ledger for its rows)."""
     with bare_database("lock") as (url, holder):
-        rows(holder, "SELECT pg_advisory_lock(hashtext('etl.sync'))")
+        rows(holder, "SELECT pg_advisory_lock(hashtextextended('etl.sync:default', 0))")
         assert sync(url, "day1", "--lock-timeout", "0.3") == 1
         assert last_line(capsys.readouterr().err) == (
-            "etl: error: another etl run holds the sync lock on this database; "
+            "etl: error: another etl run holds the sync lock of account default on this database; "
             "gave up after 0.3 s (see --lock-timeout)"
         )
         assert rows(holder, "SELECT count(*) FROM pg_namespace WHERE nspname = 'etl'") == [(0,)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import bare_database, rows, sync, sync_days
+from conftest import bare_database, default_account, rows, sync, sync_days
 
 from etl import db
 from etl.cli import main
@@ -58,7 +58,11 @@ def test_views_on_a_database_etl_never_touched(
         assert rows(conn, "SELECT to_regnamespace('etl') IS NULL") == [(True,)]
 
 
-def test_status_of_an_empty_ledger(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_of_an_empty_ledger(
+    database_url: str, conn: db.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An account without runs yet (its first run never started) has an empty ledger."""
+    default_account(conn)
     assert view(capsys, database_url, "status") == "no runs yet\n"
     assert view(capsys, database_url, "status", "--day", "day9") == "no runs of day day9\n"
 
@@ -113,7 +117,7 @@ def test_tree_marks_inactive_groups_orphans_and_cycles(
     assert view(capsys, database_url, "tree", "--group", "69000630324") == (
         "no present group 69000630324\n"
     )
-    on_terminal = tree_view(conn, 69000521031, dim=True).splitlines()
+    on_terminal = tree_view(conn, 1, 69000521031, dim=True).splitlines()
     dim, plain = "\x1b[2m", "\x1b[0m"  # faint text on a terminal, for inactive groups only
     assert on_terminal[-1] == (
         f"└── {dim}Hardware Procurement (69000632384)  members 0, active 0 [inactive]{plain}"
@@ -142,17 +146,19 @@ def test_tree_after_the_cycle_is_broken(
 def test_tree_of_a_deep_chain_and_a_long_cycle(database_url: str, conn: db.Connection) -> None:
     """A 3,000-level chain prints without recursion; a cycle of 20 lists 10 of its ids, from
     its smallest along the parents."""
+    account = default_account(conn)
     with conn.cursor() as cur:
         cur.execute(
-            "INSERT INTO etl.groups (group_id, name, parent_group_id, present, inactive,"
-            " synced_at, ingested_at)"
-            " SELECT g, 'G' || g, nullif(g - 1, 0), true, false, now(), now()"
+            "INSERT INTO etl.groups (account_id, group_id, name, parent_group_id, present,"
+            " inactive, synced_at, ingested_at)"
+            " SELECT $1, g, 'G' || g, nullif(g - 1, 0), true, false, now(), now()"
             " FROM generate_series(1, 3000) g UNION ALL"
-            " SELECT g, 'C' || g, CASE WHEN g = 5001 THEN 5020 ELSE g - 1 END, true, false,"
-            " now(), now() FROM generate_series(5001, 5020) g"
+            " SELECT $1, g, 'C' || g, CASE WHEN g = 5001 THEN 5020 ELSE g - 1 END, true, false,"
+            " now(), now() FROM generate_series(5001, 5020) g",
+            (account,),
         )
     conn.commit()
-    lines = tree_view(conn).splitlines()
+    lines = tree_view(conn, account).splitlines()
     assert len(lines) == 3_020
     assert lines[2_999] == " " * 4 * 2_998 + "└── G3000 (3000)  members 0, active 0"
     ids = " -> ".join(str(n) for n in [5001, *range(5020, 5011, -1)])  # along the parents

@@ -1,21 +1,22 @@
 -- Each group's count of active members (etl.group_active_members), kept by statement-level
 -- triggers on group_membership and agents, so that the inactive walk starts from the groups
 -- that have one. The triggers see only the rows a statement changed (its transition tables): a
--- day that flips a few agents or moves a few members touches a few counts.
+-- day that flips a few agents or moves a few members touches a few counts. A statement may span
+-- accounts (a write made by hand): every join pairs rows of one account.
 
--- Every group's count from scratch: the repair after writes made outside etl raced each other
--- (one session flipping an agent while another adds its membership: each trigger sees the
--- other's change only once it commits, so both can miss the pair). etl's own runs never race:
--- they hold the sync lock.
-CREATE FUNCTION etl.recount_active_members_v1()
+-- Every group's count of one account from scratch: the repair after writes made outside etl
+-- raced each other (one session flipping an agent while another adds its membership: each
+-- trigger sees the other's change only once it commits, so both can miss the pair). etl's own
+-- runs never race: they hold the account's lock.
+CREATE FUNCTION etl.recount_active_members_v2(p_account_id bigint)
 RETURNS void
 LANGUAGE sql AS $$
-    DELETE FROM etl.group_active_members;
-    INSERT INTO etl.group_active_members (group_id, active_members)
-    SELECT m.group_id, count(*)
+    DELETE FROM etl.group_active_members WHERE account_id = p_account_id;
+    INSERT INTO etl.group_active_members (account_id, group_id, active_members)
+    SELECT p_account_id, m.group_id, count(*)
       FROM etl.group_membership m
-      JOIN etl.agents a ON a.agent_id = m.agent_id
-     WHERE a.active
+      JOIN etl.agents a ON a.account_id = p_account_id AND a.agent_id = m.agent_id
+     WHERE m.account_id = p_account_id AND a.active
      GROUP BY m.group_id;
 $$;
 
@@ -30,23 +31,23 @@ BEGIN
         RETURN NULL;
     END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
-        INSERT INTO etl.group_active_members AS c (group_id, active_members)
-        SELECT m.group_id, count(*)
+        INSERT INTO etl.group_active_members AS c (account_id, group_id, active_members)
+        SELECT m.account_id, m.group_id, count(*)
           FROM added_pairs m
-          JOIN etl.agents a ON a.agent_id = m.agent_id
+          JOIN etl.agents a ON a.account_id = m.account_id AND a.agent_id = m.agent_id
          WHERE a.active
-         GROUP BY m.group_id
-        ON CONFLICT (group_id)
+         GROUP BY m.account_id, m.group_id
+        ON CONFLICT (account_id, group_id)
         DO UPDATE SET active_members = c.active_members + excluded.active_members;
     END IF;
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        INSERT INTO etl.group_active_members AS c (group_id, active_members)
-        SELECT m.group_id, -count(*)
+        INSERT INTO etl.group_active_members AS c (account_id, group_id, active_members)
+        SELECT m.account_id, m.group_id, -count(*)
           FROM removed_pairs m
-          JOIN etl.agents a ON a.agent_id = m.agent_id
+          JOIN etl.agents a ON a.account_id = m.account_id AND a.agent_id = m.agent_id
          WHERE a.active
-         GROUP BY m.group_id
-        ON CONFLICT (group_id)
+         GROUP BY m.account_id, m.group_id
+        ON CONFLICT (account_id, group_id)
         DO UPDATE SET active_members = c.active_members + excluded.active_members;
     END IF;
     RETURN NULL;
@@ -68,46 +69,55 @@ CREATE TRIGGER count_cleared_pairs_v1
     FOR EACH STATEMENT EXECUTE FUNCTION etl.count_active_members_v1();
 
 -- agents: an agent that turns active adds one to each of its groups' counts; one that turns
--- inactive, or is deleted while active, takes one away. Old and new rows pair by agent_id,
--- which never changes (agent_ids_never_change_v1). The flipping agents' groups are found by
--- probing group_membership's agent index: the pages it reads were just written or read, which
--- a random_page_cost of 1.1 says better than the default (at which the planner hashed every
--- membership instead).
-CREATE FUNCTION etl.add_to_active_members_v1(p_agent_ids bigint[], p_change integer)
+-- inactive, or is deleted while active, takes one away. Old and new rows pair by account and
+-- agent_id, which never change (agent_ids_never_change_v1). The flipping agents' groups are
+-- found by probing group_membership's agent index: the pages it reads were just written or
+-- read, which a random_page_cost of 1.1 says better than the default (at which the planner
+-- hashed every membership instead).
+CREATE FUNCTION etl.add_to_active_members_v2(p_account_ids bigint[], p_agent_ids bigint[],
+                                             p_change integer)
 RETURNS void
 LANGUAGE sql
 SET random_page_cost = 1.1
 AS $$
-    INSERT INTO etl.group_active_members AS c (group_id, active_members)
-    SELECT m.group_id, p_change * count(*)
-      FROM unnest(p_agent_ids) f (agent_id)
-      JOIN etl.group_membership m ON m.agent_id = f.agent_id
-     GROUP BY m.group_id
-    ON CONFLICT (group_id)
+    INSERT INTO etl.group_active_members AS c (account_id, group_id, active_members)
+    SELECT m.account_id, m.group_id, p_change * count(*)
+      FROM unnest(p_account_ids, p_agent_ids) f (account_id, agent_id)
+      JOIN etl.group_membership m ON m.account_id = f.account_id AND m.agent_id = f.agent_id
+     GROUP BY m.account_id, m.group_id
+    ON CONFLICT (account_id, group_id)
     DO UPDATE SET active_members = c.active_members + excluded.active_members;
 $$;
 
 CREATE FUNCTION etl.count_agent_flips_v1()
 RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_accounts bigint[];
+    v_agents   bigint[];
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         DELETE FROM etl.group_active_members;
+        RETURN NULL;
     ELSIF TG_OP = 'INSERT' THEN
-        PERFORM etl.add_to_active_members_v1(
-            ARRAY(SELECT n.agent_id FROM new_agents n WHERE n.active), 1);
+        SELECT array_agg(n.account_id), array_agg(n.agent_id) INTO v_accounts, v_agents
+          FROM new_agents n WHERE n.active;
+        PERFORM etl.add_to_active_members_v2(v_accounts, v_agents, 1);
     ELSIF TG_OP = 'DELETE' THEN
-        PERFORM etl.add_to_active_members_v1(
-            ARRAY(SELECT o.agent_id FROM old_agents o WHERE o.active), -1);
+        SELECT array_agg(o.account_id), array_agg(o.agent_id) INTO v_accounts, v_agents
+          FROM old_agents o WHERE o.active;
+        PERFORM etl.add_to_active_members_v2(v_accounts, v_agents, -1);
     ELSE
-        PERFORM etl.add_to_active_members_v1(
-            ARRAY(SELECT n.agent_id FROM new_agents n
-                    JOIN old_agents o ON o.agent_id = n.agent_id
-                   WHERE n.active AND NOT o.active), 1);
-        PERFORM etl.add_to_active_members_v1(
-            ARRAY(SELECT n.agent_id FROM new_agents n
-                    JOIN old_agents o ON o.agent_id = n.agent_id
-                   WHERE o.active AND NOT n.active), -1);
+        SELECT array_agg(n.account_id), array_agg(n.agent_id) INTO v_accounts, v_agents
+          FROM new_agents n
+          JOIN old_agents o ON o.account_id = n.account_id AND o.agent_id = n.agent_id
+         WHERE n.active AND NOT o.active;
+        PERFORM etl.add_to_active_members_v2(v_accounts, v_agents, 1);
+        SELECT array_agg(n.account_id), array_agg(n.agent_id) INTO v_accounts, v_agents
+          FROM new_agents n
+          JOIN old_agents o ON o.account_id = n.account_id AND o.agent_id = n.agent_id
+         WHERE o.active AND NOT n.active;
+        PERFORM etl.add_to_active_members_v2(v_accounts, v_agents, -1);
     END IF;
     RETURN NULL;
 END
@@ -130,14 +140,15 @@ CREATE FUNCTION etl.agent_ids_never_change_v1()
 RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE EXCEPTION 'agent ids never change (agent % would become %): the active-member counts '
-                    'pair old and new rows by id', OLD.agent_id, NEW.agent_id
+    RAISE EXCEPTION 'agent ids never change (agent % of account % would become agent % of '
+                    'account %): the active-member counts pair old and new rows by id',
+                    OLD.agent_id, OLD.account_id, NEW.agent_id, NEW.account_id
           USING ERRCODE = 'ET002';
 END
 $$;
 
 CREATE TRIGGER agent_ids_never_change_v1
-    BEFORE UPDATE OF agent_id ON etl.agents
-    FOR EACH ROW WHEN (OLD.agent_id IS DISTINCT FROM NEW.agent_id)
+    BEFORE UPDATE OF account_id, agent_id ON etl.agents
+    FOR EACH ROW WHEN ((OLD.account_id, OLD.agent_id) IS DISTINCT FROM
+                       (NEW.account_id, NEW.agent_id))
     EXECUTE FUNCTION etl.agent_ids_never_change_v1();
-

@@ -1,17 +1,18 @@
--- The one entry point of an apply: CALL etl.apply_sync_v2(run_id, allow_mass_removal) applies
--- the staged rows of an open run inside the caller's transaction and closes its ledger row.
+-- The one entry point of an apply: CALL etl.apply_sync_v3(account_id, run_id,
+-- allow_mass_removal) applies the staged rows of an open run of the account inside the caller's
+-- transaction and closes its ledger row. Every statement of the step reads and writes the
+-- account's rows only.
 --
 -- SQLSTATEs raised by the apply: ET001 a safety guard refused the change; ET002 an invariant
 -- broke.
 --
 -- Settings: work_mem keeps the membership diff's hash table and the roles step's sorts in
--- memory; JIT compiles cost more than they bought on these statements; maintenance_work_mem
--- builds a first load's keys in memory.
-CREATE PROCEDURE etl.apply_sync_v2(p_run_id bigint, p_allow_mass_removal boolean)
+-- memory; JIT compiles cost more than they bought on these statements.
+CREATE PROCEDURE etl.apply_sync_v3(p_account_id bigint, p_run_id bigint,
+                                   p_allow_mass_removal boolean)
 LANGUAGE plpgsql
 SET work_mem = '256MB'
 SET jit = off
-SET maintenance_work_mem = '512MB'
 AS $$
 DECLARE
     v_run         etl.sync_runs;
@@ -19,9 +20,12 @@ DECLARE
     v_quarantined bigint;
     v_by_type     jsonb;
 BEGIN
-    SELECT * INTO v_run FROM etl.sync_runs WHERE run_id = p_run_id FOR UPDATE;
+    SELECT * INTO v_run FROM etl.sync_runs
+     WHERE account_id = p_account_id AND run_id = p_run_id
+       FOR UPDATE;
     IF NOT FOUND OR v_run.status <> 'running' THEN
-        RAISE EXCEPTION 'run % is not an open run', p_run_id USING ERRCODE = 'ET002';
+        RAISE EXCEPTION 'run % is not an open run of account %', p_run_id, p_account_id
+              USING ERRCODE = 'ET002';
     END IF;
 
     v_counts := CASE v_run.entity
@@ -39,7 +43,7 @@ BEGIN
     v_quarantined := etl.record_errors_v1(v_run);
     SELECT coalesce(jsonb_object_agg(error_type, n), '{}') INTO v_by_type
       FROM (SELECT error_type, count(*) AS n FROM etl.stg_errors
-             WHERE entity = v_run.entity GROUP BY error_type) e;
+             WHERE account_id = p_account_id AND entity = v_run.entity GROUP BY error_type) e;
 
     UPDATE etl.sync_runs
        SET status = 'succeeded', finished_at = clock_timestamp(),
@@ -50,27 +54,37 @@ BEGIN
            rows_removed = (v_counts ->> 'removed')::bigint,
            rows_quarantined = v_quarantined,
            details = (v_counts -> 'details') || jsonb_build_object('errors', v_by_type)
-     WHERE run_id = p_run_id;
+     WHERE account_id = p_account_id AND run_id = p_run_id;
 END
 $$;
 
--- A table a step has just loaded for the first time gets its planner statistics now, not
--- whenever autovacuum comes round: without them the next step or day plans its joins blind.
--- For agents only the columns the steps join and filter on; autovacuum adds the rest.
+-- A table a step has just loaded for the first time (for any account) gets its planner
+-- statistics now, not whenever autovacuum comes round: without them the next step or day plans
+-- its joins blind. For agents only the columns the steps join and filter on; autovacuum adds
+-- the rest. If another account's apply is analyzing the same table (its lock held until that
+-- apply commits), this one goes on without waiting: one account never waits for another.
 CREATE FUNCTION etl.analyze_first_load_v1(p_entity text)
 RETURNS void
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_lock_timeout text := current_setting('lock_timeout');
 BEGIN
-    IF p_entity = 'agents' AND etl.lacks_statistics_v1('agents')
-       AND EXISTS (SELECT 1 FROM etl.agents) THEN
-        ANALYZE etl.agents (agent_id, present, active);
-    ELSIF p_entity = 'roles' AND etl.lacks_statistics_v1('agent_role_mapping')
-       AND EXISTS (SELECT 1 FROM etl.agent_role_mapping) THEN
-        ANALYZE etl.agent_role_mapping;
-    ELSIF p_entity = 'groups' AND etl.lacks_statistics_v1('group_membership')
-       AND EXISTS (SELECT 1 FROM etl.group_membership) THEN
-        ANALYZE etl.groups, etl.group_membership;
-    END IF;
+    PERFORM set_config('lock_timeout', '10ms', true);
+    BEGIN
+        IF p_entity = 'agents' AND etl.lacks_statistics_v1('agents')
+           AND EXISTS (SELECT 1 FROM etl.agents) THEN
+            ANALYZE etl.agents (account_id, agent_id, present, active);
+        ELSIF p_entity = 'roles' AND etl.lacks_statistics_v1('agent_role_mapping')
+           AND EXISTS (SELECT 1 FROM etl.agent_role_mapping) THEN
+            ANALYZE etl.agent_role_mapping;
+        ELSIF p_entity = 'groups' AND etl.lacks_statistics_v1('group_membership')
+           AND EXISTS (SELECT 1 FROM etl.group_membership) THEN
+            ANALYZE etl.groups, etl.group_membership;
+        END IF;
+    EXCEPTION WHEN lock_not_available THEN
+        NULL;
+    END;
+    PERFORM set_config('lock_timeout', v_lock_timeout, true);
 END
 $$;
 

@@ -1,42 +1,48 @@
--- Recomputes groups.inactive for every group (SEMANTICS section 7): a group is active iff some
--- present group reachable from it by child edges through present groups, itself included, has
--- an active member; absent groups are inactive. The walk goes upwards, from child to parent,
--- starting at the present groups with an active member (etl.group_active_members); UNION drops
--- rows already found, so each group is visited once and cycles end the walk. Only flipped rows
--- are written; returns their counts.
+-- Recomputes groups.inactive for every group of the run's account (SEMANTICS section 7): a
+-- group is active iff some present group reachable from it by child edges through present
+-- groups, itself included, has an active member; absent groups are inactive. The walk goes
+-- upwards, from child to parent, starting at the present groups with an active member
+-- (etl.group_active_members); UNION drops rows already found, so each group is visited once and
+-- cycles end the walk. Both branches of the walk stay inside the account. Only flipped rows are
+-- written; returns their counts.
 CREATE FUNCTION etl.refresh_group_inactive_v1(r etl.sync_runs)
 RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
+    v_account     bigint := r.account_id;
     v_to_inactive bigint;
     v_to_active   bigint;
 BEGIN
-    IF EXISTS (SELECT 1 FROM etl.group_active_members WHERE active_members < 0) THEN
+    IF EXISTS (SELECT 1 FROM etl.group_active_members
+                WHERE account_id = v_account AND active_members < 0) THEN
         RAISE EXCEPTION 'active-member counts below zero (groups %): a change to group_membership '
                         'or agents went uncounted',
                         (SELECT string_agg(group_id::text, ', ' ORDER BY group_id)
-                           FROM etl.group_active_members WHERE active_members < 0)
+                           FROM etl.group_active_members
+                          WHERE account_id = v_account AND active_members < 0)
               USING ERRCODE = 'ET002';
     END IF;
     WITH RECURSIVE active (group_id, parent_group_id) AS (
         SELECT g.group_id, g.parent_group_id
           FROM etl.groups g
-          JOIN etl.group_active_members c ON c.group_id = g.group_id
-         WHERE g.present AND c.active_members > 0
+          JOIN etl.group_active_members c
+            ON c.account_id = v_account AND c.group_id = g.group_id
+         WHERE g.account_id = v_account AND g.present AND c.active_members > 0
         UNION
         SELECT p.group_id, p.parent_group_id
           FROM active c
-          JOIN etl.groups p ON p.group_id = c.parent_group_id
+          JOIN etl.groups p ON p.account_id = v_account AND p.group_id = c.parent_group_id
          WHERE p.present
     ), computed AS (
         SELECT g.group_id, a.group_id IS NULL AS inactive
           FROM etl.groups g
           LEFT JOIN active a ON a.group_id = g.group_id
+         WHERE g.account_id = v_account
     ), flipped AS (
         UPDATE etl.groups g
            SET inactive = c.inactive, synced_at = r.synced_at, ingested_at = clock_timestamp()
           FROM computed c
-         WHERE g.group_id = c.group_id AND g.inactive <> c.inactive
+         WHERE g.account_id = v_account AND g.group_id = c.group_id AND g.inactive <> c.inactive
         RETURNING g.inactive
     )
     SELECT count(*) FILTER (WHERE inactive), count(*) FILTER (WHERE NOT inactive)

@@ -12,7 +12,8 @@ EXCEPTION WHEN data_exception THEN
 END
 $$;
 
--- Replaces the day's error rows of the run's entity with the staged ones; returns their count.
+-- Replaces the day's error rows of the run's account and entity with the staged ones; returns
+-- their count.
 CREATE FUNCTION etl.record_errors_v1(r etl.sync_runs)
 RETURNS bigint
 LANGUAGE plpgsql AS $$
@@ -24,18 +25,19 @@ DECLARE
                     END;
     v_rows bigint;
 BEGIN
-    EXECUTE format('DELETE FROM etl.%I WHERE sync_day = $1', v_table) USING r.sync_day;
+    EXECUTE format('DELETE FROM etl.%I WHERE account_id = $1 AND sync_day = $2', v_table)
+    USING r.account_id, r.sync_day;
     EXECUTE format(
-        'INSERT INTO etl.%I (run_id, sync_day, record_kind, error_type, error_message, field,
-                             record_id, source_file, record_index, raw_record, raw_text,
-                             ingested_at)
-         SELECT $1, $2, record_kind, error_type, error_message, field, record_id, source_file,
-                record_index, etl.try_jsonb_v1(raw_text), raw_text,
+        'INSERT INTO etl.%I (account_id, run_id, sync_day, record_kind, error_type,
+                             error_message, field, record_id, source_file, record_index,
+                             raw_record, raw_text, ingested_at)
+         SELECT $1, $2, $3, record_kind, error_type, error_message, field, record_id,
+                source_file, record_index, etl.try_jsonb_v1(raw_text), raw_text,
                 clock_timestamp()
            FROM etl.stg_errors
-          WHERE entity = $3
+          WHERE account_id = $1 AND entity = $4
           ORDER BY source_file, record_index, field', v_table)
-    USING r.run_id, r.sync_day, r.entity;
+    USING r.account_id, r.run_id, r.sync_day, r.entity;
     GET DIAGNOSTICS v_rows = ROW_COUNT;
     RETURN v_rows;
 END
