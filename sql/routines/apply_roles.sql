@@ -3,9 +3,16 @@
 -- agent_role_history. Pairs of an agent whose agent_details record was quarantined, or of a
 -- quarantined role, are left as they were. The guard counts the assigned pairs that would turn
 -- removed.
+--
+-- Without nested loops: the statistics of staging and of the pairs' statuses lag behind a day's
+-- changes (a status the table had none of is estimated at one row), and a nested loop over a
+-- misjudged side turns a day's transitions quadratic; the hash joins cost what the account's
+-- pairs cost.
 CREATE FUNCTION etl.apply_roles_v1(r etl.sync_runs, p_allow_mass_removal boolean)
 RETURNS jsonb
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET enable_nestloop = off
+AS $$
 DECLARE
     v_account    bigint      := r.account_id;
     v_now        timestamptz := clock_timestamp();
