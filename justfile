@@ -39,3 +39,8 @@ lint:
 # benchmark day1..day3 of a synthetic scale (S, M or L) on a fresh database; see etl/bench.py
 bench SCALE="S" *ARGS:
     {{python}} -m etl.bench --scale {{SCALE}} {{ARGS}}
+
+# benchmark a fleet: day1 and day2 of N small synthetic accounts, the fleet command beside a
+# process per account-day and the floor
+bench-fleet N="200" *ARGS:
+    {{python}} -m etl.bench --fleet {{N}} {{ARGS}}

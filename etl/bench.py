@@ -184,7 +184,7 @@ def floor(url: str, folder: Path, day: str) -> dict[str, float]:
         # account is 'default'.
         account = db.account_id(conn, "default")
         tables = {
-            t: fetch(conn, f"SELECT * FROM etl.{t} WHERE account_id = $1", account)  # noqa: S608
+            t: fetch(conn, f"SELECT * FROM etl.{t} WHERE account_id = $1", (account,))  # noqa: S608
             for t in FINAL_TABLES
         }
         with conn.cursor() as cur:
@@ -240,9 +240,9 @@ def read_folder(path: Path) -> list[bytes]:
     return pages
 
 
-def fetch(conn: db.Connection, sql: str, account: int | None) -> Any:
+def fetch(conn: db.Connection, sql: str, params: tuple[Any, ...] = ()) -> Any:
     with conn.cursor() as cur:
-        cur.execute(sql, (account,))
+        cur.execute(sql, params or None)
         table = cur.fetch_arrow_table()
     conn.commit()
     return table
@@ -317,7 +317,18 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="first sync N small accounts into the database, which the benched one then shares",
     )
+    parser.add_argument(
+        "--fleet", type=int, metavar="N", help="bench a fleet of N small accounts instead"
+    )
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
+    if args.fleet:
+        days = 2 if args.days == 3 else args.days
+        report = bench_fleet(args.fleet, days, args.workers, ROOT / ".bench")
+        out = ROOT / ".bench" / f"fleet-{args.fleet}.json"
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {out.relative_to(ROOT)}")
+        return 0 if not report["sample_differs"] else 1
     report = bench(args.scale, args.days, other_accounts=args.other_accounts)
     name = args.scale + (f"-with-{args.other_accounts}" if args.other_accounts else "")
     out = ROOT / ".bench" / f"{name}.json"
@@ -328,3 +339,170 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# -- a fleet ----------------------------------------------------------------------------------
+
+
+def fleet_dir(workdir: Path, accounts: int, days: int) -> Path:
+    folder = workdir / f"fleet-{accounts}-seed1-days{days}"
+    if not (folder / synth.fleet_key(accounts) / f"sync-day{days}").is_dir():
+        started = time.perf_counter()
+        synth.generate_fleet(accounts, days, 1, folder)
+        print(f"generated {folder} in {time.perf_counter() - started:.1f} s", flush=True)
+    return folder
+
+
+def run_fleet_command(url: str, folder: Path, day: str, workers: int) -> dict[str, Any]:
+    """``etl sync --accounts-dir`` for the day: wall time, and each account's outcome."""
+    with tempfile.TemporaryDirectory(prefix="etl-bench-fleet-") as scratch:
+        results = Path(scratch) / "results.json"
+        argv = ["sync", "--day", day, "--accounts-dir", str(folder), "--database-url", url]
+        argv += ["--workers", str(workers), "--log-format", "json", "--results", str(results)]
+        started = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-c", RUN_ETL, *argv], cwd=ROOT, capture_output=True, text=True
+        )
+        wall = time.perf_counter() - started
+        if not results.exists():
+            raise SystemExit(f"the fleet command failed on {day}:\n{done.stderr[-3000:]}")
+        document = json.loads(results.read_text())
+    peak_kb = max(
+        (int(line.split()[1]) for line in done.stderr.splitlines() if line.startswith("peak_rss")),
+        default=0,
+    )
+    return {"wall_s": wall, "document": document, "parent_rss_mb": peak_kb // 1024}
+
+
+def run_process_per_account(
+    url: str, folder: Path, day: str, keys: list[str], at_once: int
+) -> float:
+    """Each account's day as its own ``python -m etl`` process, ``at_once`` at a time: the wall
+    time of them all."""
+    started = time.perf_counter()
+    waiting = list(keys)
+    running: list[subprocess.Popen[bytes]] = []
+    while waiting or running:
+        while waiting and len(running) < at_once:
+            key = waiting.pop(0)
+            argv = ["--day", day, "--account", key, "--data-dir", str(folder / key)]
+            argv += ["--database-url", url, "--log-format", "json"]
+            running.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "etl", *argv],
+                    cwd=ROOT,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        time.sleep(0.005)
+        running = [process for process in running if process.poll() is None]
+    return time.perf_counter() - started
+
+
+def fleet_floor(url: str, folder: Path, day: str, keys: list[str]) -> dict[str, float]:
+    """The floor of a fleet's day: every account's files read and decoded, and the day's final
+    rows of every account bulk-loaded into empty unlogged tables (one load: the sum of each
+    account's own would cost more)."""
+    read_s = decode_s = 0.0
+    for key in keys:
+        for kind, decoder in FLOOR_DECODERS.items():
+            started = time.perf_counter()
+            pages = read_folder(folder / key / f"sync-{day}" / kind)
+            read_s += time.perf_counter() - started
+            started = time.perf_counter()
+            for page in pages:
+                decoder.decode(page)
+            decode_s += time.perf_counter() - started
+    conn = db.connect(url)
+    try:
+        tables = {t: fetch(conn, f"SELECT * FROM etl.{t}") for t in FINAL_TABLES}  # noqa: S608
+        with conn.cursor() as cur:
+            for table in FINAL_TABLES:
+                cur.execute(f"CREATE UNLOGGED TABLE etl.floor_{table} (LIKE etl.{table})")
+        conn.commit()
+        started = time.perf_counter()
+        with conn.cursor() as cur:
+            for table, rows in tables.items():
+                cur.adbc_ingest(f"floor_{table}", rows, mode="append", db_schema_name="etl")
+        conn.commit()
+        load_s = time.perf_counter() - started
+        with conn.cursor() as cur:
+            for table in FINAL_TABLES:
+                cur.execute(f"DROP TABLE etl.floor_{table}")
+        conn.commit()
+    finally:
+        conn.close()
+    return {
+        "read_s": read_s,
+        "decode_s": decode_s,
+        "load_s": load_s,
+        "total_s": read_s + decode_s + load_s,
+    }
+
+
+def same_as_alone(fleet_url: str, alone_url: str, keys: list[str]) -> list[str]:
+    """The sampled accounts whose state differs between the two databases."""
+    from etl.replay import dump_state
+
+    differ = []
+    one, other = db.connect(fleet_url), db.connect(alone_url)
+    try:
+        for key in keys:
+            if dump_state(one, account=key) != dump_state(other, account=key):
+                differ.append(key)
+    finally:
+        one.close()
+        other.close()
+    return differ
+
+
+def bench_fleet(accounts: int, days: int, workers: int, workdir: Path) -> dict[str, Any]:
+    """A fleet's days: the fleet command, the same accounts as a process per account-day
+    (``workers`` at a time), and the floor, side by side; a sample of accounts compared."""
+    folder = fleet_dir(workdir, accounts, days)
+    keys = [synth.fleet_key(n) for n in range(1, accounts + 1)]
+    report: dict[str, Any] = {"accounts": accounts, "workers": workers, "days": {}}
+    with fresh_database() as fleet_url, fresh_database() as alone_url:
+        for n in range(1, days + 1):
+            day = f"day{n}"
+            for key in keys:
+                warm_page_cache(folder / key, day)
+            ran = run_fleet_command(fleet_url, folder, day, workers)
+            outcomes = ran["document"]["accounts"]
+            seconds = sorted(o["seconds"] for o in outcomes)
+            per_process = run_process_per_account(alone_url, folder, day, keys, workers)
+            bottom = fleet_floor(fleet_url, folder, day, keys)
+            figures = {
+                "fleet_wall_s": round(ran["wall_s"], 2),
+                "per_process_wall_s": round(per_process, 2),
+                "floor_s": round(bottom["total_s"], 2),
+                "fleet_per_minute": round(accounts / ran["wall_s"] * 60),
+                "per_process_per_minute": round(accounts / per_process * 60),
+                "speedup": round(per_process / ran["wall_s"], 1),
+                "fleet_over_floor": round(ran["wall_s"] / bottom["total_s"], 2),
+                "account_p50_s": seconds[len(seconds) // 2],
+                "account_p95_s": seconds[int(len(seconds) * 0.95)],
+                "worker_peak_rss_mb": max(o["worker_rss_mb"] for o in outcomes),
+                "not_succeeded": [o["key"] for o in outcomes if o["status"] != "succeeded"],
+            }
+            report["days"][day] = figures
+            print(
+                f"{day}: fleet {figures['fleet_wall_s']} s ({figures['fleet_per_minute']} "
+                f"account-days/min) | a process per account-day, {workers} at a time: "
+                f"{figures['per_process_wall_s']} s ({figures['per_process_per_minute']}/min) "
+                f"| speed-up {figures['speedup']}x | floor {figures['floor_s']} s, fleet/floor "
+                f"{figures['fleet_over_floor']} | account p50 {figures['account_p50_s']} s, "
+                f"p95 {figures['account_p95_s']} s | worker peak RSS "
+                f"{figures['worker_peak_rss_mb']} MB | not succeeded: "
+                f"{len(figures['not_succeeded'])}",
+                flush=True,
+            )
+        sample = keys[:: max(1, accounts // 10)]
+        report["sample_differs"] = same_as_alone(fleet_url, alone_url, sample)
+        print(
+            f"sample of {len(sample)} accounts: {len(report['sample_differs'])} differ from "
+            "their single-account runs (must be 0)",
+            flush=True,
+        )
+    return report

@@ -8,10 +8,12 @@ import argparse
 import contextlib
 import gc
 import importlib
+import json
 import os
 import re
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -20,9 +22,7 @@ from typing import TYPE_CHECKING
 
 from etl import BATCH_VALUES, ENTITIES, __version__, faults, log, server
 from etl.errors import (
-    DatabaseError,
     EtlError,
-    LockTimeoutError,
     NoSuchAccountError,
     UsageError,
 )
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 # What a sync needs beyond this module: polars, pyarrow and ADBC's DB-API layer come with them.
 # They are imported while the database is reached (see import_in_background).
-SYNC_MODULES = ("etl.db", "etl.migrate", "etl.sync", "etl.dryrun")
+SYNC_MODULES = ("etl.db", "etl.account", "etl.sync", "etl.dryrun")
 
 DAY_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 ACCOUNT_KEY = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -60,6 +60,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--day", required=True, help="the day to sync: folder sync-DAY of the data dir"
     )
+    fleet = parser.add_argument_group(
+        "a fleet", "one day of many accounts: account KEY reads ACCOUNTS_DIR/KEY/sync-DAY/"
+    )
+    fleet.add_argument(
+        "--accounts-dir",
+        type=Path,
+        default=env("ETL_ACCOUNTS_DIR") or None,
+        help="folder of account folders (env ETL_ACCOUNTS_DIR); every one that has the day, "
+        "unless --accounts",
+    )
+    fleet.add_argument(
+        "--accounts",
+        metavar="KEY,...|@FILE",
+        help="only these accounts: keys separated by commas, or @FILE with one key a line",
+    )
+    fleet.add_argument(
+        "--workers",
+        type=positive_int,
+        default=os.cpu_count() or 1,
+        help="worker processes, each syncing one account at a time (default: one per core, "
+        f"{os.cpu_count() or 1})",
+    )
+    fleet.add_argument(
+        "--results", type=Path, help="write each account's outcome to this file, as JSON"
+    )
     parser.add_argument(
         "--entity",
         choices=[*ENTITIES, "all"],
@@ -69,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--data-dir",
         type=Path,
-        default=Path(env("ETL_DATA_DIR", "fixtures")),
+        default=None,
         help="folder holding sync-<day>/ folders (env ETL_DATA_DIR; default: fixtures)",
     )
     add_account_option(parser)
@@ -123,7 +148,7 @@ def add_account_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--account",
         type=account_key,
-        default=os.environ.get("ETL_ACCOUNT", "default"),
+        default=None,
         help="the customer account the day belongs to: 1-64 of A-Za-z0-9._- (env ETL_ACCOUNT; "
         "default: default)",
     )
@@ -217,11 +242,24 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in VIEWS:
         return main_view(argv[0], argv[1:])
+    if argv and argv[0] == "sync":
+        argv = argv[1:]
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.accounts_dir is not None:
+        for option in ("account", "data_dir"):
+            if getattr(args, option) is not None:
+                parser.error(
+                    f"--{option.replace('_', '-')} is for one account: not with --accounts-dir"
+                )
+        if args.dry_run:
+            parser.error("--dry-run is for one account: not with --accounts-dir")
+    elif args.accounts is not None or args.results is not None:
+        parser.error("--accounts and --results go with --accounts-dir")
     log.configure(verbose=args.verbose, fmt=args.log_format)
     gate = os.environ.get("ETL_TEST_PAUSE_GATE")
     try:
+        default_account_and_data_dir(args)
         faults.configure(os.environ.get("ETL_TEST_PAUSE_AT"), Path(gate) if gate else None)
         return run(args)
     except EtlError as error:
@@ -236,6 +274,17 @@ def failed(error: EtlError, verbose: bool) -> int:
     return error.exit_code
 
 
+def default_account_and_data_dir(args: argparse.Namespace) -> None:
+    """The account and data folder not given: from the environment, else the defaults."""
+    if getattr(args, "account", None) is None:
+        try:
+            args.account = account_key(os.environ.get("ETL_ACCOUNT") or "default")
+        except argparse.ArgumentTypeError as error:
+            raise UsageError(f"ETL_ACCOUNT: {error}") from None
+    if getattr(args, "data_dir", "") is None:
+        args.data_dir = Path(os.environ.get("ETL_DATA_DIR") or "fixtures")
+
+
 def main_view(view: str, argv: list[str]) -> int:
     """``etl status|tree|errors|accounts``: print the view on stdout (logs stay on stderr)."""
     parser = build_view_parser(view)
@@ -244,6 +293,7 @@ def main_view(view: str, argv: list[str]) -> int:
         parser.error("use `etl accounts` to list, `etl accounts delete KEY` to delete one")
     log.configure(verbose=args.verbose, fmt=args.log_format)
     try:
+        default_account_and_data_dir(args)
         print(show_view(view, args))
     except EtlError as error:
         return failed(error, args.verbose)
@@ -303,6 +353,8 @@ def run(args: argparse.Namespace) -> int:
     if args.spill_dir is not None and not Path(args.spill_dir).is_dir():
         raise UsageError(f"--spill-dir {args.spill_dir}: no such folder")
     entities = ENTITIES if args.entity == "all" else (args.entity,)
+    if args.accounts_dir is not None:
+        return run_fleet(args, entities)
     loading = import_in_background(SYNC_MODULES)
     try:
         url, _server = resolve_database(args)
@@ -328,6 +380,76 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_fleet(args: argparse.Namespace, entities: tuple[str, ...]) -> int:
+    """``--accounts-dir``: the day of every account, on worker processes; a summary on stdout;
+    exit 0 if every account succeeded, else 1 (130 after Ctrl-C)."""
+    from etl import db, fleet
+    from etl.migrate import migrate
+    from etl.progress import FleetProgress
+    from etl.sync import SyncOptions
+
+    keys = fleet.parse_accounts(args.accounts) if args.accounts else None
+    for key in keys or ():
+        if not ACCOUNT_KEY.match(key):
+            raise UsageError(f"--accounts: {key!r} is not an account key: 1-64 of A-Za-z0-9._-")
+    keys = fleet.find_accounts(args.accounts_dir, args.day, keys)
+    url, _server = resolve_database(args)
+    conn = db.connect(url)
+    try:
+        applied = migrate(conn, args.lock_timeout)
+        if applied:
+            log.get_logger().info("migrated", files=applied)
+        jobs = fleet.weigh(conn, args.accounts_dir, args.day, keys)
+    finally:
+        db.close(conn)
+    log_format = args.log_format or ("console" if sys.stderr.isatty() else "json")
+    options = SyncOptions(
+        data_dir=args.accounts_dir,
+        synced_at=args.synced_at,
+        force=args.force,
+        allow_mass_removal=args.allow_mass_removal,
+        batch_values=args.batch_size,
+        spill_dir=args.spill_dir,
+    )
+    settings = fleet.FleetSettings(
+        url, args.day, entities, options, args.lock_timeout, log_format, args.verbose
+    )
+    on_terminal = log_format == "console" and sys.stderr.isatty()
+    progress = FleetProgress(f"day {args.day}", len(jobs), sys.stderr) if on_terminal else None
+    logger = log.get_logger()
+    log.get_logger().info("fleet_started", day=args.day, accounts=len(jobs), workers=args.workers)
+
+    def on_outcome(outcome: fleet.Outcome) -> None:
+        if progress is not None:
+            progress.account_done(outcome.status == "succeeded", outcome.rows)
+        elif outcome.status == "succeeded":
+            logger.info("account_synced", **vars(outcome))
+        else:
+            logger.error("account_" + outcome.status, **vars(outcome))
+
+    started = time.perf_counter()
+    interrupted = False
+    outcomes: list[fleet.Outcome] = []
+    try:
+        outcomes = fleet.run_fleet(settings, jobs, args.workers, on_outcome)
+    except KeyboardInterrupt:
+        interrupted = True
+    seconds = time.perf_counter() - started
+    if progress is not None:
+        progress.close()
+    document = fleet.results_document(args.day, outcomes, seconds)
+    if args.results is not None:
+        args.results.write_text(json.dumps(document, indent=2) + "\n")
+    totals = {k: document[k] for k in ("succeeded", "failed", "refused", "rows", "seconds")}
+    logger.info("fleet_synced", day=args.day, accounts=len(jobs), **totals)
+    if interrupted:
+        print(f"interrupted: {len(outcomes)} of {len(jobs)} accounts ended", file=sys.stderr)
+    print(fleet.summary(args.day, outcomes, seconds))
+    if interrupted:
+        return 130
+    return 0 if all(o.status == "succeeded" for o in outcomes) else 1
+
+
 def import_in_background(modules: tuple[str, ...]) -> threading.Thread:
     """Import ``modules`` on another thread, started now; join it before using them.
 
@@ -347,8 +469,7 @@ def import_in_background(modules: tuple[str, ...]) -> threading.Thread:
 
 
 def run_on(conn: db.Connection, args: argparse.Namespace, entities: tuple[str, ...]) -> None:
-    from etl import db
-    from etl.migrate import migrate
+    from etl.account import account_session
     from etl.sync import SyncOptions, sync_day
 
     options = SyncOptions(
@@ -360,29 +481,18 @@ def run_on(conn: db.Connection, args: argparse.Namespace, entities: tuple[str, .
         progress=terminal_progress(args.log_format),
         spill_dir=args.spill_dir,
     )
-    try:
-        with db.account_lock(conn, args.account, args.lock_timeout):
-            # under the account's lock: a run waiting for it changes nothing, not even the schema
-            applied = migrate(conn, args.lock_timeout)
-            if applied:
-                log.get_logger().info("migrated", files=applied)
-            with db.schema_in_use(conn):
-                account_id = db.ensure_account(conn, args.account)
-                if args.dry_run:
-                    print(dry_run(conn, account_id, args.day, entities, options))
-                else:
-                    sync_day(conn, account_id, args.day, entities, options, overlap=True)
-    except LockTimeoutError as error:
-        synced_at = args.synced_at or datetime.now(UTC)
-        # a database never migrated has no ledger yet: the lock's error is still the one said
-        with contextlib.suppress(DatabaseError):
-            if not args.dry_run:
-                account_id = db.ensure_account(conn, args.account)
-                for entity in entities:
-                    db.record_unstarted_run(
-                        conn, account_id, args.day, entity, synced_at, args.force, str(error)
-                    )
-        raise
+    unstarted = None if args.dry_run else (args.day, entities, args.synced_at, args.force)
+    with account_session(
+        conn,
+        args.account,
+        lock_timeout=args.lock_timeout,
+        migrate_first=True,
+        unstarted=unstarted,
+    ) as account_id:
+        if args.dry_run:
+            print(dry_run(conn, account_id, args.day, entities, options))
+        else:
+            sync_day(conn, account_id, args.day, entities, options, overlap=True)
 
 
 def terminal_progress(log_format: str | None) -> Callable[[str], Progress] | None:

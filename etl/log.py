@@ -3,16 +3,19 @@ process's peak memory for reports."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 
-def configure(*, verbose: bool = False, fmt: str | None = None) -> None:
-    """Send log events to stderr: console rendering on a terminal, JSON lines otherwise."""
+def configure(*, verbose: bool = False, fmt: str | None = None, quiet: bool = False) -> None:
+    """Send log events to stderr: console rendering on a terminal, JSON lines otherwise.
+    ``quiet``: none at all (a fleet's workers, whose parent reports on a terminal)."""
     if fmt is None:
         fmt = "console" if sys.stderr.isatty() else "json"
     renderer: structlog.typing.Processor = (
@@ -26,7 +29,7 @@ def configure(*, verbose: bool = False, fmt: str | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
-            logging.DEBUG if verbose else logging.INFO
+            logging.CRITICAL + 1 if quiet else logging.DEBUG if verbose else logging.INFO
         ),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
@@ -35,6 +38,11 @@ def configure(*, verbose: bool = False, fmt: str | None = None) -> None:
 
 def get_logger() -> structlog.typing.FilteringBoundLogger:
     return structlog.get_logger("etl")  # type: ignore[no-any-return]
+
+
+def bound(**values: Any) -> contextlib.AbstractContextManager[Any]:
+    """Every event logged inside carries ``values`` (an account's key, say)."""
+    return structlog.contextvars.bound_contextvars(**values)
 
 
 _USER_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^:/?#@]*):[^/?#@]*@", re.I)

@@ -94,3 +94,41 @@ def _columns(stream: IO[str]) -> int:
     except (AttributeError, OSError, ValueError):
         return 80
     return columns or 80  # a terminal whose size was never set says 0
+
+
+class FleetProgress:
+    """One live line for a fleet on ``stream``: accounts done of all, failures so far, rows a
+    second and the time left, redrawn as each account ends."""
+
+    def __init__(self, title: str, accounts: int, stream: IO[str]) -> None:
+        self.title, self.accounts, self.stream = title, accounts, stream
+        self.width = _columns(stream)
+        self.done = self.failed = self.rows = 0
+        self.started_at = time.monotonic()
+
+    def account_done(self, ok: bool, rows: int) -> None:
+        self.done += 1
+        self.failed += not ok
+        self.rows += rows
+        self.draw(time.monotonic())
+
+    def line(self, now: float) -> str:
+        elapsed = max(now - self.started_at, 1e-9)
+        left = (self.accounts - self.done) * elapsed / self.done if self.done else None
+        parts = [
+            f"{self.title}: {self.done:,}/{self.accounts:,} accounts",
+            f"{self.failed:,} failed or refused",
+            f"{self.rows / elapsed:,.0f} rows/s",
+            f"{elapsed:.0f} s",
+        ]
+        if left is not None:
+            parts.append(f"about {left:.0f} s left")
+        return "  ".join(parts)
+
+    def draw(self, now: float) -> None:
+        self.stream.write(f"\r{self.line(now)[: self.width - 1]}\x1b[K")
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.write("\r\x1b[K")
+        self.stream.flush()

@@ -114,13 +114,14 @@ def next_day(world: World) -> None:
             world.groups[group_id]["parent"] = parent
     for group_id in rng.sample(group_ids, len(group_ids) * 3 // 100):
         world.groups[group_id]["members"] = world.sample_members()
-    gone = set(rng.sample(group_ids, 3))
+    few = min(3, len(group_ids) // 10)  # a small account loses and gains fewer groups
+    gone = set(rng.sample(group_ids, few))
     for group in world.groups.values():
         if group["parent"] in gone:
             group["parent"] = None
     for group_id in gone:
         del world.groups[group_id]
-    for _ in range(3):
+    for _ in range(few):
         world.new_group(rng.choice(list(world.groups)))
     for group in world.groups.values():  # members who left the account leave their groups
         group["members"] = [a for a in group["members"] if a in world.agents]

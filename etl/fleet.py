@@ -1,0 +1,339 @@
+"""A fleet: one day of many accounts, on long-lived worker processes.
+
+The parent lists the accounts (``DIR/KEY/sync-DAY``), migrates the schema once and hands the
+accounts out largest first to N worker processes. Each worker imports etl once, keeps one
+connection, and syncs the accounts it is given one after the other, each as its own sync
+(:func:`sync_job`): its lock, its entity runs, its ledger rows, its guards. One account failing
+or being refused stops nothing else. Outcomes come back as each account ends, for the
+progress line, the summary and the results file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import queue
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, replace
+from multiprocessing.context import SpawnProcess
+from pathlib import Path
+from typing import Any
+
+from etl import db, log
+from etl.account import account_session
+from etl.errors import EtlError, RefusedError, UsageError
+
+BYTES_PER_ROW = 150  # to weigh an account never synced by its input against one by its rows
+
+
+@dataclass(frozen=True)
+class Job:
+    """One account's day: its key, its folder (holding ``sync-DAY``), and how big it is."""
+
+    key: str
+    folder: Path
+    weight: int
+
+
+@dataclass
+class Outcome:
+    """How one account's day ended."""
+
+    key: str
+    status: str  # succeeded, failed or refused
+    rows: int = 0  # rows staged, pairs and members included
+    seconds: float = 0.0
+    message: str | None = None
+    entities: dict[str, str] = field(default_factory=dict)  # entity -> status, as far as it got
+    worker_rss_mb: int = 0  # the peak memory of the worker process that synced it, so far
+
+
+def find_accounts(accounts_dir: Path, day: str, keys: list[str] | None) -> list[str]:
+    """The accounts to sync: ``keys`` as given (a missing folder then fails that account), or
+    every folder of ``accounts_dir`` that has the day, in name order."""
+    if not accounts_dir.is_dir():
+        raise UsageError(f"--accounts-dir {accounts_dir}: no such folder")
+    if keys is not None:
+        return keys
+    found = sorted(
+        entry.name
+        for entry in os.scandir(accounts_dir)
+        if entry.is_dir() and (Path(entry.path) / f"sync-{day}").is_dir()
+    )
+    if not found:
+        raise UsageError(f"--accounts-dir {accounts_dir}: no account folder has sync-{day}")
+    return found
+
+
+def weigh(conn: db.Connection, accounts_dir: Path, day: str, keys: list[str]) -> list[Job]:
+    """The accounts as jobs, largest first: by the rows their last runs staged, else by the
+    bytes of the day's input (an account never synced)."""
+    rows = dict(db.execute(conn, "account_weights", (keys,)))
+    db.commit(conn)
+    jobs = []
+    for key in keys:
+        folder = accounts_dir / key
+        weight = rows.get(key) or input_bytes(folder / f"sync-{day}") // BYTES_PER_ROW
+        jobs.append(Job(key, folder, int(weight)))
+    return sorted(jobs, key=lambda job: (-job.weight, job.key))
+
+
+def input_bytes(day_folder: Path) -> int:
+    total = 0
+    with contextlib.suppress(OSError):
+        for folder in os.scandir(day_folder):
+            if folder.is_dir():
+                total += sum(f.stat().st_size for f in os.scandir(folder.path) if f.is_file())
+    return total
+
+
+@dataclass(frozen=True)
+class FleetSettings:
+    """What every worker needs: where the database is, the day, and the sync's options."""
+
+    url: str
+    day: str
+    entities: tuple[str, ...]
+    options: Any  # sync.SyncOptions (imported by the workers, not by the command line)
+    lock_timeout: float
+    log_format: str
+    verbose: bool
+
+
+def run_fleet(
+    settings: FleetSettings,
+    jobs: list[Job],
+    workers: int,
+    on_outcome: Callable[[Outcome], None],
+) -> list[Outcome]:
+    """Sync ``jobs`` on ``workers`` worker processes, largest first; each outcome is passed to
+    ``on_outcome`` as it comes. A worker that dies fails the account it held and is replaced
+    while accounts are left. Ctrl-C stops handing out accounts, lets the workers end the runs
+    they hold (their ledger rows say so) and raises KeyboardInterrupt."""
+    context = multiprocessing.get_context("spawn")
+    tasks: multiprocessing.Queue[Job | None] = context.Queue()
+    results: multiprocessing.Queue[tuple[str, int, Any]] = context.Queue()
+    for job in jobs:
+        tasks.put(job)
+    count = max(1, min(workers, len(jobs)))
+    for _ in range(count):
+        tasks.put(None)  # one stop sign per worker, behind every job
+    pool: dict[int, SpawnProcess] = {}
+    holding: dict[int, str] = {}  # worker -> the account it syncs
+    outcomes: dict[str, Outcome] = {}
+
+    def start(number: int) -> None:
+        process = context.Process(
+            target=worker_main,
+            args=(number, settings, tasks, results),
+            name=f"etl-worker-{number}",
+            daemon=True,
+        )
+        process.start()
+        pool[number] = process
+
+    def take(outcome: Outcome) -> None:
+        outcomes[outcome.key] = outcome
+        on_outcome(outcome)
+
+    for number in range(count):
+        start(number)
+    try:
+        while len(outcomes) < len(jobs):
+            try:
+                kind, number, payload = results.get(timeout=0.2)
+            except queue.Empty:
+                for number, process in list(pool.items()):
+                    if not process.is_alive():
+                        died(number, process, holding, take)
+                        del pool[number]
+                        if len(outcomes) + len(holding) < len(jobs):
+                            start(max(pool, default=number) + 1)
+                if not pool and len(outcomes) < len(jobs):
+                    break
+                continue
+            if kind == "start":
+                holding[number] = payload
+            else:
+                holding.pop(number, None)
+                take(Outcome(**payload))
+    except KeyboardInterrupt:
+        stop(pool, tasks, results, holding, take)
+        raise
+    for process in pool.values():
+        process.join(timeout=30)
+    for job in jobs:  # workers gone before their turn came (each died at start)
+        if job.key not in outcomes:
+            take(Outcome(job.key, "failed", message="no worker process was left to sync it"))
+    return [outcomes[job.key] for job in jobs]
+
+
+def died(
+    number: int, process: SpawnProcess, holding: dict[int, str], take: Callable[[Outcome], None]
+) -> None:
+    """A worker that ended without its stop sign: the account it held failed."""
+    key = holding.pop(number, None)
+    if key is not None:
+        message = f"the worker process syncing it died (exit code {process.exitcode})"
+        take(Outcome(key, "failed", message=message))
+
+
+def stop(
+    pool: dict[int, SpawnProcess],
+    tasks: multiprocessing.Queue[Job | None],
+    results: multiprocessing.Queue[tuple[str, int, Any]],
+    holding: dict[int, str],
+    take: Callable[[Outcome], None],
+) -> None:
+    """After Ctrl-C: no new account starts; the runs under way end as interrupted (the workers
+    heard the same Ctrl-C) and their outcomes are taken."""
+    with contextlib.suppress(queue.Empty, OSError, ValueError):
+        while True:
+            tasks.get_nowait()
+    deadline = time.monotonic() + 60
+    while holding and time.monotonic() < deadline:
+        with contextlib.suppress(queue.Empty, KeyboardInterrupt):
+            kind, number, payload = results.get(timeout=0.2)
+            if kind == "done":
+                holding.pop(number, None)
+                take(Outcome(**payload))
+        if not any(p.is_alive() for p in pool.values()):
+            break
+    for process in pool.values():
+        process.join(timeout=5)
+        if process.is_alive():
+            process.terminate()
+
+
+def worker_main(
+    number: int,
+    settings: FleetSettings,
+    tasks: multiprocessing.Queue[Job | None],
+    results: multiprocessing.Queue[tuple[str, int, Any]],
+) -> None:
+    """A worker: one connection, then one account after another until the stop sign."""
+    # On a terminal the parent shows progress and the summary: the workers keep quiet there.
+    quiet = settings.log_format == "console"
+    log.configure(verbose=settings.verbose, fmt=settings.log_format, quiet=quiet)
+    conn = db.connect(settings.url)
+    try:
+        while (job := tasks.get()) is not None:
+            results.put(("start", number, job.key))
+            try:
+                outcome = sync_job(conn, job, settings)
+            except KeyboardInterrupt:
+                outcome = Outcome(job.key, "failed", message="interrupted")
+                results.put(("done", number, asdict(outcome)))
+                return
+            outcome.worker_rss_mb = log.peak_rss_kb() // 1024
+            results.put(("done", number, asdict(outcome)))
+            conn = connected(conn, settings.url)
+    finally:
+        db.close(conn)
+
+
+def connected(conn: db.Connection, url: str) -> db.Connection:
+    """``conn`` if it still answers, else a new connection (the server restarted, say)."""
+    try:
+        db.execute(conn, "server_version")
+        db.commit(conn)
+        return conn
+    except EtlError:
+        db.close(conn)
+        return db.connect(url)
+
+
+def sync_job(conn: db.Connection, job: Job, settings: FleetSettings) -> Outcome:
+    """One account's day, as its own sync would do it; how it ended."""
+    from etl.sync import sync_day
+
+    started = time.perf_counter()
+    options = replace(settings.options, data_dir=job.folder)
+    unstarted = (settings.day, settings.entities, options.synced_at, options.force)
+    with log.bound(account=job.key):
+        try:
+            with account_session(
+                conn, job.key, lock_timeout=settings.lock_timeout, unstarted=unstarted
+            ) as account_id:
+                results = sync_day(conn, account_id, settings.day, settings.entities, options)
+        except EtlError as error:
+            status = "refused" if isinstance(error, RefusedError) else "failed"
+            seconds = time.perf_counter() - started
+            return Outcome(job.key, status, seconds=round(seconds, 3), message=str(error))
+        except Exception as error:  # a bug: the account fails, the fleet goes on
+            log.get_logger().exception("account_failed", account=job.key)
+            message = f"unexpected {type(error).__name__}: {error}"
+            return Outcome(job.key, "failed", message=message)
+    rows = sum(staged_rows(result.counts) for result in results)
+    entities = {result.entity: "succeeded" for result in results}
+    seconds = round(time.perf_counter() - started, 3)
+    return Outcome(job.key, "succeeded", rows=rows, seconds=seconds, entities=entities)
+
+
+def staged_rows(counts: dict[str, Any]) -> int:
+    """Rows a run staged: records, and the pairs and memberships they listed."""
+    keys = ("staged", "pairs_staged", "members_staged")
+    return sum(int(counts.get(key) or 0) for key in keys)
+
+
+def parse_accounts(text: str) -> list[str]:
+    """``--accounts KEY,KEY,...`` or ``--accounts @FILE`` (one key a line, # comments)."""
+    if text.startswith("@"):
+        try:
+            lines = Path(text[1:]).read_text().splitlines()
+        except OSError as error:
+            raise UsageError(f"--accounts {text}: {error.strerror}") from None
+        keys = [line.split("#")[0].strip() for line in lines]
+    else:
+        keys = [key.strip() for key in text.split(",")]
+    keys = [key for key in keys if key]
+    if not keys:
+        raise UsageError(f"--accounts {text}: no account keys")
+    return list(dict.fromkeys(keys))
+
+
+def summary(day: str, outcomes: Iterable[Outcome], seconds: float) -> str:
+    """A few lines for a person: counts, rate, the accounts that did not succeed with their
+    reason, and the commands that show more."""
+    outcomes = list(outcomes)
+    by_status: dict[str, list[Outcome]] = {"succeeded": [], "failed": [], "refused": []}
+    for outcome in outcomes:
+        by_status[outcome.status].append(outcome)
+    rows = sum(o.rows for o in outcomes)
+    rate = len(outcomes) / seconds if seconds else 0.0
+    lines = [
+        f"day {day}: {len(outcomes)} accounts in {seconds:.1f} s ({rate * 60:,.0f} a minute), "
+        f"{rows:,} rows staged",
+        f"  succeeded: {len(by_status['succeeded'])}",
+    ]
+    for status in ("failed", "refused"):
+        bad = by_status[status]
+        if not bad:
+            continue
+        lines.append(f"  {status}: {len(bad)}")
+        for outcome in sorted(bad, key=lambda o: o.key)[:10]:
+            reason = (outcome.message or "").splitlines()[0] if outcome.message else ""
+            lines.append(f"    {outcome.key}: {reason}")
+        if len(bad) > 10:
+            lines.append(f"    and {len(bad) - 10} more (see the results file, or etl accounts)")
+    not_succeeded = sorted(by_status["failed"] + by_status["refused"], key=lambda o: o.key)
+    if not_succeeded:
+        first = not_succeeded[0]
+        lines.append(
+            f"next: etl status --account {first.key}; etl errors --account {first.key} --day {day}"
+        )
+    return "\n".join(lines)
+
+
+def results_document(day: str, outcomes: list[Outcome], seconds: float) -> dict[str, Any]:
+    """The results file: the same as the summary, for a scheduler."""
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("succeeded", "failed", "refused")}
+    return {
+        "day": day,
+        "seconds": round(seconds, 3),
+        **counts,
+        "rows": sum(o.rows for o in outcomes),
+        "accounts": [asdict(o) for o in outcomes],
+    }

@@ -1,0 +1,157 @@
+"""A fleet: `etl sync --accounts-dir DIR` syncs one day of many accounts on worker processes,
+each account exactly as its own single-account run would."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import fresh_database, last_line, rows, sync
+
+from etl import db, synth
+from etl.cli import main
+from etl.replay import DUMPED_TABLES, dump_state
+
+SIZES = {"alpha": 60, "bravo": 25, "charlie": 140, "delta": 40}  # agents per account
+
+
+@pytest.fixture(scope="module")
+def fleet_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four small synthetic accounts of two days, with bad records."""
+    folder = tmp_path_factory.mktemp("fleet")
+    for number, (key, agents) in enumerate(SIZES.items(), 1):
+        world = synth.first_day(synth.account_scale(agents), number)
+        synth.generate_world(world, 2, number, folder / key, bad_rate=0.02)
+    return folder
+
+
+def fleet(url: str, folder: Path, day: str, *extra: str) -> int:
+    argv = ["sync", "--day", day, "--accounts-dir", str(folder), "--database-url", url]
+    return main([*argv, "--synced-at", "2026-01-01T06:00:00Z", "--log-format", "json", *extra])
+
+
+def alone(folder: Path, key: str, *days: str) -> str:
+    """The account's state after single-account runs of ``days`` on a database of its own."""
+    with fresh_database() as url:
+        for day in days:
+            assert sync(url, day, "--synced-at", "2026-01-01T06:00:00Z", data_dir=folder / key) == 0
+        conn = db.connect(url)
+        try:
+            return dump_state(conn)
+        finally:
+            conn.close()
+
+
+def test_a_fleet_syncs_every_account_as_its_own_run_would(
+    database_url: str, fleet_dir: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Two days of four accounts on two workers: exit 0, a summary, a results file, and each
+    account's tables, errors and ledger exactly those of its single-account runs."""
+    assert fleet(database_url, fleet_dir, "day1", "--workers", "2") == 0
+    capsys.readouterr()
+    results = tmp_path / "results.json"
+    assert fleet(database_url, fleet_dir, "day2", "--workers", "2", "--results", str(results)) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("day day2: 4 accounts in ")
+    assert out[1:] == ["  succeeded: 4"]
+    document = json.loads(results.read_text())
+    assert (document["day"], document["succeeded"], document["failed"]) == ("day2", 4, 0)
+    assert [a["key"] for a in document["accounts"]] == ["charlie", "alpha", "delta", "bravo"]
+    assert all(a["rows"] > 0 and a["status"] == "succeeded" for a in document["accounts"])
+    conn = db.connect(database_url)
+    try:
+        shared = {key: dump_state(conn, DUMPED_TABLES, key) for key in SIZES}
+    finally:
+        conn.close()
+    for key in SIZES:
+        assert shared[key] == alone(fleet_dir, key, "day1", "day2"), key
+
+
+def test_a_failing_and_a_refused_account_stop_nothing_else(
+    database_url: str,
+    conn: db.Connection,
+    fleet_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """bravo's agents page is cut short (failed) and delta's export lost its agents (refused as
+    a mass removal): the summary names both with their reason and the next command, the exit
+    status is 1, and alpha and charlie land."""
+    folder = tmp_path / "accounts"
+    shutil.copytree(fleet_dir, folder)
+    assert fleet(database_url, folder, "day1") == 0
+    page = folder / "bravo" / "sync-day2" / "agents" / "1.json"
+    page.write_bytes(page.read_bytes()[:50])
+    (folder / "delta" / "sync-day2" / "agents" / "1.json").write_text("[]")
+    capsys.readouterr()
+    assert fleet(database_url, folder, "day2") == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:] == [
+        "  succeeded: 2",
+        "  failed: 1",
+        "    bravo: sync-day2/agents/1.json: not valid JSON: input ends early, truncated at byte "
+        "50 (end of file)",
+        "  refused: 1",
+        "    delta: mass removal refused: 40 of 40 present agents would leave the list or turn "
+        "inactive (if the export really lost them, re-run with --allow-mass-removal)",
+        "next: etl status --account bravo; etl errors --account bravo --day day2",
+    ]
+    assert rows(
+        conn,
+        "SELECT a.account_key, r.entity, r.status FROM etl.sync_runs r"
+        " JOIN etl.accounts a USING (account_id) WHERE r.sync_day = 'day2'"
+        " ORDER BY a.account_key, r.run_id",
+    ) == [
+        ("alpha", "agents", "succeeded"),
+        ("alpha", "roles", "succeeded"),
+        ("alpha", "groups", "succeeded"),
+        ("bravo", "agents", "failed"),
+        ("charlie", "agents", "succeeded"),
+        ("charlie", "roles", "succeeded"),
+        ("charlie", "groups", "succeeded"),
+        ("delta", "agents", "refused"),
+    ]
+
+
+def test_accounts_can_be_named(
+    database_url: str, fleet_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--accounts takes keys or @FILE; a named account without a folder for the day fails on
+    its own (its ledger says why), the others land."""
+    keys = tmp_path / "keys.txt"
+    keys.write_text("# the small ones\nbravo\ndelta\n")
+    assert fleet(database_url, fleet_dir, "day1", "--accounts", f"@{keys}") == 0
+    assert fleet(database_url, fleet_dir, "day1", "--accounts", "alpha,zulu") == 1
+    out = capsys.readouterr().out
+    assert (
+        f"    zulu: {fleet_dir}/zulu/sync-day1/agents: folder not found; the agents snapshot of "
+        "day1 is missing\n"
+    ) in out
+    assert fleet(database_url, fleet_dir, "day1") == 0
+    assert "4 accounts" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--account", "acme"), "--account is for one account: not with --accounts-dir"),
+        (("--dry-run",), "--dry-run is for one account: not with --accounts-dir"),
+        (("--accounts", "a,b b"), "--accounts: 'b b' is not an account key: 1-64 of A-Za-z0-9._-"),
+    ],
+)
+def test_usage_errors_of_a_fleet(
+    database_url: str,
+    fleet_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: tuple[str, ...],
+    message: str,
+) -> None:
+    """Options that make no sense for a fleet are usage errors (exit 2) before anything runs."""
+    try:
+        code = fleet(database_url, fleet_dir, "day1", *extra)
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    assert code == 2
+    assert message in last_line(capsys.readouterr().err)
