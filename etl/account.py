@@ -35,7 +35,7 @@ def account_session(
                 applied = migrate(conn, lock_timeout)
                 if applied:
                     get_logger().info("migrated", files=applied)
-            with db.schema_in_use(conn):
+            with db.schema_in_use(conn, lock_timeout):
                 yield db.ensure_account(conn, account)
     except LockTimeoutError as error:
         if unstarted is not None:

@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 SYNC_MODULES = ("etl.db", "etl.account", "etl.sync", "etl.dryrun")
 
 DAY_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-ACCOUNT_KEY = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 VIEWS = {
     "status": "the ledger: each day and entity's last run, with status and counts",
     "tree": "the stored group hierarchy with member counts; inactive, orphans, cycles marked",
@@ -155,7 +154,9 @@ def add_account_option(parser: argparse.ArgumentParser) -> None:
 
 
 def account_key(text: str) -> str:
-    if not ACCOUNT_KEY.match(text):
+    from etl.fleet import is_account_key
+
+    if not is_account_key(text):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an account key: 1-64 characters of A-Za-z0-9._-"
         )
@@ -340,7 +341,7 @@ def delete_account(conn: db.Connection, key: str, yes: bool) -> str:
         answer = input(f"delete account {key} and all of its rows? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             return f"account {key} kept"
-    with db.account_lock(conn, key, timeout=0), db.schema_in_use(conn):
+    with db.account_lock(conn, key, timeout=0), db.schema_in_use(conn, timeout=10):
         deleted = db.delete_account(conn, account_id)
     rows = sum(deleted.values())
     log.get_logger().info("account_deleted", account=key, rows=rows, tables=deleted)
@@ -390,7 +391,7 @@ def run_fleet(args: argparse.Namespace, entities: tuple[str, ...]) -> int:
 
     keys = fleet.parse_accounts(args.accounts) if args.accounts else None
     for key in keys or ():
-        if not ACCOUNT_KEY.match(key):
+        if not fleet.is_account_key(key):
             raise UsageError(f"--accounts: {key!r} is not an account key: 1-64 of A-Za-z0-9._-")
     keys = fleet.find_accounts(args.accounts_dir, args.day, keys)
     url, _server = resolve_database(args)
@@ -419,7 +420,10 @@ def run_fleet(args: argparse.Namespace, entities: tuple[str, ...]) -> int:
     logger = log.get_logger()
     log.get_logger().info("fleet_started", day=args.day, accounts=len(jobs), workers=args.workers)
 
+    ended: list[fleet.Outcome] = []  # as they come: after Ctrl-C, those that ended
+
     def on_outcome(outcome: fleet.Outcome) -> None:
+        ended.append(outcome)
         if progress is not None:
             progress.account_done(outcome.status == "succeeded", outcome.rows)
         elif outcome.status == "succeeded":
@@ -429,11 +433,10 @@ def run_fleet(args: argparse.Namespace, entities: tuple[str, ...]) -> int:
 
     started = time.perf_counter()
     interrupted = False
-    outcomes: list[fleet.Outcome] = []
     try:
-        outcomes = fleet.run_fleet(settings, jobs, args.workers, on_outcome)
+        outcomes = fleet.run_fleet(settings, jobs, args.workers, on_outcome)  # largest first
     except KeyboardInterrupt:
-        interrupted = True
+        interrupted, outcomes = True, ended
     seconds = time.perf_counter() - started
     if progress is not None:
         progress.close()

@@ -161,46 +161,61 @@ def account_lock(conn: Connection, account: str, timeout: float) -> Iterator[Non
     """Hold the account's advisory lock: runs of one account never interleave (runs of other
     accounts go on). Waits up to ``timeout`` seconds for a run already holding it, saying so
     once."""
-    log = get_logger()
-    deadline = time.monotonic() + timeout
-    waiting = False
-    while not execute(conn, "try_lock", (account,))[0][0]:
-        commit(conn)
-        if not waiting:
-            log.info("waiting_for_lock", account=account, timeout_s=timeout)
-            waiting = True
-        if time.monotonic() >= deadline:
-            raise LockTimeoutError(
-                f"another etl run holds the sync lock of account {account} on this database; "
-                f"gave up after {timeout:g} s (see --lock-timeout)"
-            )
-        time.sleep(0.1)
-    commit(conn)
+    wait_for_lock(
+        conn,
+        "try_lock",
+        (account,),
+        timeout,
+        f"another etl run holds the sync lock of account {account} on this database",
+    )
     try:
         yield
     finally:
-        try:
-            rollback(conn)
-            execute(conn, "unlock", (account,))
-            commit(conn)
-        except DatabaseError:
-            pass  # the connection is gone, and its session lock with it
+        release_lock(conn, "unlock", (account,))
 
 
 @contextmanager
-def schema_in_use(conn: Connection) -> Iterator[None]:
-    """Hold the schema lock shared while runs go on: a migration waits for them to end."""
-    execute(conn, "share_schema")
-    commit(conn)
+def schema_in_use(conn: Connection, timeout: float) -> Iterator[None]:
+    """Hold the schema lock shared while runs go on: a migration (which takes it exclusively)
+    waits for them to end, and they wait up to ``timeout`` seconds for a migration."""
+    wait_for_lock(
+        conn,
+        "share_schema",
+        (),
+        timeout,
+        "a migration of this database's schema is going on",
+    )
     try:
         yield
     finally:
-        try:
-            rollback(conn)
-            execute(conn, "unshare_schema")
-            commit(conn)
-        except DatabaseError:
-            pass  # the connection is gone, and its session lock with it
+        release_lock(conn, "unshare_schema", ())
+
+
+def wait_for_lock(
+    conn: Connection, query: str, params: Sequence[Any], timeout: float, holder: str
+) -> None:
+    """Try the advisory lock of ``query`` until it is taken, for up to ``timeout`` seconds;
+    then a LockTimeoutError saying who holds it."""
+    deadline = time.monotonic() + timeout
+    waiting = False
+    while not execute(conn, query, params)[0][0]:
+        commit(conn)
+        if not waiting:
+            get_logger().info("waiting_for_lock", lock=query, timeout_s=timeout)
+            waiting = True
+        if time.monotonic() >= deadline:
+            raise LockTimeoutError(f"{holder}; gave up after {timeout:g} s (see --lock-timeout)")
+        time.sleep(0.1)
+    commit(conn)
+
+
+def release_lock(conn: Connection, query: str, params: Sequence[Any]) -> None:
+    try:
+        rollback(conn)
+        execute(conn, query, params)
+        commit(conn)
+    except DatabaseError:
+        pass  # the connection is gone, and its session locks with it
 
 
 def ensure_account(conn: Connection, account: str) -> int:

@@ -11,9 +11,11 @@ progress line, the summary and the results file.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import multiprocessing
 import os
 import queue
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
@@ -25,6 +27,7 @@ from etl import db, log
 from etl.account import account_session
 from etl.errors import EtlError, RefusedError, UsageError
 
+ACCOUNT_KEY = re.compile(r"^(?!\.+$)[A-Za-z0-9._-]{1,64}$")  # SEMANTICS 10; never . or ..
 BYTES_PER_ROW = 150  # to weigh an account never synced by its input against one by its rows
 
 
@@ -62,9 +65,19 @@ def find_accounts(accounts_dir: Path, day: str, keys: list[str] | None) -> list[
         for entry in os.scandir(accounts_dir)
         if entry.is_dir() and (Path(entry.path) / f"sync-{day}").is_dir()
     )
+    for key in found:
+        if not is_account_key(key):
+            raise UsageError(
+                f"--accounts-dir {accounts_dir}: folder {key!r} is not an account key "
+                "(1-64 of A-Za-z0-9._-, not dots alone); name the accounts with --accounts"
+            )
     if not found:
         raise UsageError(f"--accounts-dir {accounts_dir}: no account folder has sync-{day}")
     return found
+
+
+def is_account_key(text: str) -> bool:
+    return ACCOUNT_KEY.match(text) is not None
 
 
 def weigh(conn: db.Connection, accounts_dir: Path, day: str, keys: list[str]) -> list[Job]:
@@ -123,6 +136,8 @@ def run_fleet(
     pool: dict[int, SpawnProcess] = {}
     holding: dict[int, str] = {}  # worker -> the account it syncs
     outcomes: dict[str, Outcome] = {}
+    numbers = itertools.count()  # a worker's number is never reused
+    restarts = count  # workers that may be started in place of dead ones
 
     def start(number: int) -> None:
         process = context.Process(
@@ -138,8 +153,8 @@ def run_fleet(
         outcomes[outcome.key] = outcome
         on_outcome(outcome)
 
-    for number in range(count):
-        start(number)
+    for _ in range(count):
+        start(next(numbers))
     try:
         while len(outcomes) < len(jobs):
             try:
@@ -147,10 +162,12 @@ def run_fleet(
             except queue.Empty:
                 for number, process in list(pool.items()):
                     if not process.is_alive():
+                        drain(results, holding, take)  # what it said before it died
                         died(number, process, holding, take)
                         del pool[number]
-                        if len(outcomes) + len(holding) < len(jobs):
-                            start(max(pool, default=number) + 1)
+                        if restarts and len(outcomes) + len(holding) < len(jobs):
+                            restarts -= 1
+                            start(next(numbers))
                 if not pool and len(outcomes) < len(jobs):
                     break
                 continue
@@ -168,6 +185,22 @@ def run_fleet(
         if job.key not in outcomes:
             take(Outcome(job.key, "failed", message="no worker process was left to sync it"))
     return [outcomes[job.key] for job in jobs]
+
+
+def drain(
+    results: multiprocessing.Queue[tuple[str, int, Any]],
+    holding: dict[int, str],
+    take: Callable[[Outcome], None],
+) -> None:
+    """Take every message already sent."""
+    with contextlib.suppress(queue.Empty):
+        while True:
+            kind, number, payload = results.get(timeout=0.05)
+            if kind == "start":
+                holding[number] = payload
+            else:
+                holding.pop(number, None)
+                take(Outcome(**payload))
 
 
 def died(

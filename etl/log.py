@@ -29,7 +29,7 @@ def configure(*, verbose: bool = False, fmt: str | None = None, quiet: bool = Fa
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
-            logging.CRITICAL + 1 if quiet else logging.DEBUG if verbose else logging.INFO
+            logging.CRITICAL if quiet else logging.DEBUG if verbose else logging.INFO
         ),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,

@@ -16,7 +16,7 @@ SELECT pg_advisory_unlock(hashtextextended('etl.sync:' || $1, 0));
 -- name: share_schema
 -- Held by every run, shared: a migration (which takes it exclusively) waits for runs to end,
 -- and runs wait for a migration to commit.
-SELECT pg_advisory_lock_shared(hashtext('etl.schema'));
+SELECT pg_try_advisory_lock_shared(hashtext('etl.schema'));
 
 -- name: unshare_schema
 SELECT pg_advisory_unlock_shared(hashtext('etl.schema'));
@@ -35,6 +35,17 @@ SELECT etl.ensure_account_v1($1);
 
 -- name: account_id
 SELECT account_id FROM etl.accounts WHERE account_key = $1;
+
+-- name: account_weights
+-- How big each of these accounts is: the rows its last run of each entity staged.
+SELECT a.account_key, sum(r.rows_staged)
+  FROM etl.accounts a
+ CROSS JOIN LATERAL (SELECT DISTINCT ON (s.entity) s.rows_staged
+                       FROM etl.sync_runs s
+                      WHERE s.account_id = a.account_id AND s.status = 'succeeded'
+                      ORDER BY s.entity, s.run_id DESC) r
+ WHERE a.account_key = ANY ($1::text[])
+ GROUP BY a.account_key;
 
 -- name: delete_account
 SELECT etl.delete_account_v1($1)::text;

@@ -139,6 +139,7 @@ def test_accounts_can_be_named(
         (("--account", "acme"), "--account is for one account: not with --accounts-dir"),
         (("--dry-run",), "--dry-run is for one account: not with --accounts-dir"),
         (("--accounts", "a,b b"), "--accounts: 'b b' is not an account key: 1-64 of A-Za-z0-9._-"),
+        (("--accounts", "a,.."), "--accounts: '..' is not an account key: 1-64 of A-Za-z0-9._-"),
     ],
 )
 def test_usage_errors_of_a_fleet(
@@ -155,3 +156,16 @@ def test_usage_errors_of_a_fleet(
         code = int(exit_.code or 0)
     assert code == 2
     assert message in last_line(capsys.readouterr().err)
+
+
+def test_a_fleet_for_a_person_logs_nothing_but_the_summary(
+    database_url: str, fleet_dir: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """With console logs (a person), the workers keep quiet: stdout has the summary, and stderr
+    only the parent's lines, one per account (a live line instead, on a terminal)."""
+    argv = ["sync", "--day", "day1", "--accounts-dir", str(fleet_dir), "--database-url"]
+    assert main([*argv, database_url, "--log-format", "console", "--workers", "2"]) == 0
+    out, err = capfd.readouterr()  # the workers' stderr too
+    assert out.splitlines()[1:] == ["  succeeded: 4"]
+    assert "day_synced" not in err
+    assert err.count("account_synced") == 4

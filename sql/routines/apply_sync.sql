@@ -7,12 +7,15 @@
 -- broke.
 --
 -- Settings: work_mem keeps the membership diff's hash table and the roles step's sorts in
--- memory; JIT compiles cost more than they bought on these statements.
+-- memory; JIT compiles cost more than they bought on these statements; every statement is
+-- planned for the account at hand (a fleet's worker calls this for account after account on one
+-- connection, and a generic plan would fit the average account).
 CREATE PROCEDURE etl.apply_sync_v3(p_account_id bigint, p_run_id bigint,
                                    p_allow_mass_removal boolean)
 LANGUAGE plpgsql
 SET work_mem = '256MB'
 SET jit = off
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     v_run         etl.sync_runs;
