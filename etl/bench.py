@@ -187,20 +187,7 @@ def floor(url: str, folder: Path, day: str) -> dict[str, float]:
             t: fetch(conn, f"SELECT * FROM etl.{t} WHERE account_id = $1", (account,))  # noqa: S608
             for t in FINAL_TABLES
         }
-        with conn.cursor() as cur:
-            for table in FINAL_TABLES:
-                cur.execute(f"CREATE UNLOGGED TABLE etl.floor_{table} (LIKE etl.{table})")
-        conn.commit()
-        started = time.perf_counter()
-        with conn.cursor() as cur:
-            for table, rows in tables.items():
-                cur.adbc_ingest(f"floor_{table}", rows, mode="append", db_schema_name="etl")
-        conn.commit()
-        load_s = time.perf_counter() - started
-        with conn.cursor() as cur:
-            for table in FINAL_TABLES:
-                cur.execute(f"DROP TABLE etl.floor_{table}")
-        conn.commit()
+        load_s = load_floor(conn, tables)
     finally:
         conn.close()
     total = read_s + decode_s + load_s
@@ -210,6 +197,25 @@ def floor(url: str, folder: Path, day: str) -> dict[str, float]:
         "load_s": round(load_s, 3),
         "total_s": round(total, 3),
     }
+
+
+def load_floor(conn: db.Connection, tables: dict[str, Any]) -> float:
+    """Seconds to COPY ``tables`` (final table -> rows) into empty unlogged copies of them."""
+    with conn.cursor() as cur:
+        for table in FINAL_TABLES:
+            cur.execute(f"CREATE UNLOGGED TABLE etl.floor_{table} (LIKE etl.{table})")
+    conn.commit()
+    started = time.perf_counter()
+    with conn.cursor() as cur:
+        for table, rows in tables.items():
+            cur.adbc_ingest(f"floor_{table}", rows, mode="append", db_schema_name="etl")
+    conn.commit()
+    load_s = time.perf_counter() - started
+    with conn.cursor() as cur:
+        for table in FINAL_TABLES:
+            cur.execute(f"DROP TABLE etl.floor_{table}")
+    conn.commit()
+    return load_s
 
 
 def warm_page_cache(folder: Path, day: str) -> None:
@@ -422,20 +428,7 @@ def fleet_floor(url: str, folder: Path, day: str, keys: list[str]) -> dict[str, 
     conn = db.connect(url)
     try:
         tables = {t: fetch(conn, f"SELECT * FROM etl.{t}") for t in FINAL_TABLES}  # noqa: S608
-        with conn.cursor() as cur:
-            for table in FINAL_TABLES:
-                cur.execute(f"CREATE UNLOGGED TABLE etl.floor_{table} (LIKE etl.{table})")
-        conn.commit()
-        started = time.perf_counter()
-        with conn.cursor() as cur:
-            for table, rows in tables.items():
-                cur.adbc_ingest(f"floor_{table}", rows, mode="append", db_schema_name="etl")
-        conn.commit()
-        load_s = time.perf_counter() - started
-        with conn.cursor() as cur:
-            for table in FINAL_TABLES:
-                cur.execute(f"DROP TABLE etl.floor_{table}")
-        conn.commit()
+        load_s = load_floor(conn, tables)
     finally:
         conn.close()
     return {
