@@ -291,8 +291,8 @@ class FileLedger:
     (each batch committed), so that a day of a million files never sits in memory.
 
     A full batch is written by a background thread while decoding goes on: the driver releases
-    the GIL, so the server's COPY runs on the other core (200,000 files: 1.1 s of writes, which
-    had stopped the decoder). The connection is the caller's: call :meth:`wait` (or
+    the GIL, so the server's COPY runs on the other core instead of stopping the decoder. The
+    connection is the caller's: call :meth:`wait` (or
     :meth:`flush`) before using it for anything else."""
 
     SCHEMA = pa.schema(

@@ -34,7 +34,7 @@ _PLAIN_NUMBER = r"^[1-9][0-9]{0,17}\.json$"
 def sort_naturally(names: list[str]) -> pa.Array:
     """File names sorted by :func:`natural_key`, as an Arrow array. When every name is a plain
     number plus ``.json`` (one file per agent), that order is the numbers' order, sorted in
-    Arrow: 200,000 names in 0.03 s against 0.32 s for a Python sort by number."""
+    Arrow, far faster than a Python sort by number."""
     array = pa.array(names, pa.string())
     if pc.all(pc.match_substring_regex(array, _PLAIN_NUMBER)).as_py() is not False:
         numbers = pc.cast(pc.utf8_slice_codeunits(array, 0, -5), pa.int64())
