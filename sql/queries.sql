@@ -47,6 +47,22 @@ SELECT a.account_key, sum(r.rows_staged)
  WHERE a.account_key = ANY ($1::text[])
  GROUP BY a.account_key;
 
+-- name: day_outcomes
+-- How each of these accounts' day went since a moment of the server's clock: the last run of
+-- each entity of the day (accounts and entities without one are left out).
+SELECT a.account_key, r.entity, r.status, r.message, coalesce(r.rows_staged, 0),
+       extract(epoch FROM r.finished_at - r.started_at)::float8
+  FROM etl.accounts a
+ CROSS JOIN LATERAL (SELECT DISTINCT ON (s.entity) s.*
+                       FROM etl.sync_runs s
+                      WHERE s.account_id = a.account_id AND s.sync_day = $2
+                        AND s.started_at >= $3
+                      ORDER BY s.entity, s.run_id DESC) r
+ WHERE a.account_key = ANY ($1::text[]);
+
+-- name: server_now
+SELECT now();
+
 -- name: delete_account
 SELECT etl.delete_account_v1($1)::text;
 

@@ -21,6 +21,7 @@ import pytest
 from etl import db, server
 from etl.cli import main
 from etl.migrate import migrate
+from etl.replay import dump_state
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
@@ -203,6 +204,19 @@ def of_clean_run(read: Callable[[db.Connection], R], *days: str) -> R:
         conn = db.connect(url)
         try:
             return read(conn)
+        finally:
+            conn.close()
+
+
+def state_alone(data_dir: Path, *days: str) -> str:
+    """An account's state after single-account runs of ``days`` of ``data_dir`` on a database
+    of its own, synced at 2026-01-01T06:00Z."""
+    with fresh_database() as url:
+        for day in days:
+            assert sync(url, day, "--synced-at", "2026-01-01T06:00:00Z", data_dir=data_dir) == 0
+        conn = db.connect(url)
+        try:
+            return dump_state(conn)
         finally:
             conn.close()
 

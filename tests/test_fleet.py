@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import fresh_database, last_line, rows, sync
+from conftest import last_line, rows, state_alone
 
 from etl import db, synth
 from etl.cli import main
@@ -30,18 +30,6 @@ def fleet_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def fleet(url: str, folder: Path, day: str, *extra: str) -> int:
     argv = ["sync", "--day", day, "--accounts-dir", str(folder), "--database-url", url]
     return main([*argv, "--synced-at", "2026-01-01T06:00:00Z", "--log-format", "json", *extra])
-
-
-def alone(folder: Path, key: str, *days: str) -> str:
-    """The account's state after single-account runs of ``days`` on a database of its own."""
-    with fresh_database() as url:
-        for day in days:
-            assert sync(url, day, "--synced-at", "2026-01-01T06:00:00Z", data_dir=folder / key) == 0
-        conn = db.connect(url)
-        try:
-            return dump_state(conn)
-        finally:
-            conn.close()
 
 
 def test_a_fleet_syncs_every_account_as_its_own_run_would(
@@ -66,7 +54,7 @@ def test_a_fleet_syncs_every_account_as_its_own_run_would(
     finally:
         conn.close()
     for key in SIZES:
-        assert shared[key] == alone(fleet_dir, key, "day1", "day2"), key
+        assert shared[key] == state_alone(fleet_dir / key, "day1", "day2"), key
 
 
 def test_a_failing_and_a_refused_account_stop_nothing_else(
