@@ -1,8 +1,9 @@
 """Batches: decoded records kept as frames of bounded size, and staged tables made from them one
 batch at a time, so that memory follows the batch size rather than the day's size.
 
-A sync spills each batch to an Arrow IPC file as soon as it is decoded and reads the batches back
-one at a time, for every pass the plan makes; tests and small callers keep them in memory.
+A sync spills batches to an Arrow IPC file as they are decoded and reads them back one at a time,
+for every pass the plan makes. Records that fit in one batch (most accounts of a fleet) stay in
+memory: the file would only cost its writing and rereading. Tests keep every batch in memory.
 """
 
 from __future__ import annotations
@@ -18,36 +19,54 @@ Step = Callable[[pl.LazyFrame], pl.LazyFrame]  # what a plan does to one batch o
 
 class Records:
     """The decoded records of one kind, in decode order, as batches with an ``ordinal`` column
-    (the record's position in that order). With ``spill``, batches go to that Arrow IPC file
-    and only one is in memory at a time."""
+    (the record's position in that order). With ``spill``, a second batch sends every batch to
+    that Arrow IPC file, and only one is in memory at a time."""
 
     def __init__(self, schema: pa.Schema, spill: Path | None = None) -> None:
         self.schema = schema
         self.spill = spill
         self.frames: list[pl.DataFrame] = []
-        self.writer = None
-        if spill is not None:
+        self.first: pa.RecordBatch | None = None  # the batch in memory, until a second comes
+        self.writer: pa.ipc.RecordBatchFileWriter | None = None
+        self.spilled = False
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        if self.spill is None or (not self.spilled and not self.frames):
+            self.frames.append(_frame(batch))
+            self.first = batch if self.spill is not None else None
+            return
+        if self.writer is None:
             # Compressed, each column comes back in buffers of its own: a column kept from a
             # batch (the ids) then never keeps the rest of the batch alive.
             options = pa.ipc.IpcWriteOptions(compression="lz4")
-            self.writer = pa.ipc.new_file(str(spill), schema, options=options)
-
-    def add(self, batch: pa.RecordBatch) -> None:
-        if self.writer is None:
-            self.frames.append(_frame(batch))
-        else:
-            self.writer.write_batch(batch)
+            self.writer = pa.ipc.new_file(str(self.spill), self.schema, options=options)
+            self.spilled = True
+            self.writer.write_batch(self.first)
+            self.frames, self.first = [], None
+        self.writer.write_batch(batch)
 
     def close(self) -> None:
-        """No more batches: the spill file is complete."""
+        """No more batches: the spill file, if any, is complete."""
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+        self.first = None
+
+    def persist(self) -> None:
+        """Write the records to the spill file even if they fit in one batch (another process
+        reads that file)."""
+        assert self.spill is not None
+        if not self.spilled:
+            with pa.ipc.new_file(str(self.spill), self.schema) as writer:
+                for frame in self.frames:
+                    writer.write_table(frame.to_arrow().cast(self.schema))
+            self.spilled, self.frames = True, []
 
     def batches(self) -> Iterator[pl.DataFrame]:
-        if self.spill is None:
+        if not self.spilled:
             yield from self.frames
             return
+        assert self.spill is not None
         with pa.OSFile(str(self.spill)) as file:  # read, not mapped: one batch in memory
             reader = pa.ipc.open_file(file)
             for index in range(reader.num_record_batches):

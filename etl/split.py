@@ -249,6 +249,7 @@ def serve() -> None:
             spill=request["spill"],
             batch_values=request["batch_values"],
         )
+        decoded.records.persist()
         part = WorkerPart(digests, decoded.errors)
     except EtlError as error:
         part = WorkerPart(digests, [], failure=error)

@@ -458,6 +458,16 @@ def test_spilled_records_are_read_back_one_batch_at_a_time(tmp_path: Path) -> No
     assert spilled.records.gather(lambda b: b.select("ordinal")).to_series().to_list() == [0, 1, 2]
 
 
+def test_records_of_one_batch_stay_in_memory_even_with_a_spill_file(tmp_path: Path) -> None:
+    """Records that fit in one batch are never written: the file would cost its writing and its
+    rereading on every pass, and one batch is what memory holds anyway."""
+    pages = [page([role(id=n, agent_ids=[1, 2])], f"{n}.json") for n in (1, 2, 3)]
+    decoded = decode_files(ROLE, pages, spill=tmp_path / "roles.arrow")
+    assert not (tmp_path / "roles.arrow").exists()
+    assert [b.height for b in decoded.records.batches()] == [3]
+    assert decoded.records.frame().equals(decode_files(ROLE, pages).records.frame())
+
+
 def test_a_page_is_cut_into_batches_of_at_most_the_batch_size() -> None:
     """Records of one clean page go into batches of at most ``batch_values`` values, so that a
     small batch size really splits a page (a record is never split)."""
