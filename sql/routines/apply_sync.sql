@@ -7,9 +7,11 @@
 -- broke.
 --
 -- Settings: work_mem keeps the membership diff's hash table and the roles step's sorts in
--- memory; JIT compiles cost more than they bought on these statements; every statement is
--- planned for the account at hand (a fleet's worker calls this for account after account on one
--- connection, and a generic plan would fit the average account).
+-- memory; JIT compiles cost more than they bought on these statements. A fleet's worker calls
+-- this for account after account on one connection: an account whose last run of the entity
+-- staged few rows reuses the session's cached plans (planning the steps' statements afresh
+-- costs more than applying a small account), any other is planned for itself (a generic plan
+-- fits the average account, and would fail a large one).
 CREATE PROCEDURE etl.apply_sync_v3(p_account_id bigint, p_run_id bigint,
                                    p_allow_mass_removal boolean)
 LANGUAGE plpgsql
@@ -29,6 +31,9 @@ BEGIN
     IF NOT FOUND OR v_run.status <> 'running' THEN
         RAISE EXCEPTION 'run % is not an open run of account %', p_run_id, p_account_id
               USING ERRCODE = 'ET002';
+    END IF;
+    IF etl.last_rows_staged_v1(p_account_id, v_run.entity) < 20000 THEN
+        PERFORM set_config('plan_cache_mode', 'auto', true);
     END IF;
 
     v_counts := CASE v_run.entity
@@ -59,6 +64,16 @@ BEGIN
            details = (v_counts -> 'details') || jsonb_build_object('errors', v_by_type)
      WHERE account_id = p_account_id AND run_id = p_run_id;
 END
+$$;
+
+-- The rows the account's last applied run of the entity staged; NULL before its first.
+CREATE FUNCTION etl.last_rows_staged_v1(p_account_id bigint, p_entity text)
+RETURNS bigint
+LANGUAGE sql STABLE
+AS $$
+    SELECT rows_staged FROM etl.sync_runs
+     WHERE account_id = p_account_id AND entity = p_entity AND status = 'succeeded'
+     ORDER BY run_id DESC LIMIT 1
 $$;
 
 -- A table a step has just loaded for the first time (for any account) gets its planner
