@@ -439,6 +439,32 @@ def fleet_floor(url: str, folder: Path, day: str, keys: list[str]) -> dict[str, 
     }
 
 
+def server_cpu_seconds(url: str) -> float:
+    """CPU seconds the server's processes have used so far: the postmaster with the backends it
+    has reaped, and those still running (Linux /proc; the server on this machine)."""
+    conn = db.connect(url)
+    try:
+        data_directory = (
+            fetch(conn, "SELECT current_setting('data_directory')").column(0)[0].as_py()
+        )
+    finally:
+        conn.close()
+    postmaster = int((Path(data_directory) / "postmaster.pid").read_text().split()[0])
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(stat.parent.name), int(fields[1])
+        if pid == postmaster:
+            total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+        elif ppid == postmaster:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 def same_as_alone(fleet_url: str, alone_url: str, keys: list[str]) -> list[str]:
     """The sampled accounts whose state differs between the two databases."""
     from etl.replay import dump_state
@@ -466,7 +492,9 @@ def bench_fleet(accounts: int, days: int, workers: int, workdir: Path) -> dict[s
             day = f"day{n}"
             for key in keys:
                 warm_page_cache(folder / key, day)
+            cpu_before = server_cpu_seconds(fleet_url)
             ran = run_fleet_command(fleet_url, folder, day, workers)
+            server_cpu = server_cpu_seconds(fleet_url) - cpu_before
             outcomes = ran["document"]["accounts"]
             seconds = sorted(o["seconds"] for o in outcomes)
             per_process = run_process_per_account(alone_url, folder, day, keys, workers)
@@ -479,6 +507,7 @@ def bench_fleet(accounts: int, days: int, workers: int, workdir: Path) -> dict[s
                 "per_process_per_minute": round(accounts / per_process * 60),
                 "speedup": round(per_process / ran["wall_s"], 1),
                 "fleet_over_floor": round(ran["wall_s"] / bottom["total_s"], 2),
+                "server_cpu_ms_per_account": round(server_cpu / accounts * 1000, 1),
                 "account_p50_s": seconds[len(seconds) // 2],
                 "account_p95_s": seconds[int(len(seconds) * 0.95)],
                 "worker_peak_rss_mb": max(o["worker_rss_mb"] for o in outcomes),
@@ -493,7 +522,8 @@ def bench_fleet(accounts: int, days: int, workers: int, workdir: Path) -> dict[s
                 f"{figures['fleet_over_floor']} | account p50 {figures['account_p50_s']} s, "
                 f"p95 {figures['account_p95_s']} s | worker peak RSS "
                 f"{figures['worker_peak_rss_mb']} MB | not succeeded: "
-                f"{len(figures['not_succeeded'])}",
+                f"{len(figures['not_succeeded'])} | server CPU "
+                f"{figures['server_cpu_ms_per_account']} ms an account-day",
                 flush=True,
             )
         sample = keys[:: max(1, accounts // 10)]

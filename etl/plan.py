@@ -18,7 +18,7 @@ import polars as pl
 import pyarrow as pa
 
 from etl import hierarchy
-from etl.batches import Records, Step, Table
+from etl.batches import ENGINE, Records, Step, Table
 from etl.decode import AGENT, AGENT_DETAILS, GROUP, ROLE, Decoded, RecordError, RecordKind
 
 ERROR_SCHEMA = {
@@ -72,7 +72,11 @@ def known_frame(column: str, ids: pa.Array) -> pl.LazyFrame:
 def unknown(elements: pl.LazyFrame, known: pl.LazyFrame, column: str) -> pl.LazyFrame:
     """The ``elements`` whose ``column`` is not in ``known``, computed once (:func:`locate`
     reads its elements twice)."""
-    return elements.join(known, on=column, how="anti", maintain_order="left").collect().lazy()
+    return (
+        elements.join(known, on=column, how="anti", maintain_order="left")
+        .collect(engine=ENGINE)
+        .lazy()
+    )
 
 
 def keeping(*dropped: pl.Series) -> Step:
@@ -352,7 +356,7 @@ def hierarchy_reports(
     today = winners.lazy()
     edges = pl.concat([today.select("group_id", "parent_group_id"), kept])
     known = pl.concat([today.select("group_id"), stored.lazy().select("group_id")]).unique()
-    on_cycle = hierarchy.cycles(edges.collect()).lazy()
+    on_cycle = hierarchy.cycles(edges.collect(engine=ENGINE)).lazy()
     orphans = today.filter(pl.col("parent_group_id").is_not_null()).join(
         known, left_on="parent_group_id", right_on="group_id", how="anti"
     )
@@ -568,4 +572,8 @@ def _id_column(kind: RecordKind) -> str:
 def sorted_errors(errors: list[pl.DataFrame | pl.LazyFrame]) -> pl.DataFrame:
     """Every error row of the plan, in file order."""
     parts = [e.lazy().cast(ERROR_SCHEMA) for e in errors]  # type: ignore[arg-type]
-    return pl.concat(parts).sort("source_file", "record_index", "field", nulls_last=False).collect()
+    return (
+        pl.concat(parts)
+        .sort("source_file", "record_index", "field", nulls_last=False)
+        .collect(engine=ENGINE)
+    )
