@@ -7,6 +7,7 @@ import json
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import (
@@ -27,6 +28,7 @@ from conftest import (
     rows,
     sync,
     sync_days,
+    write_day,
 )
 
 from etl import db, decode
@@ -821,9 +823,9 @@ def test_raw_text_is_read_again_only_from_an_unchanged_file(tmp_path: Path) -> N
 
 
 def test_a_first_load_leaves_planner_statistics(database_url: str, conn: db.Connection) -> None:
-    """A step that fills its tables for the first time ANALYZEs them, so that the next step or
-    day plans its joins on statistics, not on guesses, before autovacuum comes round (agents
-    only on the columns joined and filtered on)."""
+    """A step that fills its tables for the first time ANALYZEs them, every column, so that the
+    next step or day plans its joins on statistics, not on guesses, before autovacuum comes
+    round."""
     assert sync(database_url, "day1") == 0
     assert rows(
         conn,
@@ -835,8 +837,43 @@ def test_a_first_load_leaves_planner_statistics(database_url: str, conn: db.Conn
         ("agent_role_mapping", "role_id"),
         ("agents", "active"),
         ("agents", "agent_id"),
+        ("agents", "name"),
         ("group_membership", "agent_id"),
         ("group_membership", "group_id"),
         ("groups", "group_id"),
         ("groups", "name"),
     ]
+
+
+def test_statistics_follow_a_growing_fleet(database_url: str, tmp_path: Path) -> None:
+    """Statistics taken when one account filled a table would plan every later account as
+    empty: a step whose tables have changed by more rows than they held at their last analyze
+    analyzes them again, and one that has not leaves them be."""
+    write_day(tmp_path / "small", "day1", agents={"1.json": [{"id": n} for n in range(1, 4)]})
+    write_day(tmp_path / "big", "day1", agents={"1.json": [{"id": n} for n in range(1, 11)]})
+    write_day(tmp_path / "tiny", "day1", agents={"1.json": [{"id": 1}]})
+    conn = db.connect(database_url)
+    try:
+
+        def accounts_in_statistics() -> list[tuple[Any, ...]]:
+            return rows(
+                conn,
+                "SELECT a.account_key, round(s.n)::int FROM etl.accounts a JOIN ("
+                " SELECT unnest(most_common_vals::text::bigint[]) AS account_id,"
+                "  unnest(most_common_freqs) * (SELECT reltuples FROM pg_class"
+                "   WHERE oid = 'etl.agents'::regclass) AS n"
+                " FROM pg_stats WHERE schemaname = 'etl' AND tablename = 'agents'"
+                " AND attname = 'account_id') s USING (account_id) ORDER BY 1",
+            )
+
+        for key, seen in [
+            ("small", [("small", 3)]),
+            ("big", [("big", 10), ("small", 3)]),  # 10 new rows > the 3 analyzed
+            ("tiny", [("big", 10), ("small", 3)]),  # 1 new row < 13: no analyze
+        ]:
+            folder = tmp_path / key
+            argv = ("--account", key, "--entity", "agents")
+            assert sync(database_url, "day1", *argv, data_dir=folder) == 0
+            assert accounts_in_statistics() == seen, key
+    finally:
+        conn.close()

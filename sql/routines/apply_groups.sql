@@ -25,6 +25,9 @@ DECLARE
     v_to_active       bigint;
     v_dangling        text[];
     v_moved           bigint;
+    v_leaving_tids    tid[];
+    v_leaving_groups  bigint[];
+    v_leaving_agents  bigint[];
 BEGIN
     SELECT count(*) INTO v_staged FROM etl.stg_groups WHERE account_id = v_account;
     -- What the guard and the summary compare with: inactive flips of new groups are not flips.
@@ -85,11 +88,13 @@ BEGIN
     -- The leaving pairs by the ctid the diff read them at (a TID scan) and their key, not by
     -- joining them back to every stored pair by key. The key check keeps a row that another
     -- session moved meanwhile.
+    SELECT array_agg(c.tid), array_agg(c.group_id), array_agg(c.agent_id)
+      INTO v_leaving_tids, v_leaving_groups, v_leaving_agents
+      FROM etl.stg_membership_changes c
+     WHERE c.account_id = v_account AND NOT c.added;
     DELETE FROM etl.group_membership m
-     USING etl.stg_membership_changes c
-     WHERE m.ctid = ANY (ARRAY(SELECT c.tid FROM etl.stg_membership_changes c
-                                WHERE c.account_id = v_account AND NOT c.added))
-       AND c.account_id = v_account AND NOT c.added AND m.ctid = c.tid
+     USING unnest(v_leaving_tids, v_leaving_groups, v_leaving_agents) AS c (tid, group_id, agent_id)
+     WHERE m.ctid = c.tid
        AND m.account_id = v_account AND m.group_id = c.group_id AND m.agent_id = c.agent_id;
     GET DIAGNOSTICS v_members_removed = ROW_COUNT;
     -- A leaving pair whose row another session rewrote since the diff read it (a write made

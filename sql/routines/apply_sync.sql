@@ -8,10 +8,11 @@
 --
 -- Settings: work_mem keeps the membership diff's hash table and the roles step's sorts in
 -- memory; JIT compiles cost more than they bought on these statements. A fleet's worker calls
--- this for account after account on one connection: an account whose last run of the entity
--- staged few rows reuses the session's cached plans (planning the steps' statements afresh
--- costs more than applying a small account), any other is planned for itself (a generic plan
--- fits the average account, and would fail a large one).
+-- this for account after account on one connection: a run that staged few rows reuses the
+-- session's generic plans, made for the average account (planning the steps' statements afresh
+-- costs more than applying a small account, and an account loaded since the tables' last
+-- analyze would be planned as holding no rows); any other is planned for itself (a generic plan
+-- would fail a large one).
 CREATE PROCEDURE etl.apply_sync_v3(p_account_id bigint, p_run_id bigint,
                                    p_allow_mass_removal boolean)
 LANGUAGE plpgsql
@@ -32,8 +33,8 @@ BEGIN
         RAISE EXCEPTION 'run % is not an open run of account %', p_run_id, p_account_id
               USING ERRCODE = 'ET002';
     END IF;
-    IF etl.last_rows_staged_v1(p_account_id, v_run.entity) < 20000 THEN
-        PERFORM set_config('plan_cache_mode', 'auto', true);
+    IF etl.is_small_run_v1(p_account_id, v_run.entity) THEN
+        PERFORM set_config('plan_cache_mode', 'force_generic_plan', true);
     END IF;
 
     v_counts := CASE v_run.entity
@@ -46,7 +47,7 @@ BEGIN
         v_counts := jsonb_set(v_counts, '{details}',
                               (v_counts -> 'details') || etl.refresh_group_inactive_v1(v_run));
     END IF;
-    PERFORM etl.analyze_first_load_v1(v_run.entity);
+    PERFORM etl.analyze_outgrown_v1(v_run.entity);
 
     v_quarantined := etl.record_errors_v1(v_run);
     SELECT coalesce(jsonb_object_agg(error_type, n), '{}') INTO v_by_type
@@ -66,22 +67,34 @@ BEGIN
 END
 $$;
 
--- The rows the account's last applied run of the entity staged; NULL before its first.
-CREATE FUNCTION etl.last_rows_staged_v1(p_account_id bigint, p_entity text)
-RETURNS bigint
+-- Whether the run staged fewer than 20,000 rows of the entity's snapshot (agents, assignment
+-- pairs, memberships): counted no further than that.
+CREATE FUNCTION etl.is_small_run_v1(p_account_id bigint, p_entity text)
+RETURNS boolean
 LANGUAGE sql STABLE
 AS $$
-    SELECT rows_staged FROM etl.sync_runs
-     WHERE account_id = p_account_id AND entity = p_entity AND status = 'succeeded'
-     ORDER BY run_id DESC LIMIT 1
+    SELECT count(*) < 20000
+      FROM (SELECT 1 FROM etl.stg_agents
+             WHERE p_entity = 'agents' AND account_id = p_account_id
+            UNION ALL
+            SELECT 1 FROM etl.stg_agent_roles
+             WHERE p_entity = 'roles' AND account_id = p_account_id
+            UNION ALL
+            SELECT 1 FROM etl.stg_group_members m CROSS JOIN LATERAL unnest(m.agent_ids)
+             WHERE p_entity = 'groups' AND m.account_id = p_account_id
+            LIMIT 20000) s
 $$;
 
--- A table a step has just loaded for the first time (for any account) gets its planner
--- statistics now, not whenever autovacuum comes round: without them the next step or day plans
--- its joins blind. For agents only the columns the steps join and filter on; autovacuum adds
--- the rest. If another account's apply is analyzing the same table (its lock held until that
--- apply commits), this one goes on without waiting: one account never waits for another.
-CREATE FUNCTION etl.analyze_first_load_v1(p_entity text)
+-- The tables a step writes get fresh planner statistics whenever they have changed by more rows
+-- than they held at their last analyze (a table never analyzed: as soon as it has rows), not
+-- whenever autovacuum comes round. A fleet's first day fills them account by account: statistics
+-- taken after the first account say every other account is empty, and the next accounts' joins
+-- are then planned as nested loops over rows they hold by the thousand. Doubling keeps the
+-- analyzes few: a few per table while a fleet grows, about one a day after. Every column is
+-- analyzed: only that resets the count of changes. If another account's apply is analyzing the
+-- same table (its lock held until that apply commits), this one goes on without waiting: one
+-- account never waits for another.
+CREATE FUNCTION etl.analyze_outgrown_v1(p_entity text)
 RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -89,15 +102,24 @@ DECLARE
 BEGIN
     PERFORM set_config('lock_timeout', '10ms', true);
     BEGIN
-        IF p_entity = 'agents' AND etl.lacks_statistics_v1('agents')
-           AND EXISTS (SELECT 1 FROM etl.agents) THEN
-            ANALYZE etl.agents (account_id, agent_id, present, active);
-        ELSIF p_entity = 'roles' AND etl.lacks_statistics_v1('agent_role_mapping')
-           AND EXISTS (SELECT 1 FROM etl.agent_role_mapping) THEN
+        IF p_entity = 'agents' AND etl.outgrew_statistics_v1('etl.agents') THEN
+            ANALYZE etl.agents;
+        END IF;
+        IF p_entity = 'roles' AND etl.outgrew_statistics_v1('etl.roles') THEN
+            ANALYZE etl.roles;
+        END IF;
+        IF p_entity = 'roles' AND etl.outgrew_statistics_v1('etl.agent_role_mapping') THEN
             ANALYZE etl.agent_role_mapping;
-        ELSIF p_entity = 'groups' AND etl.lacks_statistics_v1('group_membership')
-           AND EXISTS (SELECT 1 FROM etl.group_membership) THEN
-            ANALYZE etl.groups, etl.group_membership;
+        END IF;
+        IF p_entity IN ('agents', 'groups') AND etl.outgrew_statistics_v1('etl.groups') THEN
+            ANALYZE etl.groups;
+        END IF;
+        IF p_entity = 'groups' AND etl.outgrew_statistics_v1('etl.group_membership') THEN
+            ANALYZE etl.group_membership;
+        END IF;
+        IF p_entity IN ('agents', 'groups')
+           AND etl.outgrew_statistics_v1('etl.group_active_members') THEN
+            ANALYZE etl.group_active_members;
         END IF;
     EXCEPTION WHEN lock_not_available THEN
         NULL;
@@ -106,9 +128,19 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION etl.lacks_statistics_v1(p_table name)
+-- Whether the table has changed by more rows than it held at its last analyze (the changes
+-- other transactions reported since, and this transaction's own), and no vacuum or analyze
+-- (autovacuum's, say) holds it now.
+CREATE FUNCTION etl.outgrew_statistics_v1(p_table regclass)
 RETURNS boolean
 LANGUAGE sql STABLE AS $$
-    SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stats s
-                        WHERE s.schemaname = 'etl' AND s.tablename = p_table);
+    SELECT pg_stat_get_mod_since_analyze(c.oid) + pg_stat_get_xact_tuples_inserted(c.oid)
+           + pg_stat_get_xact_tuples_updated(c.oid) + pg_stat_get_xact_tuples_deleted(c.oid)
+           > greatest(c.reltuples, 0)
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_progress_vacuum v
+                            WHERE v.relid = c.oid)
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_progress_analyze a
+                            WHERE a.relid = c.oid)
+      FROM pg_catalog.pg_class c
+     WHERE c.oid = p_table;
 $$;
