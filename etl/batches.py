@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Final
 
 import polars as pl
 import pyarrow as pa
@@ -18,7 +19,7 @@ Step = Callable[[pl.LazyFrame], pl.LazyFrame]  # what a plan does to one batch o
 
 # Plans run on one bounded batch at a time, most of them small: polars' in-memory engine starts
 # a query for a third of what the default engine costs, and is as fast on a full batch.
-ENGINE = "in-memory"
+ENGINE: Final = "in-memory"
 
 
 class Records:

@@ -26,6 +26,15 @@ from etl import BATCH_VALUES
 from etl.batches import Records
 from etl.errors import InputError
 from etl.pages import CHUNK_BYTES, FileDigest, Segment, segments, whole_page
+from etl.rawjson import (
+    DECODE_FAILURES,
+    LONE_SURROGATE,
+    records_apart,
+    shallow_members,
+    surrogate_field,
+    too_deep_member,
+    without_lone_surrogates,
+)
 from etl.source import InputFile, natural_key, read_pages
 
 MAX_ID = 2**63 - 1
@@ -267,7 +276,6 @@ _LENIENT_DECODERS = {k.name: msgspec.json.Decoder(k.lenient) for k in RECORD_KIN
 _RAW_ARRAY = msgspec.json.Decoder(list[msgspec.Raw])
 _RAW_ANY = msgspec.json.Decoder(list[msgspec.Raw] | dict[str, msgspec.Raw])
 _ID_PROBE = msgspec.json.Decoder(IdProbe)
-_DECODE_FAILURES = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError)
 
 
 def decode_files(
@@ -528,7 +536,7 @@ def decode_page(
     fast path fails."""
     try:
         page = _PAGE_DECODERS[kind.name].decode(data)
-    except _DECODE_FAILURES:  # a bad record, or only a byte-order mark
+    except DECODE_FAILURES:  # a bad record, or only a byte-order mark
         decode_segment(kind, name, whole_page(data), rows, errors)
         return
     add_page(kind, name, page, 0, rows)
@@ -540,7 +548,7 @@ def decode_segment(
     """Add the segment's good records to ``rows`` and its bad ones to ``errors``."""
     try:
         page = _PAGE_DECODERS[kind.name].decode(segment.data)
-    except _DECODE_FAILURES:
+    except DECODE_FAILURES:
         _decode_records(kind, name, segment_records(kind, name, segment), rows, errors)
         return
     add_page(kind, name, page, segment.first_index, rows)
@@ -584,10 +592,13 @@ def segment_records(
         raise InputError(
             f"{name}: top level is {shape}, expected {expected} of {kind.folder} records"
         ) from error
-    except (msgspec.DecodeError, UnicodeDecodeError) as error:
-        raise InputError(
-            f"{name}: not valid JSON: {_parser_message(error, data, segment.offset)}"
-        ) from error
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as error:
+        spans = records_apart(data, error, object_page=object_page)
+        if spans is None:
+            raise InputError(
+                f"{name}: not valid JSON: {_parser_message(error, data, segment.offset)}"
+            ) from error
+        page = [msgspec.Raw(data[start:end]) for start, end in spans] if spans else {}
     if isinstance(page, dict):
         return [(0, "$", msgspec.Raw(data))]
     first = segment.first_index
@@ -605,19 +616,12 @@ _JSON_SHAPES = {
 }
 
 
-# A UTF-16 surrogate escape without its partner: valid JSON grammar, but no Unicode text.
-_LONE_SURROGATE = re.compile(
-    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
-    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
-)
-
-
 def _parser_message(error: Exception, data: bytes, offset: int) -> str:
     """msgspec's reason, its byte offset in ``data`` moved to the file's (``+ offset``)."""
     text = str(error)
     if not data.strip():
         return "the file is empty (byte 0)"
-    lone = _LONE_SURROGATE.search(data)
+    lone = LONE_SURROGATE.search(data)
     if lone:
         escape = lone.group().decode()
         at = lone.start() + offset
@@ -641,11 +645,11 @@ def _decode_records(
         try:
             rows.append((*kind.row(strict.decode(raw)), name, index, path))
             continue
-        except _DECODE_FAILURES:
+        except DECODE_FAILURES:
             pass
         try:
             record = lenient.decode(raw)
-        except _DECODE_FAILURES as error:
+        except DECODE_FAILURES as error:
             field, message = describe(error, path, raw)
             errors.append(
                 RecordError(
@@ -726,6 +730,19 @@ _MESSAGE_REWRITES = {  # msgspec's wording where it would puzzle a reader
 def describe(error: Exception, path: str, raw: bytes = b"") -> tuple[str | None, str]:
     """(field, message) for the record ``raw`` that failed to decode; the message starts with its
     location."""
+    if isinstance(error, RecursionError):
+        field = too_deep_member(bytes(raw))
+        where = f"{path}.{field}" if field else path
+        return field, f"{where}: nested too deeply to read (deeper than the JSON parser allows)"
+    lone = LONE_SURROGATE.search(bytes(raw))
+    if lone and not isinstance(error, msgspec.ValidationError):
+        field = surrogate_field(bytes(raw))
+        escape = lone.group().decode()
+        where = f"{path}.{field}" if field else path
+        return field, (
+            f"{where}: lone surrogate escape {escape} in a string is not valid Unicode; "
+            "PostgreSQL text cannot hold it"
+        )
     if not isinstance(error, msgspec.ValidationError):
         # msgspec < 0.23 raises UnicodeDecodeError for invalid UTF-8, later versions a DecodeError
         # without the reason: Python's own decoder names it the same way on every version.
@@ -746,8 +763,15 @@ def describe(error: Exception, path: str, raw: bytes = b"") -> tuple[str | None,
 
 def probe_id(raw: msgspec.Raw | bytes) -> int | None:
     """The record's ``id`` if it can be read as a valid id, else None."""
+    text = without_lone_surrogates(bytes(raw))
     try:
-        value = _ID_PROBE.decode(raw).id
-    except _DECODE_FAILURES:
+        value = _ID_PROBE.decode(text).id
+    except RecursionError:  # nested too deeply: read its top level only
+        members = shallow_members(text)
+        try:
+            value = msgspec.json.decode(members[b"id"]) if members and b"id" in members else None
+        except DECODE_FAILURES:
+            return None
+    except DECODE_FAILURES:
         return None
     return value if type(value) is int and 1 <= value <= MAX_ID else None

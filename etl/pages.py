@@ -113,7 +113,7 @@ def _find_cut(start: bytes, buffer: bytes) -> tuple[int, int, int] | None:
     for end, comma in reversed(cuts[-_CUT_TRIES:]):
         try:
             count = len(_RAW_ARRAY.decode(start + buffer[:end] + b"]"))
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             continue
         return end, comma, count
     return None

@@ -315,13 +315,13 @@ def test_invalid_utf8_inside_a_record_quarantines_that_record() -> None:
             "r.json: top level is an object, expected an array of roles records",
         ),
         (b'"roles"', "r.json: top level is a string, expected an array of roles records"),
-        (
-            b'[{"id":1,"name":"\\ud800"}]',
+        (  # a lone surrogate does not save a page that is no array of records
+            b'[{"id":1,"name":"\\ud800"},',
             "r.json: not valid JSON: lone surrogate escape \\ud800 at byte 17 is not valid Unicode",
         ),
         (
-            b'[{"id":1,"name":"ab\\udc00"}]',
-            "r.json: not valid JSON: lone surrogate escape \\udc00 at byte 19 is not valid Unicode",
+            b'[{"id":1,"name":"\\ud800"}}]',
+            "r.json: not valid JSON: lone surrogate escape \\ud800 at byte 17 is not valid Unicode",
         ),
     ],
 )
@@ -330,6 +330,77 @@ def test_page_that_cannot_be_split_fails_the_file(data: bytes, message: str) -> 
     with pytest.raises(InputError) as caught:
         decode_files(ROLE, [InputFile("r.json", data)])
     assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("chunk_bytes", [1 << 20, 64])
+def test_a_lone_surrogate_escape_quarantines_its_record_only(chunk_bytes: int) -> None:
+    """A lone surrogate escape is valid JSON grammar but no Unicode text: the record holding it
+    is quarantined with the field named, and the rest of its page loads (also when the page is
+    read in chunks)."""
+    data = (
+        b'[{"id":1,"name":"a"},{"id":2,"name":"b\\ud800c"},'
+        b'{"id":3,"name":"c","description":"\\udc00"},{"id":4,"name":"\\ud83d\\ude00"}]'
+    )
+    decoded = decode_files(ROLE, [InputFile("r.json", data)], chunk_bytes=chunk_bytes)
+    assert decoded.records.frame().get_column("role_id").to_list() == [1, 4]
+    surrogate = "in a string is not valid Unicode; PostgreSQL text cannot hold it"
+    assert decoded.errors == [
+        RecordError(
+            "role",
+            "VALIDATION_ERROR",
+            "name",
+            f"$[1].name: lone surrogate escape \\ud800 {surrogate}",
+            2,
+            "r.json",
+            1,
+        ),
+        RecordError(
+            "role",
+            "VALIDATION_ERROR",
+            "description",
+            f"$[2].description: lone surrogate escape \\udc00 {surrogate}",
+            3,
+            "r.json",
+            2,
+        ),
+    ]
+    raw = [bytes(r) for _, _, r in iter_records(ROLE, InputFile("r.json", data), chunk_bytes)]
+    assert raw[1] == b'{"id":2,"name":"b\\ud800c"}'
+
+
+def deep(levels: int) -> bytes:
+    return b"[" * levels + b"]" * levels
+
+
+@pytest.mark.parametrize("chunk_bytes", [1 << 20, 4096])
+def test_a_record_nested_deeper_than_the_parser_allows_is_quarantined(chunk_bytes: int) -> None:
+    """3,000 levels of nesting, in a field etl reads or in one it ignores, cost their record
+    only: no RecursionError reaches the user."""
+    data = (
+        b'[{"id":1,"name":"a"},{"id":2,"name":"b","extra":' + deep(3000) + b"},"
+        b'{"id":3,"name":' + deep(3000) + b'},{"id":4,"name":"d"}]'
+    )
+    decoded = decode_files(ROLE, [InputFile("r.json", data)], chunk_bytes=chunk_bytes)
+    assert decoded.records.frame().get_column("role_id").to_list() == [1, 4]
+    too_deep = "nested too deeply to read (deeper than the JSON parser allows)"
+    assert [(e.field, e.message, e.record_id, e.record_index) for e in decoded.errors] == [
+        ("extra", f"$[1].extra: {too_deep}", 2, 1),
+        ("name", "$[2].name: Expected `str`, got `array`", 3, 2),
+    ]
+
+
+def test_a_details_file_nested_too_deeply_is_one_quarantined_record() -> None:
+    """An agent_details page that is one object, nested too deeply: its one record is
+    quarantined, the file's others load."""
+    files = [
+        InputFile("d/1.json", b'{"id": 1, "role_ids": [], "more": ' + deep(3000) + b"}"),
+        InputFile("d/2.json", b'{"id": 2, "role_ids": [5]}'),
+    ]
+    decoded = decode_files(AGENT_DETAILS, files)
+    assert decoded.records.frame().get_column("agent_id").to_list() == [2]
+    assert [(e.source_file, e.message) for e in decoded.errors] == [
+        ("d/1.json", "$.more: nested too deeply to read (deeper than the JSON parser allows)")
+    ]
 
 
 def test_agent_details_top_level_must_be_object_or_array() -> None:

@@ -877,3 +877,52 @@ def test_statistics_follow_a_growing_fleet(database_url: str, tmp_path: Path) ->
             assert accounts_in_statistics() == seen, key
     finally:
         conn.close()
+
+
+def test_a_lone_surrogate_or_deep_nesting_costs_its_record_and_keeps_its_agent(
+    database_url: str, conn: db.Connection, tmp_path: Path
+) -> None:
+    """Agents 2 and 3 come back on day2 with a lone surrogate escape and 3,000 levels of
+    nesting: each record is quarantined with its field and exact text, the day succeeds, and
+    both agents keep what day1 stored (held), beside agent 4, new."""
+    write_day(
+        tmp_path,
+        "day1",
+        agents={"1.json": [{"id": n, "contact": {"name": f"a{n}"}} for n in (1, 2, 3)]},
+    )
+    deep = b"[" * 3000 + b"]" * 3000
+    page = (
+        b'[{"id": 1, "contact": {"name": "a1"}}, {"id": 2, "contact": {"name": "b\\ud800"}},'
+        b' {"id": 3, "contact": {"name": "a3"}, "extra": ' + deep + b'}, {"id": 4}]'
+    )
+    write_day(tmp_path, "day2", agents={"1.json": page})
+    argv = ("--entity", "agents")
+    assert sync(database_url, "day1", *argv, data_dir=tmp_path) == 0
+    assert sync(database_url, "day2", *argv, data_dir=tmp_path) == 0
+    assert rows(conn, "SELECT agent_id, name, present FROM etl.agents ORDER BY 1") == [
+        (1, "a1", True),
+        (2, "a2", True),
+        (3, "a3", True),
+        (4, None, True),
+    ]
+    assert rows(
+        conn,
+        "SELECT record_id, field, error_message, raw_record IS NULL, length(raw_text)"
+        " FROM etl.agent_pipeline_errors WHERE sync_day = 'day2' ORDER BY record_index",
+    ) == [
+        (
+            2,
+            "contact.name",
+            "$[1].contact.name: lone surrogate escape \\ud800 in a string is not valid "
+            "Unicode; PostgreSQL text cannot hold it",
+            True,  # no jsonb can hold it either: the exact text is kept
+            len(b'{"id": 2, "contact": {"name": "b\\ud800"}}'),
+        ),
+        (
+            3,
+            "extra",
+            "$[2].extra: nested too deeply to read (deeper than the JSON parser allows)",
+            False,
+            len(b'{"id": 3, "contact": {"name": "a3"}, "extra": }') + len(deep),
+        ),
+    ]
