@@ -203,6 +203,9 @@ def build_view_parser(view: str) -> argparse.ArgumentParser:
     if view == "status":
         parser.add_argument("--day", help="only this day")
         parser.add_argument("--all", action="store_true", help="every run, not just the last")
+        parser.add_argument(
+            "--json", action="store_true", help="print the runs as JSON, for programs"
+        )
     elif view == "tree":
         parser.add_argument("--group", type=positive_int, help="only this group's subtree")
     else:
@@ -239,8 +242,27 @@ def parse_timestamp(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def commands() -> str:
+    """What ``etl`` alone prints: the commands, one line each."""
+    lines = [
+        "etl: sync help-desk admin exports (agents, roles, groups) into PostgreSQL",
+        "",
+        "commands:",
+        "  etl sync --day DAY                      sync one day of one account",
+        "  etl sync --day DAY --accounts-dir DIR   sync one day of many accounts",
+        *(f"  etl {name:<35} {text.split(';')[0].split(', ')[0]}" for name, text in VIEWS.items()),
+        "",
+        "`etl COMMAND --help` for its options; `etl --version`.",
+        "Exit status: 0 success, 1 a failed or refused run, 2 a usage error.",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        print(commands(), file=sys.stderr)
+        return 2
     if argv and argv[0] in VIEWS:
         return main_view(argv[0], argv[1:])
     if argv and argv[0] == "sync":
@@ -295,34 +317,44 @@ def main_view(view: str, argv: list[str]) -> int:
     log.configure(verbose=args.verbose, fmt=args.log_format)
     try:
         default_account_and_data_dir(args)
-        print(show_view(view, args))
+        text, code = show_view(view, args)
+        print(text)
     except EtlError as error:
         return failed(error, args.verbose)
-    return 0
+    return code
 
 
-def show_view(view: str, args: argparse.Namespace) -> str:
+def show_view(view: str, args: argparse.Namespace) -> tuple[str, int]:
+    """The view's text, and the exit status: 1 from ``status`` when an entity's latest run
+    failed, was refused or was abandoned (for monitoring), else 0."""
     from etl import db, views
 
     url, _server = resolve_database(args)
     conn = db.connect(url)
     try:
         if not db.execute(conn, "view_ready")[0][0]:
-            return "nothing synced yet: this database has no etl schema"
+            return "nothing synced yet: this database has no etl schema", 0
         if view == "accounts":
             if args.action == "delete":
-                return delete_account(conn, args.key, args.yes)
-            return views.accounts_view(conn)
+                return delete_account(conn, args.key, args.yes), 0
+            return views.accounts_view(conn), 0
         account_id = db.account_id(conn, args.account)
         if account_id is None:
             raise NoSuchAccountError(
                 f"no account {args.account} in this database yet: sync a day of it first"
             )
         if view == "status":
-            return views.status_view(conn, account_id, args.day, every_run=args.all)
+            runs = views.ledger_runs(conn, account_id, args.day)
+            code = 1 if views.needs_attention(runs) else 0
+            if args.json:
+                document = views.status_document(args.account, runs, args.all)
+                return json.dumps(document, indent=2), code
+            return views.status_text(runs, args.day, args.all), code
         if view == "tree":
-            return views.tree_view(conn, account_id, args.group, dim=sys.stdout.isatty())
-        return views.errors_view(conn, account_id, args.day, args.examples)
+            dim = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+            tree = views.tree_view(conn, account_id, args.group, dim=dim)
+            return tree, 0
+        return views.errors_view(conn, account_id, args.day, args.examples), 0
     finally:
         db.close(conn)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -19,7 +20,9 @@ def configure(*, verbose: bool = False, fmt: str | None = None, quiet: bool = Fa
     if fmt is None:
         fmt = "console" if sys.stderr.isatty() else "json"
     renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer() if fmt == "console" else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer(colors=colors_wanted())
+        if fmt == "console"
+        else structlog.processors.JSONRenderer()
     )
     structlog.configure(
         processors=[
@@ -34,6 +37,11 @@ def configure(*, verbose: bool = False, fmt: str | None = None, quiet: bool = Fa
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+def colors_wanted() -> bool:
+    """Colors on a terminal, unless NO_COLOR is set to anything but empty (no-color.org)."""
+    return sys.stderr.isatty() and not os.environ.get("NO_COLOR")
 
 
 def get_logger() -> structlog.typing.FilteringBoundLogger:

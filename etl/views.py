@@ -52,8 +52,15 @@ class Run(NamedTuple):
     removed: int | None
     quarantined: int | None
     message: str | None
+    started_at: datetime
+    finished_at: datetime | None
     runs: int  # runs of this day and entity
-    newest: int  # 1 for the last of them
+
+    @property
+    def seconds(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return round((self.finished_at - self.started_at).total_seconds(), 3)
 
 
 def ledger_runs(conn: db.Connection, account_id: int, day: str | None) -> list[Run]:
@@ -61,33 +68,94 @@ def ledger_runs(conn: db.Connection, account_id: int, day: str | None) -> list[R
     return [Run(*row) for row in db.execute(conn, "view_status", (account_id, day))]
 
 
-def status_view(
-    conn: db.Connection, account_id: int, day: str | None = None, every_run: bool = False
-) -> str:
+def shown_runs(runs: list[Run], every_run: bool = False) -> tuple[list[Run], list[Run]]:
+    """(the runs the table shows, the runs listed as not succeeded), in day and entity order.
+    Per day and entity the table shows its last run, except that refused retries (which change
+    nothing) do not hide the run before them; with ``every_run`` it shows them all."""
+    by_key: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    for run in runs:
+        by_key[(run.day, run.entity)].append(run)
+    shown: list[Run] = []
+    failures: list[Run] = []
+    for key in sorted(by_key, key=lambda k: (source.natural_key(k[0]), ENTITY_ORDER[k[1]])):
+        group = by_key[key]
+        last = next((r for r in reversed(group) if r.status != "refused"), group[-1])
+        shown.extend(group if every_run else [last])
+        later = [r for r in group if r.run_id > last.run_id]
+        failures.extend(r for r in [last, *later] if r.status in FAILED)
+        if every_run:
+            failures.extend(r for r in group if r.run_id < last.run_id and r.status in FAILED)
+    failures.sort(key=lambda r: (source.natural_key(r.day), ENTITY_ORDER[r.entity], r.run_id))
+    return shown, failures
+
+
+def needs_attention(runs: list[Run]) -> bool:
+    """Whether an entity's latest run failed, was refused or was abandoned (for monitoring)."""
+    latest: dict[str, Run] = {}
+    for run in runs:  # in run order
+        latest[run.entity] = run
+    return any(r.status in ("failed", "refused", "abandoned") for r in latest.values())
+
+
+def status_text(runs: list[Run], day: str | None, every_run: bool) -> str:
     """The ledger: per day and entity its last run (``every_run``: all runs), with status, sync
-    time and counts; failed, refused, abandoned and still-running runs are listed with their
-    message below the table."""
-    runs = [r for r in ledger_runs(conn, account_id, day) if every_run or r.newest == 1]
-    if not runs:
+    time, start time, duration and counts; failed, refused, abandoned and still-running runs
+    are listed with their message below the table."""
+    shown, failures = shown_runs(runs, every_run)
+    if not shown:
         return "no runs yet" if day is None else f"no runs of day {day}"
-    runs.sort(key=lambda r: (source.natural_key(r.day), ENTITY_ORDER[r.entity], r.run_id))
     headers = (
-        "day", "entity", "run", "status", "synced at", "staged", "inserted", "updated",
-        "unchanged", "removed", "quarantined", "runs",
+        "day", "entity", "run", "status", "synced at", "started at", "seconds", "staged",
+        "inserted", "updated", "unchanged", "removed", "quarantined", "runs",
     )  # fmt: skip
     rows = [
-        (r.day, r.entity, r.run_id, r.status, _when(r.synced_at), r.staged, r.inserted,
-         r.updated, r.unchanged, r.removed, r.quarantined, r.runs)
-        for r in runs
+        (r.day, r.entity, r.run_id, r.status, _when(r.synced_at), _when(r.started_at),
+         None if r.seconds is None else f"{r.seconds:.1f}", r.staged, r.inserted, r.updated,
+         r.unchanged, r.removed, r.quarantined, r.runs)
+        for r in shown
     ]  # fmt: skip
-    text = text_table(headers, rows, right={2, *range(5, 12)})
-    failures = [r for r in runs if r.status in FAILED]
+    text = text_table(headers, rows, right={2, *range(6, 14)})
     if failures:
         text += "\n\nnot succeeded:\n" + "\n".join(
             f"  run {r.run_id} ({r.day} {r.entity}) {r.status}: {r.message or 'no message'}"
             for r in failures
         )
     return text
+
+
+def status_document(account: str, runs: list[Run], every_run: bool) -> dict[str, Any]:
+    """The status view for a program: the runs the table shows, every field of each, and
+    whether an entity's latest run needs attention (the exit status)."""
+    shown, failures = shown_runs(runs, every_run)
+    return {
+        "account": account,
+        "needs_attention": needs_attention(runs),
+        "runs": [run_document(r) for r in shown],
+        "not_succeeded": [r.run_id for r in failures],
+    }
+
+
+def run_document(run: Run) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "day": run.day,
+        "entity": run.entity,
+        "status": run.status,
+        "synced_at": run.synced_at.astimezone(UTC).isoformat(),
+        "started_at": run.started_at.astimezone(UTC).isoformat(),
+        "finished_at": None
+        if run.finished_at is None
+        else run.finished_at.astimezone(UTC).isoformat(),
+        "seconds": run.seconds,
+        "staged": run.staged,
+        "inserted": run.inserted,
+        "updated": run.updated,
+        "unchanged": run.unchanged,
+        "removed": run.removed,
+        "quarantined": run.quarantined,
+        "message": run.message,
+        "runs": run.runs,
+    }
 
 
 # -- accounts ---------------------------------------------------------------------------------

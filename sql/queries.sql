@@ -279,9 +279,8 @@ SELECT a.account_key, a.account_id,
 
 -- name: view_status
 SELECT run_id, sync_day, entity, status, synced_at, rows_staged, rows_inserted, rows_updated,
-       rows_unchanged, rows_removed, rows_quarantined, message,
-       count(*) OVER (PARTITION BY sync_day, entity) AS runs,
-       rank() OVER (PARTITION BY sync_day, entity ORDER BY run_id DESC) AS newest
+       rows_unchanged, rows_removed, rows_quarantined, message, started_at, finished_at,
+       count(*) OVER (PARTITION BY sync_day, entity) AS runs
   FROM etl.sync_runs
  WHERE account_id = $1 AND ($2::text IS NULL OR sync_day = $2)
  ORDER BY run_id;

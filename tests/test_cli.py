@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, ROOT
 
+from etl import log
 from etl.cli import main
 from etl.log import mask_url
 
@@ -37,7 +39,7 @@ def test_help_names_every_environment_variable(capsys: pytest.CaptureFixture[str
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        ([], "etl: error: the following arguments are required: --day"),
+        (["sync"], "etl: error: the following arguments are required: --day"),
         (
             ["--day", "day1", "--entity", "users"],
             "etl: error: argument --entity: invalid choice: 'users' "
@@ -67,6 +69,28 @@ def test_usage_errors_exit_2(
         main(argv)
     assert exited.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == message
+
+
+def test_etl_alone_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    """`etl` without arguments lists what it can do, on stderr, and exits 2 (a usage error)."""
+    assert main([]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        "etl: sync help-desk admin exports (agents, roles, groups) into PostgreSQL",
+        "",
+        "commands:",
+        "  etl sync --day DAY                      sync one day of one account",
+        "  etl sync --day DAY --accounts-dir DIR   sync one day of many accounts",
+        "  etl status                              the ledger: each day and entity's last run",
+        "  etl tree                                the stored group hierarchy with member counts",
+        "  etl errors                              a day's quarantined records",
+        "  etl accounts                            the accounts of the database with their last "
+        "day and status",
+        "",
+        "`etl COMMAND --help` for its options; `etl --version`.",
+        "Exit status: 0 success, 1 a failed or refused run, 2 a usage error.",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -156,3 +180,28 @@ def test_command_line_reaches_the_database_before_the_heavy_imports() -> None:
         check=True,
     )
     assert result.stdout == "[]\n"
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("no_color", "colored"), [(None, True), ("1", False), ("", True)])
+def test_console_logs_respect_no_color(
+    monkeypatch: pytest.MonkeyPatch, no_color: str | None, colored: bool
+) -> None:
+    """On a terminal the console log is colored unless NO_COLOR is set and not empty."""
+    terminal = FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    if no_color is None:
+        monkeypatch.delenv("NO_COLOR", raising=False)
+    else:
+        monkeypatch.setenv("NO_COLOR", no_color)
+    log.configure(fmt="console")
+    try:
+        log.get_logger().info("synced", entity="agents")
+    finally:
+        log.configure(fmt="json")
+    assert "synced" in terminal.getvalue()
+    assert ("\x1b[" in terminal.getvalue()) is colored

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,17 +13,29 @@ from etl.cli import main
 from etl.views import tree_view
 
 
-def view(capsys: pytest.CaptureFixture[str], url: str, *argv: str) -> str:
+def view(capsys: pytest.CaptureFixture[str], url: str, *argv: str, code: int = 0) -> str:
     capsys.readouterr()
-    assert main([*argv, "--database-url", url]) == 0
+    assert main([*argv, "--database-url", url]) == code
     return capsys.readouterr().out
 
 
+def pin_run_times(conn: db.Connection) -> None:
+    """Each run started at its sync time plus its run id in minutes and took 1.25 s (a run
+    without an end keeps none): the views' clock columns, made exact."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE etl.sync_runs SET started_at = synced_at + run_id * interval '1 minute',"
+            " finished_at = CASE WHEN finished_at IS NOT NULL THEN synced_at"
+            " + run_id * interval '1 minute' + interval '1.25 seconds' END"
+        )
+    conn.commit()
+
+
 STATUS_DAY3 = """\
-day   entity  run  status     synced at             staged  inserted  updated  unchanged  removed  quarantined  runs
-day3  agents    7  succeeded  2026-01-03 06:00:00Z       5         2        1          2        0            3     1
-day3  roles    10  failed     2026-01-03 06:00:00Z                                                                 2
-day3  groups    9  succeeded  2026-01-03 06:00:00Z      21        18        1          2        1           11     1
+day   entity  run  status     synced at             started at            seconds  staged  inserted  updated  unchanged  removed  quarantined  runs
+day3  agents    7  succeeded  2026-01-03 06:00:00Z  2026-01-03 06:07:00Z      1.2       5         2        1          2        0            3     1
+day3  roles    10  failed     2026-01-03 06:00:00Z  2026-01-03 06:10:00Z      1.2                                                                 2
+day3  groups    9  succeeded  2026-01-03 06:00:00Z  2026-01-03 06:09:00Z      1.2      21        18        1          2        1           11     1
 
 not succeeded:
   run 10 (day3 roles) failed: /nonexistent/sync-day3/roles: folder not found; the roles snapshot of day3 is missing
@@ -30,20 +43,73 @@ not succeeded:
 
 
 def test_status_shows_each_days_last_run_and_why_one_failed(
-    database_url: str, capsys: pytest.CaptureFixture[str]
+    database_url: str, conn: db.Connection, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Per day and entity the last run with its counts; a failure's message below the table.
-    ``--all`` shows the earlier, succeeded roles run too."""
+    """Per day and entity the last run with its start, duration and counts; a failure's
+    message below the table, and exit status 1 while an entity's latest run failed (for
+    monitoring). ``--all`` shows the earlier, succeeded roles run too."""
     sync_days(database_url, "day1", "day2", "day3")
     assert sync(database_url, "day3", "--entity", "roles", data_dir=Path("/nonexistent")) == 1
-    assert view(capsys, database_url, "status", "--day", "day3") == STATUS_DAY3
-    every = view(capsys, database_url, "status", "--day", "day3", "--all").splitlines()
+    pin_run_times(conn)
+    assert view(capsys, database_url, "status", "--day", "day3", code=1) == STATUS_DAY3
+    every = view(capsys, database_url, "status", "--day", "day3", "--all", code=1).splitlines()
     assert every[2] == (
-        "day3  roles     8  succeeded  2026-01-03 06:00:00Z       5         1        1"
-        "          3        3            8     2"
+        "day3  roles     8  succeeded  2026-01-03 06:00:00Z  2026-01-03 06:08:00Z      1.2"
+        "       5         1        1          3        3            8     2"
     )
     assert len(every) == 8
-    assert view(capsys, database_url, "status").splitlines()[1].startswith("day1  agents    1  ")
+    lines = view(capsys, database_url, "status", code=1).splitlines()
+    assert lines[1].startswith("day1  agents    1  ")
+    assert sync(database_url, "day3", "--entity", "roles") == 0  # the roles run again, fine
+    view(capsys, database_url, "status", "--day", "day3")
+
+
+def test_a_refused_retry_does_not_hide_the_days_run(
+    database_url: str, conn: db.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """day1 is re-run after day2 without --force: refused, it changes nothing, so the table
+    still shows day1's succeeded runs and lists the refusals below; the exit status is 1
+    while the latest run of an entity was refused. ``--json`` gives the same for programs."""
+    sync_days(database_url, "day1", "day2")
+    assert sync(database_url, "day1", "--entity", "agents") == 1
+    pin_run_times(conn)
+    text = view(capsys, database_url, "status", "--day", "day1", code=1)
+    lines = text.splitlines()
+    assert [line.split()[:4] for line in lines[1:4]] == [
+        ["day1", "agents", "1", "succeeded"],
+        ["day1", "roles", "2", "succeeded"],
+        ["day1", "groups", "3", "succeeded"],
+    ]
+    assert lines[5:] == [
+        "not succeeded:",
+        "  run 7 (day1 agents) refused: agents: day day1 sorts before day2, which is already "
+        "applied; re-apply an older day only with --force",
+    ]
+    document = json.loads(view(capsys, database_url, "status", "--day", "day1", "--json", code=1))
+    assert document["account"] == "default"
+    assert document["needs_attention"] is True
+    assert document["not_succeeded"] == [7]
+    assert document["runs"][0] == {
+        "run_id": 1,
+        "day": "day1",
+        "entity": "agents",
+        "status": "succeeded",
+        "synced_at": "2026-01-01T06:00:00+00:00",
+        "started_at": "2026-01-01T06:01:00+00:00",
+        "finished_at": "2026-01-01T06:01:01.250000+00:00",
+        "seconds": 1.25,
+        "staged": 6,
+        "inserted": 6,
+        "updated": 0,
+        "unchanged": 0,
+        "removed": 0,
+        "quarantined": 0,
+        "message": None,
+        "runs": 2,
+    }
+    assert [r["run_id"] for r in document["runs"]] == [1, 2, 3]
+    assert sync(database_url, "day2", "--entity", "agents") == 0  # a re-run: all is well again
+    assert json.loads(view(capsys, database_url, "status", "--json"))["needs_attention"] is False
 
 
 def test_views_on_a_database_etl_never_touched(
