@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from etl import BATCH_VALUES, ENTITIES, __version__, faults, log, server
 from etl.errors import (
     EtlError,
+    Interrupted,
     NoSuchAccountError,
     UsageError,
 )
@@ -285,8 +286,27 @@ def main(argv: list[str] | None = None) -> int:
         default_account_and_data_dir(args)
         faults.configure(os.environ.get("ETL_TEST_PAUSE_AT"), Path(gate) if gate else None)
         return run(args)
+    except Interrupted as error:
+        print(f"{error}; re-run `{rerun_command(args)}`", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:  # before any entity began (starting the server, migrating)
+        print(f"interrupted: nothing was synced; re-run `{rerun_command(args)}`", file=sys.stderr)
+        return Interrupted.exit_code
     except EtlError as error:
         return failed(error, args.verbose)
+
+
+def rerun_command(args: argparse.Namespace) -> str:
+    """The command that syncs the day again, as the user gave it (entities already applied
+    are applied again as no changes)."""
+    words = ["etl", "sync", "--day", args.day]
+    if getattr(args, "accounts_dir", None) is not None:
+        return " ".join([*words, "--accounts-dir", str(args.accounts_dir)])
+    if args.account != "default":
+        words += ["--account", args.account]
+    if args.data_dir != Path("fixtures"):
+        words += ["--data-dir", str(args.data_dir)]
+    return " ".join(words)
 
 
 def failed(error: EtlError, verbose: bool) -> int:

@@ -35,3 +35,18 @@ class LockTimeoutError(DatabaseError):
 
 class NoSuchAccountError(EtlError):
     """Raised when a view or a deletion names an account the database does not have."""
+
+
+class Interrupted(EtlError):
+    """Raised when the user stops a sync (Ctrl-C): the entity under way was rolled back and its
+    run ends 'interrupted'; the entities before it stay applied."""
+
+    exit_code = 130
+
+    def __init__(self, day: str, entity: str, applied: list[str]) -> None:
+        self.day, self.entity, self.applied = day, entity, applied
+        if applied:
+            message = f"interrupted: {' and '.join(applied)} of {day} applied, nothing of {entity}"
+        else:
+            message = f"interrupted: nothing of {entity} {day} was applied"
+        super().__init__(message)

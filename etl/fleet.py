@@ -25,7 +25,7 @@ from typing import Any
 
 from etl import db, log
 from etl.account import account_session
-from etl.errors import EtlError, RefusedError, UsageError
+from etl.errors import EtlError, Interrupted, RefusedError, UsageError
 
 ACCOUNT_KEY = re.compile(r"^(?!\.+$)[A-Za-z0-9._-]{1,64}$")  # SEMANTICS 10; never . or ..
 BYTES_PER_ROW = 150  # to weigh an account never synced by its input against one by its rows
@@ -256,7 +256,7 @@ def worker_main(
             results.put(("start", number, job.key))
             try:
                 outcome = sync_job(conn, job, settings)
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, Interrupted):
                 outcome = Outcome(job.key, "failed", message="interrupted")
                 results.put(("done", number, asdict(outcome)))
                 return
@@ -291,6 +291,8 @@ def sync_job(conn: db.Connection, job: Job, settings: FleetSettings) -> Outcome:
                 conn, job.key, lock_timeout=settings.lock_timeout, unstarted=unstarted
             ) as account_id:
                 results = sync_day(conn, account_id, settings.day, settings.entities, options)
+        except Interrupted:
+            raise  # the worker stops: its parent heard the same Ctrl-C
         except EtlError as error:
             status = "refused" if isinstance(error, RefusedError) else "failed"
             seconds = time.perf_counter() - started

@@ -35,7 +35,7 @@ from etl.decode import (
     decode_files,
     iter_records,
 )
-from etl.errors import EtlError, InputError, RefusedError
+from etl.errors import EtlError, InputError, Interrupted, RefusedError
 from etl.log import get_logger
 from etl.pages import FileDigest
 from etl.plan import Plan, plan_agents, plan_groups, plan_roles
@@ -115,6 +115,28 @@ def sync_day(
     now = datetime.now(UTC)
     started = time.perf_counter()
     results: list[RunResult] = []
+    try:
+        run_entities(conn, account_id, day, entities, options, overlap, now, results)
+    except KeyboardInterrupt:
+        applied = [r.entity for r in results]
+        under_way = next((e for e in entities if e not in applied), entities[-1])
+        raise Interrupted(day, under_way, applied) from None
+    seconds = round(time.perf_counter() - started, 4)
+    get_logger().info("day_synced", day=day, entities=len(results), seconds=seconds)
+    return results
+
+
+def run_entities(
+    conn: db.Connection,
+    account_id: int,
+    day: str,
+    entities: tuple[str, ...],
+    options: SyncOptions,
+    overlap: bool,
+    now: datetime,
+    results: list[RunResult],
+) -> None:
+    """The entities in order, each result added to ``results`` once applied."""
     applying: Applying | None = None
     with ReadAhead(day, entities, options) as ahead, Sessions(conn) as sessions:
         overlap = overlap and len(entities) > 1 and sessions.open_spare()
@@ -130,9 +152,6 @@ def sync_day(
             applying = Applying(run, options.allow_mass_removal, background=background)
             if not background:
                 settle(applying, results)
-    seconds = round(time.perf_counter() - started, 4)
-    get_logger().info("day_synced", day=day, entities=len(results), seconds=seconds)
-    return results
 
 
 class Sessions:
@@ -365,19 +384,22 @@ def finish_run(run: EntityRun) -> RunResult:
 
 
 def close_failed_run(run: EntityRun, error: BaseException) -> None:
-    """End the failed run in the ledger ('refused' or 'failed', with the error's message) and
-    log it; the files read up to the failure, the failing one included, are recorded."""
+    """End the failed run in the ledger ('refused', 'interrupted' or 'failed', with the error's
+    message) and log it; the files read up to the failure, the failing one included, are
+    recorded."""
     run.watch.progress.close()
     is_etl = isinstance(error, EtlError)
     message = str(error) if is_etl else f"unexpected {type(error).__name__}: {error}"
     status = "refused" if isinstance(error, RefusedError) else "failed"
+    if isinstance(error, KeyboardInterrupt):
+        status, message = "interrupted", "stopped by the user (Ctrl-C); nothing of it was applied"
     with contextlib.suppress(EtlError):  # a batch whose write failed is lost with the run
         run.ledger.wait()  # the connection is free again
     with contextlib.suppress(EtlError):  # if the database is gone, the next run marks it abandoned
         db.rollback(run.conn)
         run.ledger.flush()
         db.end_run(run.conn, run.account_id, run.run_id, status, message)
-    if is_etl:
+    if is_etl or status == "interrupted":
         run.log.error("run_" + status, message=message)
 
 

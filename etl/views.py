@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 from etl import db, hierarchy, source
 
 ENTITY_ORDER = {"agents": 0, "roles": 1, "groups": 2}
-FAILED = ("failed", "refused", "abandoned", "running")
+FAILED = ("failed", "refused", "interrupted", "abandoned", "running")
 EXAMPLES = 3  # records shown per (error type, field)
 
 
@@ -90,11 +90,12 @@ def shown_runs(runs: list[Run], every_run: bool = False) -> tuple[list[Run], lis
 
 
 def needs_attention(runs: list[Run]) -> bool:
-    """Whether an entity's latest run failed, was refused or was abandoned (for monitoring)."""
+    """Whether an entity's latest run failed, was refused, interrupted or abandoned (for
+    monitoring)."""
     latest: dict[str, Run] = {}
     for run in runs:  # in run order
         latest[run.entity] = run
-    return any(r.status in ("failed", "refused", "abandoned") for r in latest.values())
+    return any(r.status in FAILED[:-1] for r in latest.values())
 
 
 def status_text(runs: list[Run], day: str | None, every_run: bool) -> str:

@@ -28,6 +28,7 @@ from conftest import (
 )
 
 from etl import db, server
+from etl.cli import main
 from etl.migrate import migrate
 from etl.replay import dump_state
 
@@ -204,8 +205,9 @@ def test_ctrl_c_while_an_apply_runs_in_the_background(
     tmp_path: Path, template_url: str, database_url: str, conn: db.Connection
 ) -> None:
     """Ctrl-C while agents applies on its own thread and roles has started beside it: etl waits
-    for that apply to end (its connection is the thread's until then), closes roles unapplied
-    and stops; agents' commit stands, and a re-run leaves a clean run's state."""
+    for that apply to end (its connection is the thread's until then), closes roles as
+    interrupted and stops with one line and exit status 130; agents' commit stands, and a
+    re-run leaves a clean run's state."""
     sync_days(database_url, "day1")
     gate = tmp_path / "gate"
     roles_files = (
@@ -225,11 +227,19 @@ def test_ctrl_c_while_an_apply_runs_in_the_background(
         assert process.poll() is None  # still waiting for the apply
         gate.unlink()
         _, err = process.communicate(timeout=60)
-    assert process.returncode == -signal.SIGINT, err
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == (
+        "interrupted: agents of day2 applied, nothing of roles; re-run "
+        f"`etl sync --day day2 --data-dir {FIXTURES}`"
+    )
     assert rows(
         conn,
         "SELECT entity, status, message FROM etl.sync_runs WHERE sync_day = 'day2' ORDER BY run_id",
-    ) == [("agents", "succeeded", None), ("roles", "failed", "unexpected KeyboardInterrupt: ")]
+    ) == [
+        ("agents", "succeeded", None),
+        ("roles", "interrupted", "stopped by the user (Ctrl-C); nothing of it was applied"),
+    ]
     assert sync(database_url, "day2") == 0
     assert comparable_state(conn) == clean_state(template_url, "day1", "day2")
 
@@ -439,3 +449,27 @@ def db_connection(url: str) -> Iterator[db.Connection]:
         yield conn
     finally:
         conn.close()
+
+
+def test_ctrl_c_before_anything_is_applied(
+    tmp_path: Path, database_url: str, conn: db.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C while agents decodes: one line saying nothing was applied and how to re-run,
+    exit status 130, agents' run 'interrupted' and no later entity started; `etl status`
+    then exits 1 (an entity's latest run did not succeed)."""
+    sync_days(database_url, "day1")
+    before = comparable_state(conn)
+    gate = tmp_path / "gate"
+    with paused_run(database_url, "day2", "decode:agents", gate) as process:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == (
+        f"interrupted: nothing of agents day2 was applied; re-run "
+        f"`etl sync --day day2 --data-dir {FIXTURES}`"
+    )
+    assert ledger(conn, "day2") == [("agents", "interrupted")]
+    assert comparable_state(conn) == before
+    assert main(["status", "--database-url", database_url]) == 1
+    assert "run 4 (day2 agents) interrupted: stopped by the user" in capsys.readouterr().out
