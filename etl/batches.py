@@ -35,6 +35,13 @@ class Records:
         self.writer: pa.ipc.RecordBatchFileWriter | None = None
         self.spilled = False
 
+    @classmethod
+    def of(cls, schema: pa.Schema, frame: pl.DataFrame) -> Records:
+        """Records that are one batch in memory: ``frame``."""
+        records = cls(schema)
+        records.frames.append(frame)
+        return records
+
     def add(self, batch: pa.RecordBatch) -> None:
         if self.spill is None or (not self.spilled and not self.frames):
             self.frames.append(_frame(batch))

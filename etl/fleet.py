@@ -126,15 +126,15 @@ def run_fleet(
     while accounts are left. Ctrl-C stops handing out accounts, lets the workers end the runs
     they hold (their ledger rows say so) and raises KeyboardInterrupt."""
     context = multiprocessing.get_context("spawn")
-    tasks: multiprocessing.Queue[Job | None] = context.Queue()
+    tasks: multiprocessing.Queue[list[Job] | None] = context.Queue()
     results: multiprocessing.Queue[tuple[str, int, Any]] = context.Queue()
-    for job in jobs:
-        tasks.put(job)
+    for task in in_tasks(jobs):
+        tasks.put(task)
     count = max(1, min(workers, len(jobs)))
     for _ in range(count):
         tasks.put(None)  # one stop sign per worker, behind every job
     pool: dict[int, SpawnProcess] = {}
-    holding: dict[int, str] = {}  # worker -> the account it syncs
+    holding: dict[int, list[str]] = {}  # worker -> the accounts it syncs
     outcomes: dict[str, Outcome] = {}
     numbers = itertools.count()  # a worker's number is never reused
     restarts = count  # workers that may be started in place of dead ones
@@ -165,17 +165,14 @@ def run_fleet(
                         drain(results, holding, take)  # what it said before it died
                         died(number, process, holding, take)
                         del pool[number]
-                        if restarts and len(outcomes) + len(holding) < len(jobs):
+                        held = sum(len(keys) for keys in holding.values())
+                        if restarts and len(outcomes) + held < len(jobs):
                             restarts -= 1
                             start(next(numbers))
                 if not pool and len(outcomes) < len(jobs):
                     break
                 continue
-            if kind == "start":
-                holding[number] = payload
-            else:
-                holding.pop(number, None)
-                take(Outcome(**payload))
+            heard(kind, number, payload, holding, take)
     except KeyboardInterrupt:
         stop(pool, tasks, results, holding, take)
         raise
@@ -189,35 +186,52 @@ def run_fleet(
 
 def drain(
     results: multiprocessing.Queue[tuple[str, int, Any]],
-    holding: dict[int, str],
+    holding: dict[int, list[str]],
     take: Callable[[Outcome], None],
 ) -> None:
     """Take every message already sent."""
     with contextlib.suppress(queue.Empty):
         while True:
-            kind, number, payload = results.get(timeout=0.05)
-            if kind == "start":
-                holding[number] = payload
-            else:
-                holding.pop(number, None)
-                take(Outcome(**payload))
+            heard(*results.get(timeout=0.05), holding, take)
+
+
+def heard(
+    kind: str,
+    number: int,
+    payload: Any,
+    holding: dict[int, list[str]],
+    take: Callable[[Outcome], None],
+) -> None:
+    """A worker's message: the accounts it starts ("start"), or how one ended ("done")."""
+    if kind == "start":
+        holding[number] = list(payload)
+        return
+    outcome = Outcome(**payload)
+    keys = holding.get(number, [])
+    if outcome.key in keys:
+        keys.remove(outcome.key)
+    if not keys:
+        holding.pop(number, None)
+    take(outcome)
 
 
 def died(
-    number: int, process: SpawnProcess, holding: dict[int, str], take: Callable[[Outcome], None]
+    number: int,
+    process: SpawnProcess,
+    holding: dict[int, list[str]],
+    take: Callable[[Outcome], None],
 ) -> None:
-    """A worker that ended without its stop sign: the account it held failed."""
-    key = holding.pop(number, None)
-    if key is not None:
+    """A worker that ended without its stop sign: the accounts it held failed."""
+    for key in holding.pop(number, []):
         message = f"the worker process syncing it died (exit code {process.exitcode})"
         take(Outcome(key, "failed", message=message))
 
 
 def stop(
     pool: dict[int, SpawnProcess],
-    tasks: multiprocessing.Queue[Job | None],
+    tasks: multiprocessing.Queue[list[Job] | None],
     results: multiprocessing.Queue[tuple[str, int, Any]],
-    holding: dict[int, str],
+    holding: dict[int, list[str]],
     take: Callable[[Outcome], None],
 ) -> None:
     """After Ctrl-C: no new account starts; the runs under way end as interrupted (the workers
@@ -230,8 +244,7 @@ def stop(
         with contextlib.suppress(queue.Empty, KeyboardInterrupt):
             kind, number, payload = results.get(timeout=0.2)
             if kind == "done":
-                holding.pop(number, None)
-                take(Outcome(**payload))
+                heard(kind, number, payload, holding, take)
         if not any(p.is_alive() for p in pool.values()):
             break
     for process in pool.values():
@@ -243,25 +256,28 @@ def stop(
 def worker_main(
     number: int,
     settings: FleetSettings,
-    tasks: multiprocessing.Queue[Job | None],
+    tasks: multiprocessing.Queue[list[Job] | None],
     results: multiprocessing.Queue[tuple[str, int, Any]],
 ) -> None:
-    """A worker: one connection, then one account after another until the stop sign."""
+    """A worker: one connection, then one task (an account, or a chunk of small ones) after
+    another until the stop sign."""
     # On a terminal the parent shows progress and the summary: the workers keep quiet there.
     quiet = settings.log_format == "console"
     log.configure(verbose=settings.verbose, fmt=settings.log_format, quiet=quiet)
     conn = db.connect(settings.url)
     try:
-        while (job := tasks.get()) is not None:
-            results.put(("start", number, job.key))
+        while (task := tasks.get()) is not None:
+            results.put(("start", number, [job.key for job in task]))
             try:
-                outcome = sync_job(conn, job, settings)
+                outcomes = sync_task(conn, task, settings)
             except (KeyboardInterrupt, Interrupted):
-                outcome = Outcome(job.key, "failed", message="interrupted")
-                results.put(("done", number, asdict(outcome)))
+                for job in task:
+                    outcome = Outcome(job.key, "failed", message="interrupted")
+                    results.put(("done", number, asdict(outcome)))
                 return
-            outcome.worker_rss_mb = log.peak_rss_kb() // 1024
-            results.put(("done", number, asdict(outcome)))
+            for outcome in outcomes:
+                outcome.worker_rss_mb = log.peak_rss_kb() // 1024
+                results.put(("done", number, asdict(outcome)))
             conn = connected(conn, settings.url)
     finally:
         db.close(conn)
@@ -276,6 +292,73 @@ def connected(conn: db.Connection, url: str) -> db.Connection:
     except EtlError:
         db.close(conn)
         return db.connect(url)
+
+
+CHUNK_ACCOUNTS = 16  # small accounts taken through each entity together, at most
+SMALL = 20_000  # rows: an account of more is synced on its own
+
+
+def in_tasks(jobs: list[Job]) -> list[list[Job]]:
+    """The jobs, largest first, as the workers take them: an account of ``SMALL`` rows or more
+    alone, smaller ones in chunks of up to ``CHUNK_ACCOUNTS`` of neighbouring sizes."""
+    tasks: list[list[Job]] = []
+    chunk: list[Job] = []
+    for job in jobs:
+        if job.weight >= SMALL:
+            tasks.append([job])
+            continue
+        chunk.append(job)
+        if len(chunk) == CHUNK_ACCOUNTS:
+            tasks.append(chunk)
+            chunk = []
+    if chunk:
+        tasks.append(chunk)
+    return tasks
+
+
+def sync_task(conn: db.Connection, task: list[Job], settings: FleetSettings) -> list[Outcome]:
+    """A task's accounts synced: one alone, a chunk together (:mod:`etl.chunk`)."""
+    if len(task) == 1:
+        return [sync_job(conn, task[0], settings)]
+    from etl.chunk import Member, sync_chunk
+
+    started = time.perf_counter()
+    outcomes: dict[str, Outcome] = {}
+    members: list[Member] = []
+    with contextlib.ExitStack() as sessions:
+        for job in task:
+            options = settings.options
+            unstarted = (settings.day, settings.entities, options.synced_at, options.force)
+            session = account_session(
+                conn, job.key, lock_timeout=settings.lock_timeout, unstarted=unstarted
+            )
+            try:
+                with log.bound(account=job.key):
+                    account_id = sessions.enter_context(session)
+            except EtlError as error:
+                outcomes[job.key] = Outcome(job.key, "failed", message=str(error))
+                continue
+            options = replace(settings.options, data_dir=job.folder)
+            members.append(Member(job.key, account_id, options))
+        sync_chunk(conn, members, settings.day, settings.entities)
+    share = (time.perf_counter() - started) / len(task)
+    for member in members:
+        outcomes[member.key] = member_outcome(member, share)
+    return [outcomes[job.key] for job in task]
+
+
+def member_outcome(member: Any, seconds: float) -> Outcome:
+    """How a chunk member's day ended (``seconds``: its share of the chunk's time)."""
+    error = member.error
+    if error is None:
+        rows = sum(staged_rows(result.counts) for result in member.results)
+        entities = {result.entity: "succeeded" for result in member.results}
+        return Outcome(member.key, "succeeded", rows, round(seconds, 3), entities=entities)
+    status = "refused" if isinstance(error, RefusedError) else "failed"
+    message = (
+        str(error) if isinstance(error, EtlError) else f"unexpected {type(error).__name__}: {error}"
+    )
+    return Outcome(member.key, status, seconds=round(seconds, 3), message=message)
 
 
 def sync_job(conn: db.Connection, job: Job, settings: FleetSettings) -> Outcome:

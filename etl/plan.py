@@ -43,6 +43,31 @@ class Plan:
     errors: pl.DataFrame  # ERROR_SCHEMA; raw text is attached before staging
 
 
+@dataclass(frozen=True)
+class AccountDay:
+    """What an entity's plan reads of one account's day: its decoded records by kind, and the
+    ids it stores that they are checked against (agents' step: none)."""
+
+    decoded: dict[str, Decoded]
+    known_agents: pa.Array | None = None
+    known_roles: pa.Array | None = None
+    stored_groups: pa.Table | None = None
+
+
+def plan_day(entity: str, day: AccountDay) -> Plan:
+    """The entity's plan of the account's day."""
+    decoded = day.decoded
+    if entity == "agents":
+        return plan_agents(decoded[AGENT.name])
+    assert day.known_agents is not None
+    if entity == "roles":
+        assert day.known_roles is not None
+        roles, details = decoded[ROLE.name], decoded[AGENT_DETAILS.name]
+        return plan_roles(roles, details, day.known_agents, day.known_roles)
+    assert day.stored_groups is not None
+    return plan_groups(decoded[GROUP.name], day.known_agents, day.stored_groups)
+
+
 def errors_frame(errors: list[RecordError]) -> pl.DataFrame:
     return pl.DataFrame(
         {

@@ -38,7 +38,7 @@ from etl.decode import (
 from etl.errors import EtlError, InputError, Interrupted, RefusedError
 from etl.log import get_logger
 from etl.pages import FileDigest
-from etl.plan import Plan, plan_agents, plan_groups, plan_roles
+from etl.plan import AccountDay, Plan, plan_day
 from etl.progress import NoProgress, Progress
 from etl.source import InputFile
 from etl.stage import stage_tables
@@ -266,6 +266,12 @@ def plan_and_stage(
     transaction."""
     with run.watch.stage("plan"):
         plan = plan_entity(run.conn, run.account_id, run.entity, decoded)
+    stage_plan(run, plan, inputs)
+
+
+def stage_plan(run: EntityRun, plan: Plan, inputs: dict[str, Sequence[InputFile]]) -> None:
+    """Stage the plan's tables and bad records (their text read again from their files) in one
+    committed transaction."""
     with run.watch.stage("plan", "read bad records' text"):
         hashes = db.run_file_hashes(run.conn, run.account_id, run.run_id, error_files(plan))
         errors = attach_raw(plan, inputs, hashes)
@@ -544,18 +550,24 @@ def plan_entity(
     conn: db.Connection, account_id: int, entity: str, decoded: dict[str, Decoded]
 ) -> Plan:
     """The entity's planned rows, checked against the ids the account stores now."""
+    return plan_day(entity, account_day(conn, account_id, entity, decoded))
+
+
+def account_day(
+    conn: db.Connection, account_id: int, entity: str, decoded: dict[str, Decoded]
+) -> AccountDay:
+    """The decoded records, with the ids the account stores that the entity's plan checks them
+    against."""
     if entity == "agents":
-        return plan_agents(decoded[AGENT.name])
+        return AccountDay(decoded)
     known_agents = db.fetch_column(conn, "known_agent_ids", (account_id,))
     if entity == "roles":
         known_roles = db.fetch_column(conn, "known_role_ids", (account_id,))
         db.commit(conn)
-        return plan_roles(
-            decoded[ROLE.name], decoded[AGENT_DETAILS.name], known_agents, known_roles
-        )
+        return AccountDay(decoded, known_agents, known_roles=known_roles)
     stored_groups = db.fetch_table(conn, "stored_groups", (account_id,))
     db.commit(conn)
-    return plan_groups(decoded[GROUP.name], known_agents, stored_groups)
+    return AccountDay(decoded, known_agents, stored_groups=stored_groups)
 
 
 def error_files(plan: Plan) -> list[str]:

@@ -24,6 +24,7 @@ from typing import Any
 
 PAGE = 100
 FIRST_AGENT, FIRST_ROLE, FIRST_GROUP = 70_000_000_000, 71_000_000_000, 72_000_000_000
+FLEET_ID_STRIDE = 10_000_000  # a fleet's account n has its ids n strides up
 
 
 @dataclass(frozen=True)
@@ -78,9 +79,12 @@ class World:
         return sorted(self.rng.sample(ids, count))
 
 
-def first_day(scale: Scale, seed: int) -> World:
+def first_day(scale: Scale, seed: int, id_base: int = 0) -> World:
+    """The account's first day; its ids start ``id_base`` above the usual ones (upstream ids are
+    platform-wide: no two accounts share one)."""
     world = World(random.Random(seed), scale)
-    world.roles = {FIRST_ROLE + r: f"Role {r}" for r in range(scale.roles)}
+    world.next_agent, world.next_group = FIRST_AGENT + id_base, FIRST_GROUP + id_base
+    world.roles = {FIRST_ROLE + id_base + r: f"Role {r}" for r in range(scale.roles)}
     for _ in range(scale.agents):
         world.new_agent()
     # A forest `depth` levels deep: each level has more groups than the one above it.
@@ -272,7 +276,7 @@ def generate_fleet(
     for number, agents in enumerate(fleet_sizes(accounts, seed), 1):
         key = fleet_key(number)
         account_seed = seed * 100_000 + number
-        world = first_day(account_scale(agents), account_seed)
+        world = first_day(account_scale(agents), account_seed, id_base=number * FLEET_ID_STRIDE)
         generate_world(world, days, account_seed, out / key, bad_rate)
         keys.append(key)
     return keys

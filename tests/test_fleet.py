@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import last_line, rows, state_alone
+from conftest import FIXTURES, last_line, rows, state_alone
 
 from etl import db, synth
 from etl.cli import main
@@ -19,10 +19,11 @@ SIZES = {"alpha": 60, "bravo": 25, "charlie": 140, "delta": 40}  # agents per ac
 
 @pytest.fixture(scope="module")
 def fleet_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Four small synthetic accounts of two days, with bad records."""
+    """Four small synthetic accounts of two days, with bad records, each with its own ids."""
     folder = tmp_path_factory.mktemp("fleet")
     for number, (key, agents) in enumerate(SIZES.items(), 1):
-        world = synth.first_day(synth.account_scale(agents), number)
+        base = number * synth.FLEET_ID_STRIDE
+        world = synth.first_day(synth.account_scale(agents), number, id_base=base)
         synth.generate_world(world, 2, number, folder / key, bad_rate=0.02)
     return folder
 
@@ -55,6 +56,28 @@ def test_a_fleet_syncs_every_account_as_its_own_run_would(
         conn.close()
     for key in SIZES:
         assert shared[key] == state_alone(fleet_dir / key, "day1", "day2"), key
+
+
+def test_accounts_that_share_ids_are_planned_alone(
+    database_url: str, fleet_dir: Path, tmp_path: Path
+) -> None:
+    """Two accounts with the very same export (every id shared) beside the four of their own
+    ids, in one chunk: each of the six ends exactly as its single-account runs, through the
+    fixtures' quarantines, held ids and cycles."""
+    folder = tmp_path / "accounts"
+    shutil.copytree(fleet_dir, folder)
+    for key in ("acme", "globex"):
+        for day in ("day1", "day2"):
+            shutil.copytree(FIXTURES / f"sync-{day}", folder / key / f"sync-{day}")
+    for day in ("day1", "day2"):
+        assert fleet(database_url, folder, day, "--workers", "1") == 0
+    conn = db.connect(database_url)
+    try:
+        shared = {key: dump_state(conn, DUMPED_TABLES, key) for key in [*SIZES, "acme", "globex"]}
+    finally:
+        conn.close()
+    for key, state in shared.items():
+        assert state == state_alone(folder / key, "day1", "day2"), key
 
 
 def test_a_failing_and_a_refused_account_stop_nothing_else(

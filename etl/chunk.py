@@ -1,0 +1,296 @@
+"""A chunk: several small accounts of a fleet taken through each entity together.
+
+For a small account the fixed cost of a plan (a hundred Polars queries an entity) is the whole
+cost. Upstream ids are platform-wide, so the ids one account's day touches -- its records' ids,
+the ids its mapping arrays and parents name, the ids it stores -- are apart from every other
+account's. For accounts whose ids are pairwise apart, one plan of their records put together,
+checked against the ids they store put together, is each account's own plan side by side: a
+duplicate, a known or unknown id, a held id, a cycle can only involve one account's ids. An
+account whose ids meet another's in the chunk is planned alone. The plan's rows are split back
+by account: by file (each account's file names prefixed while planned) or by id.
+
+Everything else stays each account's own: its lock, its ledger rows, its decode (a bad file
+fails that account only), its staging, its apply in a transaction of its own, its guards.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+
+from etl import db, log
+from etl.batches import Records, Table
+from etl.decode import Decoded
+from etl.errors import EtlError
+from etl.plan import AccountDay, Plan, plan_day
+from etl.source import InputFile
+from etl.sync import (
+    ENTITY_KINDS,
+    Applying,
+    EntityRun,
+    ReadAhead,
+    RunResult,
+    SyncOptions,
+    account_day,
+    begin_run,
+    check_day_order,
+    close_failed_run,
+    decode_entity,
+    list_inputs,
+    settle,
+    stage_plan,
+)
+
+ID_COLUMNS = ("agent_id", "group_id", "record_id")  # how a row without a file names its account
+
+
+@dataclass
+class Member:
+    """One account of a chunk: its id, its options, what it applied, and how it failed."""
+
+    key: str
+    account_id: int
+    options: SyncOptions
+    results: list[RunResult] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+@dataclass
+class Prepared:
+    """A member's entity run, read and decoded, waiting for its plan."""
+
+    member: Member
+    run: EntityRun
+    inputs: dict[str, Sequence[InputFile]]
+    day: AccountDay
+
+
+def sync_chunk(
+    conn: db.Connection, members: list[Member], day: str, entities: tuple[str, ...]
+) -> None:
+    """Sync the day's entities of every member, entity by entity: each member's run of an
+    entity is read, decoded, staged and applied as its own sync would, its plan made with the
+    other members' where their ids are apart. A member that fails or is refused is left out of
+    the entities after (its ``error`` says why); Ctrl-C ends the runs under way and is raised."""
+    now = datetime.now(UTC)
+    for entity in entities:
+        prepared: list[Prepared] = []
+        with tempfile.TemporaryDirectory(prefix="etl-chunk-") as spill:
+            try:
+                for member in members:
+                    if member.error is None:
+                        ready = prepare(conn, member, day, entity, now, Path(spill))
+                        if ready is not None:
+                            prepared.append(ready)
+                started = time.perf_counter()
+                plans = plans_of(entity, [p.day for p in prepared])
+                share = (time.perf_counter() - started) / max(1, len(prepared))
+                while prepared:
+                    ready = prepared.pop(0)
+                    seconds = ready.run.watch.seconds
+                    seconds["plan"] = round(seconds.get("plan", 0.0) + share, 4)
+                    finish(ready, plans.pop(0))
+            except KeyboardInterrupt as interrupt:
+                for ready in prepared:  # read but not applied: their runs end too
+                    close_failed_run(ready.run, interrupt)
+                raise
+
+
+def prepare(
+    conn: db.Connection, member: Member, day: str, entity: str, now: datetime, spill: Path
+) -> Prepared | None:
+    """The member's run of the entity started, its input listed, decoded and the ids it stores
+    read; None if that failed (the run is closed, the member's error set)."""
+    with log.bound(account=member.key):
+        try:
+            run = begin_run(conn, member.account_id, day, entity, member.options, now, None)
+        except EtlError as error:
+            member.error = error
+            return None
+        try:
+            check_day_order(conn, member.account_id, entity, day, member.options.force)
+            with run.watch.stage("list", "list files"):
+                inputs = list_inputs(member.options.data_dir, day, ENTITY_KINDS[entity])
+            folder = spill / str(member.account_id)
+            folder.mkdir()
+            nothing_ahead = ReadAhead(day, (), member.options)
+            decoded = decode_entity(
+                run, inputs, folder, nothing_ahead, member.options, split_ok=False
+            )
+            with run.watch.stage("plan"):
+                stored = account_day(conn, member.account_id, entity, decoded)
+        except BaseException as error:
+            fail(member, run, error)
+            return None
+        return Prepared(member, run, inputs, stored)
+
+
+def finish(ready: Prepared, plan: Plan) -> None:
+    """Stage the member's plan and apply it, each committed; on failure the run is closed and
+    the member's error set."""
+    member, run = ready.member, ready.run
+    with log.bound(account=member.key):
+        try:
+            stage_plan(run, plan, ready.inputs)
+        except BaseException as error:
+            fail(member, run, error)
+            return
+        applying = Applying(run, member.options.allow_mass_removal, background=False)
+        try:
+            settle(applying, member.results)  # closes a failed run itself
+        except BaseException as error:
+            member.error = error
+            if isinstance(error, KeyboardInterrupt):
+                raise
+
+
+def fail(member: Member, run: EntityRun, error: BaseException) -> None:
+    close_failed_run(run, error)
+    member.error = error
+    if isinstance(error, KeyboardInterrupt):
+        raise error
+
+
+def plans_of(entity: str, days: list[AccountDay]) -> list[Plan]:
+    """Each day's plan, in order: those whose ids are apart planned as one."""
+    together, alone = apart(days)
+    log.get_logger().debug("chunk_planned", entity=entity, together=len(together), alone=len(alone))
+    plans: dict[int, Plan] = {n: plan_day(entity, days[n]) for n in alone}
+    if len(together) == 1:
+        plans[together[0]] = plan_day(entity, days[together[0]])
+    elif together:
+        try:
+            joint = plan_day(entity, joined([days[n] for n in together]))
+            owners = owner_frame([days[n] for n in together])
+            parts = split(joint, len(together), owners)
+        except Exception:  # a bug: each day still gets its plan, alone
+            log.get_logger().exception("joint_plan_failed", entity=entity)
+            parts = [plan_day(entity, days[n]) for n in together]
+        plans.update(zip(together, parts, strict=True))
+    return [plans[n] for n in range(len(days))]
+
+
+def apart(days: list[AccountDay]) -> tuple[list[int], list[int]]:
+    """(the days planned together: each touches no id of another, the days planned alone)."""
+    seen: set[int] = set()
+    together, alone = [], []
+    for n, day in enumerate(days):
+        ids = touched_ids(day)
+        if seen.isdisjoint(ids):
+            seen |= ids
+            together.append(n)
+        else:
+            alone.append(n)
+    return together, alone
+
+
+def touched_ids(day: AccountDay) -> set[int]:
+    """Every id the day's plan reads: in its records (ids, mapping arrays, parents), in its
+    quarantined records, and among the ids the account stores."""
+    ids: set[int] = set()
+    for decoded in day.decoded.values():
+        for frame in decoded.records.batches():
+            for name, dtype in frame.schema.items():
+                if dtype == pl.Int64 and name != "ordinal":
+                    ids.update(frame.get_column(name).drop_nulls().to_list())
+                elif dtype == pl.List(pl.Int64):
+                    ids.update(frame.get_column(name).explode().drop_nulls().to_list())
+        ids.update(e.record_id for e in decoded.errors if e.record_id is not None)
+    for known in (day.known_agents, day.known_roles):
+        if known is not None:
+            ids.update(known.drop_null().to_pylist())
+    if day.stored_groups is not None:
+        for name in ("group_id", "parent_group_id"):
+            ids.update(day.stored_groups.column(name).drop_null().to_pylist())
+    return ids
+
+
+def prefix(n: int) -> str:
+    return f"\x00{n}\x00"
+
+
+PREFIXED = r"^\x00(\d+)\x00"
+
+
+def joined(days: list[AccountDay]) -> AccountDay:
+    """The days as one: records in one batch, ordinals after one another, file names prefixed
+    with the day's place; the stored ids together."""
+    decoded = {}
+    for kind in days[0].decoded:
+        frames, errors, offset = [], [], 0
+        schema = days[0].decoded[kind].records.schema
+        for n, day in enumerate(days):
+            one = day.decoded[kind]
+            for frame in one.records.batches():
+                frames.append(
+                    frame.with_columns(
+                        ordinal=pl.col("ordinal") + offset,
+                        source_file=pl.lit(prefix(n)) + pl.col("source_file"),
+                    )
+                )
+                offset += frame.height
+            errors += [replace(e, source_file=prefix(n) + e.source_file) for e in one.errors]
+        frame = pl.concat(frames) if frames else days[0].decoded[kind].records.empty()
+        decoded[kind] = Decoded(records=Records.of(schema, frame), errors=errors)
+    return AccountDay(
+        decoded,
+        known_agents=together_arrays([d.known_agents for d in days]),
+        known_roles=together_arrays([d.known_roles for d in days]),
+        stored_groups=(
+            pa.concat_tables([d.stored_groups for d in days])
+            if days[0].stored_groups is not None
+            else None
+        ),
+    )
+
+
+def together_arrays(arrays: list[pa.Array | None]) -> pa.Array | None:
+    present = [a for a in arrays if a is not None]
+    return pa.concat_arrays(present) if present else None
+
+
+def owner_frame(days: list[AccountDay]) -> pl.DataFrame:
+    """id -> the place of the day that touches it."""
+    ids: list[int] = []
+    places: list[int] = []
+    for n, day in enumerate(days):
+        touched = touched_ids(day)
+        ids += touched
+        places += [n] * len(touched)
+    return pl.DataFrame({"id": ids, "place": places}, schema={"id": pl.Int64, "place": pl.Int32})
+
+
+def split(plan: Plan, count: int, owners: pl.DataFrame) -> list[Plan]:
+    """The joint plan's tables and errors, back to each day's own, in order."""
+    tables: list[dict[str, Table]] = [{} for _ in range(count)]
+    for name, table in plan.tables.items():
+        for n, frame in enumerate(by_place(table.frame(), count, owners)):
+            tables[n][name] = Table(frame)
+    errors = by_place(plan.errors, count, owners)
+    return [Plan(plan.entity, tables[n], errors[n]) for n in range(count)]
+
+
+def by_place(frame: pl.DataFrame, count: int, owners: pl.DataFrame) -> list[pl.DataFrame]:
+    """``frame``'s rows by the place of their day, file names unprefixed."""
+    if "source_file" in frame.columns:
+        placed = frame.with_columns(
+            place=pl.col("source_file").str.extract(PREFIXED).cast(pl.Int32),
+            source_file=pl.col("source_file").str.replace(PREFIXED, ""),
+        )
+        if "error_message" in frame.columns:  # a duplicate's message names the winner's file
+            placed = placed.with_columns(
+                pl.col("error_message").str.replace_all(r"\x00\d+\x00", "")
+            )
+    else:
+        column = next(c for c in ID_COLUMNS if c in frame.columns)
+        placed = frame.join(
+            owners, left_on=column, right_on="id", how="left", maintain_order="left"
+        )
+    return [placed.filter(pl.col("place") == n).drop("place") for n in range(count)]
