@@ -24,6 +24,7 @@ from etl import BATCH_VALUES, ENTITIES, __version__, faults, log, server
 from etl.errors import (
     EtlError,
     Interrupted,
+    NoDatabaseError,
     NoSuchAccountError,
     UsageError,
 )
@@ -349,7 +350,7 @@ def show_view(view: str, args: argparse.Namespace) -> tuple[str, int]:
     failed, was refused or was abandoned (for monitoring), else 0."""
     from etl import db, views
 
-    url, _server = resolve_database(args)
+    url, _server = resolve_database(args, create=False)
     conn = db.connect(url)
     try:
         if not db.execute(conn, "view_ready")[0][0]:
@@ -574,12 +575,19 @@ def dry_run(
     return dryrun.diff_report(conn, account_id, day)
 
 
-def resolve_database(args: argparse.Namespace) -> tuple[str, object]:
-    """The URL to use and, for the embedded server, its handle (kept alive for the run)."""
+def resolve_database(args: argparse.Namespace, *, create: bool = True) -> tuple[str, object]:
+    """The URL to use and, for the embedded server, its handle (kept alive for the run).
+    Without ``create`` (a view), an embedded database that does not exist yet is not made: a
+    NoDatabaseError says so."""
     logger = log.get_logger()
     if args.database_url:
         logger.info("database", url=log.mask_url(args.database_url))
         return args.database_url, None
+    if not create and not (args.embedded_dir / "PG_VERSION").is_file():
+        raise NoDatabaseError(
+            f"no database at {args.embedded_dir} yet: run a sync first "
+            "(or point --database-url / ETL_DATABASE_URL at one)"
+        )
     url, handle = server.start_embedded(args.embedded_dir)
     logger.info("database", embedded=str(args.embedded_dir.resolve()), url=url)
     return url, handle

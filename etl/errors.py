@@ -50,3 +50,7 @@ class Interrupted(EtlError):
         else:
             message = f"interrupted: nothing of {entity} {day} was applied"
         super().__init__(message)
+
+
+class NoDatabaseError(EtlError):
+    """Raised when a view finds no database to read: the embedded one was never created."""

@@ -205,3 +205,21 @@ def test_console_logs_respect_no_color(
         log.configure(fmt="json")
     assert "synced" in terminal.getvalue()
     assert ("\x1b[" in terminal.getvalue()) is colored
+
+
+@pytest.mark.parametrize("view", [["status"], ["tree"], ["errors", "--day", "day1"], ["accounts"]])
+def test_a_view_never_creates_a_database(
+    view: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A view with no database yet says so and exits 1: no embedded server is made or started."""
+    monkeypatch.delenv("ETL_DATABASE_URL", raising=False)
+    folder = tmp_path / "postgres"
+    assert main([*view, "--embedded-dir", str(folder)]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"etl: error: no database at {folder} yet: run a sync first "
+        "(or point --database-url / ETL_DATABASE_URL at one)"
+    )
+    assert not folder.exists()
