@@ -294,7 +294,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"interrupted: nothing was synced; re-run `{rerun_command(args)}`", file=sys.stderr)
         return Interrupted.exit_code
     except EtlError as error:
+        if error.applied:
+            print(f"etl: {finish_hint(args, error.applied)}", file=sys.stderr)
         return failed(error, args.verbose)
+
+
+def finish_hint(args: argparse.Namespace, applied: list[str]) -> str:
+    """For a day whose later entity failed: what was applied, and the commands that finish."""
+    chosen = ENTITIES if args.entity == "all" else (args.entity,)
+    left = [e for e in chosen if e not in applied]
+    then = ", then ".join(f"`{rerun_command(args)} --entity {e}`" for e in left)
+    return f"{' and '.join(applied)} of {args.day} applied; once fixed, finish with {then}"
 
 
 def rerun_command(args: argparse.Namespace) -> str:

@@ -2,9 +2,11 @@
 
 
 class EtlError(Exception):
-    """Base class: the run could not do what was asked. ``str(error)`` is the one-line reason."""
+    """Base class: the run could not do what was asked. ``str(error)`` is the one-line reason;
+    ``applied`` the entities of the day that a sync applied before it."""
 
     exit_code = 1
+    applied: list[str] = []  # noqa: RUF012 (set per instance)
 
 
 class UsageError(EtlError):

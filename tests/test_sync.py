@@ -429,12 +429,18 @@ def test_truncated_page_fails_the_entity_and_changes_nothing(
 def test_truncated_roles_page_keeps_the_agents_step(
     database_url: str, conn: db.Connection, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A failing later entity leaves earlier entities of the run applied."""
+    """A failing later entity leaves earlier entities of the run applied; the line before the
+    reason says so and how to finish the day."""
     sync_days(database_url, "day1")
-    assert (
-        sync(database_url, "day2", data_dir=Path(__file__).parent / "data" / "truncated-roles") == 1
+    data_dir = Path(__file__).parent / "data" / "truncated-roles"
+    assert sync(database_url, "day2", data_dir=data_dir) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert "sync-day2/roles/1.json: not valid JSON" in err[-1]
+    rerun = f"etl sync --day day2 --data-dir {data_dir}"
+    assert err[-2] == (
+        f"etl: agents of day2 applied; once fixed, finish with `{rerun} --entity roles`, "
+        f"then `{rerun} --entity groups`"
     )
-    assert "sync-day2/roles/1.json: not valid JSON" in last_line(capsys.readouterr().err)
     assert rows(
         conn, "SELECT entity, status FROM etl.sync_runs WHERE sync_day = 'day2' ORDER BY run_id"
     ) == [("agents", "succeeded"), ("roles", "failed")]
