@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         return failed(error, args.verbose)
 
 
-def finish_hint(args: argparse.Namespace, applied: list[str]) -> str:
+def finish_hint(args: argparse.Namespace, applied: Sequence[str]) -> str:
     """For a day whose later entity failed: what was applied, and the commands that finish."""
     chosen = ENTITIES if args.entity == "all" else (args.entity,)
     left = [e for e in chosen if e not in applied]

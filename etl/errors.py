@@ -6,7 +6,7 @@ class EtlError(Exception):
     ``applied`` the entities of the day that a sync applied before it."""
 
     exit_code = 1
-    applied: list[str] = []  # noqa: RUF012 (set per instance)
+    applied: tuple[str, ...] = ()  # set on the instance that a sync raises
 
 
 class UsageError(EtlError):
@@ -46,7 +46,7 @@ class Interrupted(EtlError):
     exit_code = 130
 
     def __init__(self, day: str, entity: str, applied: list[str]) -> None:
-        self.day, self.entity, self.applied = day, entity, applied
+        self.day, self.entity, self.applied = day, entity, tuple(applied)
         if applied:
             message = f"interrupted: {' and '.join(applied)} of {day} applied, nothing of {entity}"
         else:

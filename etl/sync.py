@@ -122,7 +122,7 @@ def sync_day(
         under_way = next((e for e in entities if e not in applied), entities[-1])
         raise Interrupted(day, under_way, applied) from None
     except EtlError as error:
-        error.applied = [r.entity for r in results]
+        error.applied = tuple(r.entity for r in results)
         raise
     seconds = round(time.perf_counter() - started, 4)
     get_logger().info("day_synced", day=day, entities=len(results), seconds=seconds)
