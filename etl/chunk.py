@@ -178,37 +178,51 @@ def plans_of(entity: str, days: list[AccountDay]) -> list[Plan]:
 
 
 def apart(days: list[AccountDay]) -> tuple[list[int], list[int]]:
-    """(the days planned together: each touches no id of another, the days planned alone)."""
-    seen: set[int] = set()
+    """(the days planned together, the days planned alone). A day joins the others when no id
+    it defines (its records' and stored ids) is touched by another, and it touches no id
+    another defines: ids that only name something unknown may be shared, as each day reports
+    them alike."""
+    defined_seen: set[int] = set()
+    touched_seen: set[int] = set()
     together, alone = [], []
     for n, day in enumerate(days):
-        ids = touched_ids(day)
-        if seen.isdisjoint(ids):
-            seen |= ids
+        defined, named = defined_ids(day), named_ids(day)
+        if defined.isdisjoint(touched_seen) and defined_seen.isdisjoint(named | defined):
+            defined_seen |= defined
+            touched_seen |= defined | named
             together.append(n)
         else:
             alone.append(n)
     return together, alone
 
 
-def touched_ids(day: AccountDay) -> set[int]:
-    """Every id the day's plan reads: in its records (ids, mapping arrays, parents), in its
-    quarantined records, and among the ids the account stores."""
+def defined_ids(day: AccountDay) -> set[int]:
+    """The ids the day's records are about (quarantined ones too) and the ids it stores."""
     ids: set[int] = set()
     for decoded in day.decoded.values():
         for frame in decoded.records.batches():
-            for name, dtype in frame.schema.items():
-                if dtype == pl.Int64 and name != "ordinal":
-                    ids.update(frame.get_column(name).drop_nulls().to_list())
-                elif dtype == pl.List(pl.Int64):
-                    ids.update(frame.get_column(name).explode().drop_nulls().to_list())
+            ids.update(frame.get_column(frame.columns[0]).drop_nulls().to_list())
         ids.update(e.record_id for e in decoded.errors if e.record_id is not None)
     for known in (day.known_agents, day.known_roles):
         if known is not None:
             ids.update(known.drop_null().to_pylist())
     if day.stored_groups is not None:
-        for name in ("group_id", "parent_group_id"):
-            ids.update(day.stored_groups.column(name).drop_null().to_pylist())
+        ids.update(day.stored_groups.column("group_id").drop_null().to_pylist())
+    return ids
+
+
+def named_ids(day: AccountDay) -> set[int]:
+    """The ids the day's records and stored groups name: mapping arrays' elements, parents."""
+    ids: set[int] = set()
+    for decoded in day.decoded.values():
+        for frame in decoded.records.batches():
+            for name, dtype in frame.schema.items():
+                if name == "parent_group_id":
+                    ids.update(frame.get_column(name).drop_nulls().to_list())
+                elif dtype == pl.List(pl.Int64):
+                    ids.update(frame.get_column(name).explode().drop_nulls().to_list())
+    if day.stored_groups is not None:
+        ids.update(day.stored_groups.column("parent_group_id").drop_null().to_pylist())
     return ids
 
 
@@ -257,13 +271,13 @@ def together_arrays(arrays: list[pa.Array | None]) -> pa.Array | None:
 
 
 def owner_frame(days: list[AccountDay]) -> pl.DataFrame:
-    """id -> the place of the day that touches it."""
+    """id -> the place of the day that defines it."""
     ids: list[int] = []
     places: list[int] = []
     for n, day in enumerate(days):
-        touched = touched_ids(day)
-        ids += touched
-        places += [n] * len(touched)
+        defined = defined_ids(day)
+        ids += defined
+        places += [n] * len(defined)
     return pl.DataFrame({"id": ids, "place": places}, schema={"id": pl.Int64, "place": pl.Int32})
 
 
@@ -293,4 +307,5 @@ def by_place(frame: pl.DataFrame, count: int, owners: pl.DataFrame) -> list[pl.D
         placed = frame.join(
             owners, left_on=column, right_on="id", how="left", maintain_order="left"
         )
-    return [placed.filter(pl.col("place") == n).drop("place") for n in range(count)]
+    parts = placed.partition_by("place", as_dict=True, include_key=False)
+    return [parts.get((n,), placed.clear().drop("place")) for n in range(count)]

@@ -1,0 +1,85 @@
+"""Chunks: which small accounts of a fleet are planned as one, and that the joint plan splits
+back into each account's own plan exactly."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+
+from etl.chunk import apart, plans_of
+from etl.decode import GROUP, decode_files
+from etl.plan import AccountDay, plan_day
+from etl.source import InputFile
+
+NO_GROUPS = pa.table(
+    {"group_id": pa.array([], pa.int64()), "parent_group_id": pa.array([], pa.int64()),
+     "present": pa.array([], pa.bool_())}
+)  # fmt: skip
+
+
+def groups_day(groups: list[dict[str, object]], known_agents: list[int]) -> AccountDay:
+    page = InputFile("sync-d/admin_groups/1.json", json.dumps(groups).encode())
+    known = pa.array(known_agents, pa.int64())
+    return AccountDay({GROUP.name: decode_files(GROUP, [page])}, known, stored_groups=NO_GROUPS)
+
+
+def test_days_that_define_apart_are_planned_together() -> None:
+    """An id a day defines (a record's id, a stored id) must not be touched by another day; an
+    id that days only name (an unknown member, say) may be shared."""
+    a = groups_day([{"id": 1, "name": "a", "agent_ids": [10, 99]}], known_agents=[10])
+    b = groups_day([{"id": 2, "name": "b", "agent_ids": [20, 99]}], known_agents=[20])
+    c = groups_day([{"id": 3, "name": "c", "agent_ids": [10]}], known_agents=[30])  # names a's
+    d = groups_day([{"id": 1, "name": "d"}], known_agents=[])  # defines a's group id
+    e = groups_day([{"id": 5, "name": "e", "parent_group_id": 2}], known_agents=[])
+    assert apart([a, b, c, d, e]) == ([0, 1], [2, 3, 4])
+
+
+def test_a_joint_plan_splits_into_each_days_own_plan() -> None:
+    """Tables and errors of the joint plan, split back, equal each day planned alone: unknown
+    members, a duplicate (its message naming the winner's file), a cycle, an orphan, a held id."""
+    a = groups_day(
+        [
+            {"id": 1, "name": "a", "agent_ids": [10, 99]},
+            {"id": 2, "name": "b", "parent_group_id": 3},
+            {"id": 3, "name": "c", "parent_group_id": 2},
+            {"id": 1, "name": "a2", "updated_at": "2026-01-01T00:00:00Z"},
+        ],
+        known_agents=[10],
+    )
+    b = groups_day(
+        [
+            {"id": 7, "name": "x", "agent_ids": [20, 99], "parent_group_id": 42},
+            {"id": 8, "name": ""},
+        ],
+        known_agents=[20],
+    )
+    alone = [plan_day("groups", day) for day in (a, b)]
+    joint = plans_of("groups", [a, b])
+    for own, split in zip(alone, joint, strict=True):
+        assert split.errors.equals(own.errors)
+        assert sorted(split.tables) == sorted(own.tables)
+        for name, table in own.tables.items():
+            assert split.tables[name].frame().equals(table.frame()), name
+    assert [p.errors.select("error_type", "record_id", "error_message").rows() for p in joint] == [
+        [
+            (
+                "DUPLICATE_RECORD",
+                1,
+                "$[0].id: duplicate group id 1; the occurrence at sync-d/admin_groups/1.json $[3] "
+                "wins (latest updated_at, then last in file order)",
+            ),
+            ("HIERARCHY_CYCLE", 2, "$[1].parent_group_id: group 2 is on a parent cycle of 2 "
+             "groups: 2, 3"),
+            ("HIERARCHY_CYCLE", 3, "$[2].parent_group_id: group 3 is on a parent cycle of 2 "
+             "groups: 2, 3"),
+        ],
+        [
+            ("INVALID_AGENT_ID", 7, "$[0].agent_ids[1]: agent 99 is not a known agent"),
+            ("ORPHAN_PARENT", 7, "$[0].parent_group_id: parent group 42 is not a known group"),
+            ("VALIDATION_ERROR", 8, "$[1].name: Expected a non-empty `str`, got an empty or "
+             "blank one"),
+        ],
+    ]  # fmt: skip
+    assert joint[1].tables["stg_held_ids"].frame().rows() == [("groups", "group", 8)]
+    assert joint[1].tables["stg_group_members"].frame().rows() == [(7, [20])]
