@@ -15,9 +15,10 @@ fails that account only), its staging, its apply in a transaction of its own, it
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ from etl.decode import Decoded
 from etl.errors import EtlError
 from etl.plan import AccountDay, Plan, plan_day
 from etl.source import InputFile
+from etl.stage import stage_tables, stage_together
 from etl.sync import (
     ENTITY_KINDS,
     Applying,
@@ -45,7 +47,7 @@ from etl.sync import (
     decode_entity,
     list_inputs,
     settle,
-    stage_plan,
+    staged_tables,
 )
 
 ID_COLUMNS = ("agent_id", "group_id", "record_id")  # how a row without a file names its account
@@ -77,30 +79,50 @@ def sync_chunk(
 ) -> None:
     """Sync the day's entities of every member, entity by entity: each member's run of an
     entity is read, decoded, staged and applied as its own sync would, its plan made with the
-    other members' where their ids are apart. A member that fails or is refused is left out of
-    the entities after (its ``error`` says why); Ctrl-C ends the runs under way and is raised."""
+    other members' where their ids are apart and its rows staged with theirs. A member that
+    fails or is refused is left out of the entities after (its ``error`` says why); Ctrl-C
+    ends the runs under way and is raised."""
     now = datetime.now(UTC)
     for entity in entities:
-        prepared: list[Prepared] = []
+        pending: list[Prepared] = []  # runs started and not yet ended
         with tempfile.TemporaryDirectory(prefix="etl-chunk-") as spill:
             try:
                 for member in members:
                     if member.error is None:
                         ready = prepare(conn, member, day, entity, now, Path(spill))
                         if ready is not None:
-                            prepared.append(ready)
-                started = time.perf_counter()
-                plans = plans_of(entity, [p.day for p in prepared])
-                share = (time.perf_counter() - started) / max(1, len(prepared))
-                while prepared:
-                    ready = prepared.pop(0)
-                    seconds = ready.run.watch.seconds
-                    seconds["plan"] = round(seconds.get("plan", 0.0) + share, 4)
-                    finish(ready, plans.pop(0))
+                            pending.append(ready)
+                with shared_by(pending, "plan"):
+                    plans = plans_of(entity, [p.day for p in pending])
+                staged = []
+                for ready, plan in zip(pending, plans, strict=True):
+                    rows = tables(ready, plan)
+                    if rows is not None:
+                        staged.append((ready, rows))
+                pending = [ready for ready, _ in staged]
+                stage_all(conn, entity, staged)
+                while pending:
+                    ready = pending.pop(0)
+                    if ready.member.error is None:
+                        apply(ready)
             except KeyboardInterrupt as interrupt:
-                for ready in prepared:  # read but not applied: their runs end too
-                    close_failed_run(ready.run, interrupt)
+                for ready in pending:  # read but not applied: their runs end too
+                    if ready.member.error is None:
+                        close_failed_run(ready.run, interrupt)
                 raise
+
+
+@contextlib.contextmanager
+def shared_by(pending: list[Prepared], stage: str) -> Iterator[None]:
+    """Time what is inside and add an equal share of it to each pending run's ``stage``."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        share = (time.perf_counter() - started) / max(1, len(pending))
+        for ready in pending:
+            seconds = ready.run.watch.seconds
+            seconds[stage] = round(seconds.get(stage, 0.0) + share, 4)
 
 
 def prepare(
@@ -132,17 +154,46 @@ def prepare(
         return Prepared(member, run, inputs, stored)
 
 
-def finish(ready: Prepared, plan: Plan) -> None:
-    """Stage the member's plan and apply it, each committed; on failure the run is closed and
-    the member's error set."""
-    member, run = ready.member, ready.run
-    with log.bound(account=member.key):
+def tables(ready: Prepared, plan: Plan) -> dict[str, Table] | None:
+    """The tables the member's run stages (its bad records' text read again); None if that
+    failed (the run is closed, the member's error set)."""
+    with log.bound(account=ready.member.key):
         try:
-            stage_plan(run, plan, ready.inputs)
+            return staged_tables(ready.run, plan, ready.inputs)
         except BaseException as error:
-            fail(member, run, error)
-            return
-        applying = Applying(run, member.options.allow_mass_removal, background=False)
+            fail(ready.member, ready.run, error)
+            return None
+
+
+def stage_all(
+    conn: db.Connection, entity: str, staged: list[tuple[Prepared, dict[str, Table]]]
+) -> None:
+    """Stage every member's tables with one COPY per table, committed; should that fail, each
+    member's on its own, so that one member's trouble stays its own."""
+    try:
+        with shared_by([ready for ready, _ in staged], "stage"):
+            stage_together(conn, entity, [(r.member.account_id, rows) for r, rows in staged])
+            db.commit(conn, "staging")
+        return
+    except Exception:
+        with contextlib.suppress(EtlError):
+            db.rollback(conn)
+    for ready, rows in staged:
+        with log.bound(account=ready.member.key):
+            try:
+                with ready.run.watch.stage("stage", "stage rows"):
+                    stage_tables(conn, ready.member.account_id, entity, rows)
+                    db.commit(conn, "staging")
+            except BaseException as error:
+                fail(ready.member, ready.run, error)
+
+
+def apply(ready: Prepared) -> None:
+    """Apply the member's staged run in a transaction of its own; on failure the run is closed
+    and the member's error set."""
+    member = ready.member
+    with log.bound(account=member.key):
+        applying = Applying(ready.run, member.options.allow_mass_removal, background=False)
         try:
             settle(applying, member.results)  # closes a failed run itself
         except BaseException as error:

@@ -42,6 +42,28 @@ def stage_tables(
     return total
 
 
+def stage_together(
+    conn: db.Connection, entity: str, staged: list[tuple[int, dict[str, Table]]]
+) -> None:
+    """Replace the staging rows of the entity of several accounts (account id -> its tables,
+    all small) with one COPY per table, in one transaction committed by the caller."""
+    for account_id, _ in staged:
+        db.execute(conn, "clear_staging", (account_id, entity))
+    names = list(dict.fromkeys(name for _, tables in staged for name in tables))
+    with db.wrapped("staging"), conn.cursor() as cur:
+        for name in names:
+            frames = [
+                tables[name]
+                .frame()
+                .select(pl.lit(account_id, pl.Int64).alias("account_id"), pl.all())
+                for account_id, tables in staged
+                if name in tables
+            ]
+            rows = pl.concat(frames, how="vertical_relaxed")
+            if rows.height:
+                cur.adbc_ingest(name, rows.to_arrow(), mode="append", db_schema_name=SCHEMA)
+
+
 BATCH_ROWS = 65_536  # rows converted to Arrow at a time
 
 

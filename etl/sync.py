@@ -275,16 +275,24 @@ def plan_and_stage(
 def stage_plan(run: EntityRun, plan: Plan, inputs: dict[str, Sequence[InputFile]]) -> None:
     """Stage the plan's tables and bad records (their text read again from their files) in one
     committed transaction."""
-    with run.watch.stage("plan", "read bad records' text"):
-        hashes = db.run_file_hashes(run.conn, run.account_id, run.run_id, error_files(plan))
-        errors = attach_raw(plan, inputs, hashes)
+    tables = staged_tables(run, plan, inputs)
     with run.watch.stage("stage", "stage rows"):
-        tables = {**plan.tables, "stg_errors": Table(errors)}
         stage_tables(
             run.conn, run.account_id, run.entity, tables, on_rows=run.watch.progress.advance
         )
         faults.pause_point("stage", run.entity)
         db.commit(run.conn, "staging")
+
+
+def staged_tables(
+    run: EntityRun, plan: Plan, inputs: dict[str, Sequence[InputFile]]
+) -> dict[str, Table]:
+    """The tables the run stages: the plan's, and its bad records with their text read again
+    from their files."""
+    with run.watch.stage("plan", "read bad records' text"):
+        hashes = db.run_file_hashes(run.conn, run.account_id, run.run_id, error_files(plan))
+        errors = attach_raw(plan, inputs, hashes)
+    return {**plan.tables, "stg_errors": Table(errors)}
 
 
 # What an entity's plan reads of what the steps before it store: the stored agents (roles'

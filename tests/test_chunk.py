@@ -4,13 +4,22 @@ back into each account's own plan exactly."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pyarrow as pa
+import pytest
+from conftest import state_alone
 
+from etl import ENTITIES, chunk, db, fleet, synth
 from etl.chunk import apart, plans_of
 from etl.decode import GROUP, decode_files
+from etl.errors import DatabaseError
+from etl.migrate import migrate
 from etl.plan import AccountDay, plan_day
+from etl.replay import DUMPED_TABLES, dump_state
 from etl.source import InputFile
+from etl.sync import SyncOptions
 
 NO_GROUPS = pa.table(
     {"group_id": pa.array([], pa.int64()), "parent_group_id": pa.array([], pa.int64()),
@@ -83,3 +92,34 @@ def test_a_joint_plan_splits_into_each_days_own_plan() -> None:
     ]  # fmt: skip
     assert joint[1].tables["stg_held_ids"].frame().rows() == [("groups", "group", 8)]
     assert joint[1].tables["stg_group_members"].frame().rows() == [(7, [20])]
+
+
+def test_a_chunk_whose_joint_staging_fails_stages_each_account_alone(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should one COPY for the chunk's accounts fail, each account is staged on its own: both
+    land exactly as their single-account runs."""
+    for number, key in enumerate(("one", "two"), 1):
+        world = synth.first_day(synth.account_scale(30), number, id_base=number * 10**7)
+        synth.generate_world(world, 1, number, tmp_path / key, bad_rate=0.05)
+
+    def refuse(*args: object) -> None:
+        raise DatabaseError("database error during staging: the chunk's COPY failed")
+
+    monkeypatch.setattr(chunk, "stage_together", refuse)
+    conn = db.connect(database_url)
+    try:
+        migrate(conn)
+        options = SyncOptions(data_dir=tmp_path, synced_at=datetime(2026, 1, 1, 6, tzinfo=UTC))
+        settings = fleet.FleetSettings(database_url, "day1", ENTITIES, options, 30, "json", False)
+        jobs = fleet.weigh(conn, tmp_path, "day1", ["one", "two"])
+        outcomes = fleet.sync_task(conn, jobs, settings)
+        assert sorted((o.key, o.status) for o in outcomes) == [
+            ("one", "succeeded"),
+            ("two", "succeeded"),
+        ]
+        shared = {key: dump_state(conn, DUMPED_TABLES, key) for key in ("one", "two")}
+    finally:
+        conn.close()
+    for key, state in shared.items():
+        assert state == state_alone(tmp_path / key, "day1"), key
