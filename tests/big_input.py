@@ -1,4 +1,4 @@
-"""Big input days for the README's memory figures: ``count`` agents in ONE agents page (about
+"""Big input days for docs/performance.md's memory figures: ``count`` agents in ONE page (about
 200 bytes each, so a million agents make a 200 MB page) and one agent_details file per agent."""
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def _agent(agent_id: int) -> dict[str, object]:
     }
 
 
-if __name__ == "__main__":  # python tests/big_input.py DIR COUNT: the README's memory figures
+if __name__ == "__main__":  # python tests/big_input.py DIR COUNT: docs/performance.md's figures
     import sys
 
     write_big_day(Path(sys.argv[1]), "day1", int(sys.argv[2]))

@@ -106,7 +106,7 @@ def owner_url(template_url: str) -> Iterator[str]:
 
 
 def test_etl_runs_as_a_role_that_owns_only_its_schema(owner_url: str) -> None:
-    """The README's grants suffice: a non-superuser owning schema etl migrates and syncs every
+    """docs/design.md's grants suffice: a non-superuser owning schema etl migrates and syncs every
     fixture day; everything etl made is in that schema and owned by it, and nothing outside."""
     for day in ("day1", "day2", "day3"):
         assert sync(owner_url, day) == 0, day
