@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
 import json
 import os
@@ -223,3 +224,11 @@ def test_a_view_never_creates_a_database(
         "(or point --database-url / ETL_DATABASE_URL at one)"
     )
     assert not folder.exists()
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """`etl --version` prints the installed version and exits 0."""
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"etl {importlib.metadata.version('etl')}\n"
