@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from etl import BATCH_VALUES, ENTITIES, __version__, faults, log, server
 from etl.errors import (
     EtlError,
+    InputError,
     Interrupted,
     NoDatabaseError,
     NoSuchAccountError,
@@ -419,6 +420,7 @@ def run(args: argparse.Namespace) -> int:
     entities = ENTITIES if args.entity == "all" else (args.entity,)
     if args.accounts_dir is not None:
         return run_fleet(args, entities)
+    check_day_exists(args.data_dir, args.day)
     loading = import_in_background(SYNC_MODULES)
     try:
         url, _server = resolve_database(args)
@@ -441,6 +443,20 @@ def run(args: argparse.Namespace) -> int:
     finally:
         db.close(conn)
     return 0
+
+
+def check_day_exists(data_dir: Path, day: str) -> None:
+    """An InputError listing the days there are, if ``data_dir`` has no folder of ``day``: told
+    before any server starts, and nothing is recorded."""
+    if (data_dir / f"sync-{day}").is_dir():
+        return
+    if not data_dir.is_dir():
+        raise InputError(f"--data-dir {data_dir}: no such folder")
+    from etl import source  # only now: it imports pyarrow
+
+    days = source.list_days(data_dir)
+    there = f"the days there: {', '.join(days)}" if days else "it holds no sync-DAY folder"
+    raise InputError(f"no day {day} in {data_dir} (no folder sync-{day}); {there}")
 
 
 def run_fleet(args: argparse.Namespace, entities: tuple[str, ...]) -> int:

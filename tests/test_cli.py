@@ -232,3 +232,23 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out == f"etl {importlib.metadata.version('etl')}\n"
+
+
+def test_a_day_that_is_not_there_lists_the_days_that_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --day with no folder: the days there are listed, exit 1, and no server was started
+    (the embedded folder is never made), so nothing is recorded."""
+    monkeypatch.delenv("ETL_DATABASE_URL", raising=False)
+    embedded = tmp_path / "postgres"
+    argv = ["--data-dir", str(FIXTURES), "--embedded-dir", str(embedded)]
+    assert main(["sync", "--day", "day9", *argv]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"etl: error: no day day9 in {FIXTURES} (no folder sync-day9); the days there: day1, "
+        "day2, day3, day4, day5"
+    )
+    assert main(["sync", "--day", "day1", "--data-dir", str(tmp_path / "none")]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"etl: error: --data-dir {tmp_path / 'none'}: no such folder"
+    )
+    assert not embedded.exists()

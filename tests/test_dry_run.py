@@ -59,8 +59,9 @@ def test_a_failing_dry_run_leaves_no_ledger_row(
     database_url: str, conn: db.Connection, capsys: pytest.CaptureFixture[str]
 ) -> None:
     sync_days(database_url, "day1")
-    assert sync(database_url, "day2", "--dry-run", data_dir=Path("/nonexistent")) == 1
-    assert "folder not found" in capsys.readouterr().err
+    data_dir = Path(__file__).parent / "data" / "missing-details"
+    assert sync(database_url, "day2", "--dry-run", data_dir=data_dir) == 1
+    assert "agent_details: folder not found" in capsys.readouterr().err
     assert rows(conn, "SELECT count(*), max(sync_day) FROM etl.sync_runs") == [(3, "day1")]
 
 

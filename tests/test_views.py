@@ -38,20 +38,22 @@ day3  roles    10  failed     2026-01-03 06:00:00Z  2026-01-03 06:10:00Z      1.
 day3  groups    9  succeeded  2026-01-03 06:00:00Z  2026-01-03 06:09:00Z      1.2      21        18        1          2        1           11     1
 
 not succeeded:
-  run 10 (day3 roles) failed: /nonexistent/sync-day3/roles: folder not found; the roles snapshot of day3 is missing
+  run 10 (day3 roles) failed: {data}/sync-day3/roles: folder not found; the roles snapshot of day3 is missing
 """  # noqa: E501
 
 
 def test_status_shows_each_days_last_run_and_why_one_failed(
-    database_url: str, conn: db.Connection, capsys: pytest.CaptureFixture[str]
+    database_url: str, conn: db.Connection, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """Per day and entity the last run with its start, duration and counts; a failure's
     message below the table, and exit status 1 while an entity's latest run failed (for
     monitoring). ``--all`` shows the earlier, succeeded roles run too."""
     sync_days(database_url, "day1", "day2", "day3")
-    assert sync(database_url, "day3", "--entity", "roles", data_dir=Path("/nonexistent")) == 1
+    (tmp_path / "sync-day3").mkdir()  # a day without its roles folder
+    assert sync(database_url, "day3", "--entity", "roles", data_dir=tmp_path) == 1
     pin_run_times(conn)
-    assert view(capsys, database_url, "status", "--day", "day3", code=1) == STATUS_DAY3
+    expected = STATUS_DAY3.format(data=tmp_path)
+    assert view(capsys, database_url, "status", "--day", "day3", code=1) == expected
     every = view(capsys, database_url, "status", "--day", "day3", "--all", code=1).splitlines()
     assert every[2] == (
         "day3  roles     8  succeeded  2026-01-03 06:00:00Z  2026-01-03 06:08:00Z      1.2"
