@@ -105,6 +105,7 @@ def test_a_failure_or_refusal_changes_nothing_of_another_account(
     (truncated / "1.json").write_bytes((truncated / "1.json").read_bytes()[:40])
     assert sync(database_url, "day7", "--account", "acme", data_dir=data_dir) == 1
     old_day = ("--account", "acme", "--synced-at", "2026-01-01T00:00:00Z")
+    shutil.copytree(data_dir / "sync-day1", data_dir / "sync-day0")  # an export of an older day
     assert sync(database_url, "day0", *old_day, data_dir=data_dir) == 1
     assert account_rows(conn, "globex") == before
     assert rows(
