@@ -30,6 +30,7 @@ from etl.rawjson import (
     DECODE_FAILURES,
     LONE_SURROGATE,
     records_apart,
+    sanitized_error,
     shallow_members,
     surrogate_field,
     too_deep_member,
@@ -623,9 +624,12 @@ def _parser_message(error: Exception, data: bytes, offset: int) -> str:
         return "the file is empty (byte 0)"
     lone = LONE_SURROGATE.search(data)
     if lone:
-        escape = lone.group().decode()
-        at = lone.start() + offset
-        return f"lone surrogate escape {escape} at byte {at} is not valid Unicode"
+        other = sanitized_error(data)  # a fault besides the surrogate is the one to name
+        if other is None or isinstance(other, RecursionError):
+            escape = lone.group().decode()
+            at = lone.start() + offset
+            return f"lone surrogate escape {escape} at byte {at} is not valid Unicode"
+        text = str(other)
     if text == "Input data was truncated":
         return f"input ends early, truncated at byte {len(data) + offset} (end of file)"
     return re.sub(r"\(byte (\d+)\)", lambda m: f"(byte {int(m.group(1)) + offset})", text)

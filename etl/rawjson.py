@@ -26,22 +26,25 @@ LONE_SURROGATE = re.compile(
 )
 
 
-_QUOTE, _BACKSLASH, _COMMA = 0x22, 0x5C, 0x2C
+_QUOTE, _BACKSLASH, _COMMA, _COLON = 0x22, 0x5C, 0x2C, 0x3A
 _OPENERS, _CLOSERS = frozenset(b"[{"), frozenset(b"]}")
 _SPACE = b" \t\r\n"
 
 
-def element_spans(data: bytes) -> list[tuple[int, int]] | None:
+def element_spans(data: bytes, *, members: bool = False) -> list[tuple[int, int]] | None:
     """(start, end) of each element of the JSON array ``data``, found by matching brackets and
     quotes without recursion, or None if ``data`` is no balanced array. For a page the parser
     refuses as a whole only for what lies inside one record (a string no Unicode text can
-    hold, nesting deeper than it allows): its records can still be told apart."""
+    hold, nesting deeper than it allows): its records can still be told apart. With
+    ``members``, each element is an object's ``"key": value``."""
     begin = len(data) - len(data.lstrip(_SPACE))
     last = len(data.rstrip(_SPACE)) - 1  # the closing bracket
     if last <= begin or data[begin] != ord("[") or data[last] != ord("]"):
         return None
     spans: list[tuple[int, int]] = []
     depth, in_string, escaped, start, end = 0, False, False, -1, -1
+    closed = False  # the element at depth 0 has ended: only a comma may follow
+    keyed = False  # a member's colon was read: its value comes next
     for at in range(begin + 1, last):
         byte = data[at]
         if in_string:
@@ -51,17 +54,25 @@ def element_spans(data: bytes) -> list[tuple[int, int]] | None:
                 escaped = True
             elif byte == _QUOTE:
                 in_string = False
+                closed = depth == 0
             end = at + 1
             continue
         if byte in _SPACE:
+            closed = closed or (depth == 0 and start >= 0 and not keyed)
             continue
         if depth == 0:
             if byte == _COMMA:
                 if start < 0:
                     return None  # an empty element
                 spans.append((start, end))
-                start = -1
+                start, closed = -1, False
                 continue
+            if closed and members and byte == _COLON:
+                closed, keyed = False, True  # the key's value follows
+                continue
+            keyed = False
+            if closed:
+                return None  # a second value without a comma before it
             if start < 0:
                 start = at
         if byte == _QUOTE:
@@ -72,6 +83,7 @@ def element_spans(data: bytes) -> list[tuple[int, int]] | None:
             depth -= 1
             if depth < 0:
                 return None
+            closed = depth == 0
         end = at + 1
     if in_string or depth or (start < 0 and spans):  # open, or a trailing comma
         return None
@@ -86,12 +98,44 @@ def records_apart(
     """Where a page's records lie when the parser refused the page only for what one record
     holds (a lone surrogate escape, nesting deeper than it allows), so that the record is
     quarantined and the rest loads: their spans, or none for a page that is one object (of a
-    kind whose page may be one); None for any other failure (the file fails)."""
-    if not isinstance(error, RecursionError) and not LONE_SURROGATE.search(data):
+    kind whose page may be one). None when anything else is wrong with the page: every record
+    must parse once its lone surrogates are replaced (those nested too deeply excepted), and
+    the page must be a well-formed array or object of them (the file fails)."""
+    sanitized = without_lone_surrogates(data)  # as long as ``data``: the offsets hold
+    if not isinstance(error, RecursionError) and sanitized == data:
         return None
-    if object_page and data.lstrip(b" \t\r\n").startswith(b"{"):
-        return [] if shallow_members(data) is not None else None
-    return element_spans(data)
+    if object_page and sanitized.lstrip(b" \t\r\n").startswith(b"{"):
+        return [] if parses(sanitized) else None
+    spans = element_spans(sanitized)
+    if spans is None or not all(parses(sanitized[start:end]) for start, end in spans):
+        return None
+    return spans
+
+
+def parses(text: bytes) -> bool:
+    """Whether ``text`` is one JSON value, or one whose fault is its record's own (nested too
+    deeply to tell, or not UTF-8)."""
+    try:
+        msgspec.json.decode(text)
+    except RecursionError:
+        return True
+    except DECODE_FAILURES:
+        try:
+            text.decode("utf-8")
+        except UnicodeDecodeError:
+            return True
+        return False
+    return True
+
+
+def sanitized_error(data: bytes) -> Exception | None:
+    """What the parser says of ``data`` once its lone surrogates are replaced: the page's other
+    fault, if it has one."""
+    try:
+        msgspec.json.decode(without_lone_surrogates(data))
+    except DECODE_FAILURES as error:
+        return error
+    return None
 
 
 def shallow_members(data: bytes) -> dict[bytes, bytes] | None:
@@ -101,7 +145,7 @@ def shallow_members(data: bytes) -> dict[bytes, bytes] | None:
     if not (text.startswith(b"{") and text.endswith(b"}")):
         return None
     body = b"[" + text[1:-1] + b"]"
-    spans = element_spans(body)
+    spans = element_spans(body, members=True)
     if spans is None:
         return None
     members = {}

@@ -315,13 +315,22 @@ def test_invalid_utf8_inside_a_record_quarantines_that_record() -> None:
             "r.json: top level is an object, expected an array of roles records",
         ),
         (b'"roles"', "r.json: top level is a string, expected an array of roles records"),
-        (  # a lone surrogate does not save a page that is no array of records
+        (  # a lone surrogate does not save a page that is no array of records: the page's
+            # other fault is named
             b'[{"id":1,"name":"\\ud800"},',
-            "r.json: not valid JSON: lone surrogate escape \\ud800 at byte 17 is not valid Unicode",
+            "r.json: not valid JSON: input ends early, truncated at byte 26 (end of file)",
         ),
         (
             b'[{"id":1,"name":"\\ud800"}}]',
-            "r.json: not valid JSON: lone surrogate escape \\ud800 at byte 17 is not valid Unicode",
+            "r.json: not valid JSON: JSON is malformed: expected ',' or ']' (byte 25)",
+        ),
+        (  # two records without a comma between them, one with a lone surrogate
+            b'[{"id":1} {"id":2,"name":"\\ud800"}]',
+            "r.json: not valid JSON: JSON is malformed: expected ',' or ']' (byte 10)",
+        ),
+        (  # an escaped backslash before "ud800" is no surrogate: the missing comma is named
+            b'[{"id":1,"name":"\\\\ud800"},{"id":2 "name":"b"}]',
+            "r.json: not valid JSON: JSON is malformed: expected ',' or '}' (byte 35)",
         ),
     ],
 )
