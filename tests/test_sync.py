@@ -897,9 +897,11 @@ def test_a_lone_surrogate_or_deep_nesting_costs_its_record_and_keeps_its_agent(
         agents={"1.json": [{"id": n, "contact": {"name": f"a{n}"}} for n in (1, 2, 3)]},
     )
     deep = b"[" * 3000 + b"]" * 3000
+    deeper = b"[" * 50_000 + b"]" * 50_000  # deeper than PostgreSQL's jsonb can parse too
     page = (
         b'[{"id": 1, "contact": {"name": "a1"}}, {"id": 2, "contact": {"name": "b\\ud800"}},'
-        b' {"id": 3, "contact": {"name": "a3"}, "extra": ' + deep + b'}, {"id": 4}]'
+        b' {"id": 3, "contact": {"name": "a3"}, "extra": ' + deep + b'}, {"id": 4},'
+        b' {"id": 5, "more": ' + deeper + b"}]"
     )
     write_day(tmp_path, "day2", agents={"1.json": page})
     argv = ("--entity", "agents")
@@ -909,7 +911,7 @@ def test_a_lone_surrogate_or_deep_nesting_costs_its_record_and_keeps_its_agent(
         (1, "a1", True),
         (2, "a2", True),
         (3, "a3", True),
-        (4, None, True),
+        (4, None, True),  # 5, new and quarantined, has no row to keep
     ]
     assert rows(
         conn,
@@ -930,5 +932,12 @@ def test_a_lone_surrogate_or_deep_nesting_costs_its_record_and_keeps_its_agent(
             "$[2].extra: nested too deeply to read (deeper than the JSON parser allows)",
             False,
             len(b'{"id": 3, "contact": {"name": "a3"}, "extra": }') + len(deep),
+        ),
+        (
+            5,
+            "more",
+            "$[4].more: nested too deeply to read (deeper than the JSON parser allows)",
+            True,  # nor can PostgreSQL's jsonb read it: the exact text is kept
+            len(b'{"id": 5, "more": }') + len(deeper),
         ),
     ]

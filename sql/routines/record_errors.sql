@@ -7,7 +7,7 @@ RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
     RETURN p_text::jsonb;
-EXCEPTION WHEN data_exception THEN
+EXCEPTION WHEN data_exception OR program_limit_exceeded THEN  -- nested past the stack's depth
     RETURN NULL;
 END
 $$;
