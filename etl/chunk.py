@@ -96,20 +96,26 @@ def sync_chunk(
                     plans = plans_of(entity, [p.day for p in pending])
                 staged = []
                 for ready, plan in zip(pending, plans, strict=True):
+                    if isinstance(plan, Exception):
+                        fail(ready.member, ready.run, plan)
+                        continue
                     rows = tables(ready, plan)
                     if rows is not None:
                         staged.append((ready, rows))
                 pending = [ready for ready, _ in staged]
                 stage_all(conn, entity, staged)
                 while pending:
-                    ready = pending.pop(0)
+                    ready = pending[0]
                     if ready.member.error is None:
                         apply(ready)
-            except KeyboardInterrupt as interrupt:
-                for ready in pending:  # read but not applied: their runs end too
+                    pending.pop(0)
+            except BaseException as error:  # Ctrl-C, or a bug: the runs under way end too
+                for ready in pending:
                     if ready.member.error is None:
-                        close_failed_run(ready.run, interrupt)
-                raise
+                        fail(ready.member, ready.run, error, reraise=False)
+                if not isinstance(error, Exception):
+                    raise
+                log.get_logger().exception("chunk_failed", entity=entity)
 
 
 @contextlib.contextmanager
@@ -202,30 +208,42 @@ def apply(ready: Prepared) -> None:
                 raise
 
 
-def fail(member: Member, run: EntityRun, error: BaseException) -> None:
+def fail(member: Member, run: EntityRun, error: BaseException, *, reraise: bool = True) -> None:
+    """End the member's run as failed (or interrupted) and set its error; Ctrl-C goes on up."""
     close_failed_run(run, error)
     member.error = error
-    if isinstance(error, KeyboardInterrupt):
+    if reraise and isinstance(error, KeyboardInterrupt):
         raise error
 
 
-def plans_of(entity: str, days: list[AccountDay]) -> list[Plan]:
-    """Each day's plan, in order: those whose ids are apart planned as one."""
+def plans_of(entity: str, days: list[AccountDay]) -> list[Plan | Exception]:
+    """Each day's plan, in order: those whose ids are apart planned as one. A day whose plan
+    fails (a bug) gets its exception instead, and the others their plans."""
     together, alone = apart(days)
     log.get_logger().debug("chunk_planned", entity=entity, together=len(together), alone=len(alone))
-    plans: dict[int, Plan] = {n: plan_day(entity, days[n]) for n in alone}
-    if len(together) == 1:
-        plans[together[0]] = plan_day(entity, days[together[0]])
-    elif together:
+    if len(together) > 1:
         try:
             joint = plan_day(entity, joined([days[n] for n in together]))
             owners = owner_frame([days[n] for n in together])
             parts = split(joint, len(together), owners)
+            plans: dict[int, Plan | Exception] = dict(zip(together, parts, strict=True))
         except Exception:  # a bug: each day still gets its plan, alone
             log.get_logger().exception("joint_plan_failed", entity=entity)
-            parts = [plan_day(entity, days[n]) for n in together]
-        plans.update(zip(together, parts, strict=True))
+            alone += together
+            plans = {}
+    else:
+        alone += together
+        plans = {}
+    for n in alone:
+        plans[n] = plan_alone(entity, days[n])
     return [plans[n] for n in range(len(days))]
+
+
+def plan_alone(entity: str, day: AccountDay) -> Plan | Exception:
+    try:
+        return plan_day(entity, day)
+    except Exception as error:  # a bug: this day fails, not the chunk
+        return error
 
 
 def apart(days: list[AccountDay]) -> tuple[list[int], list[int]]:

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from conftest import state_alone
+from conftest import rows, state_alone
 
 from etl import ENTITIES, chunk, db, fleet, log, synth
 from etl.chunk import apart, plans_of
-from etl.decode import GROUP, decode_files
+from etl.decode import AGENT, GROUP, decode_files
 from etl.errors import DatabaseError
 from etl.migrate import migrate
-from etl.plan import AccountDay, plan_day
+from etl.plan import AccountDay, Plan, plan_day
 from etl.replay import DUMPED_TABLES, dump_state
 from etl.source import InputFile
 from etl.sync import SyncOptions
@@ -124,3 +124,51 @@ def test_a_chunk_whose_joint_staging_fails_stages_each_account_alone(
         conn.close()
     for key, state in shared.items():
         assert state == state_alone(tmp_path / key, "day1"), key
+
+
+def test_a_bug_in_one_accounts_plan_fails_that_account_only(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should the joint plan fail, and then one account's own plan too (a bug), that account
+    fails with the bug's message in its ledger row and the other lands as its single-account
+    run would."""
+    for number, key in enumerate(("one", "two"), 1):
+        world = synth.first_day(synth.account_scale(30), number, id_base=number * 10**7)
+        synth.generate_world(world, 1, number, tmp_path / key, bad_rate=0.05)
+    real_plan_day = chunk.plan_day
+
+    def buggy(entity: str, day: AccountDay) -> Plan:
+        """Fails for any plan of account one's agents: the joint plan, then its own."""
+        if AGENT.name in day.decoded:
+            ids = day.decoded[AGENT.name].records.frame().get_column("agent_id")
+            if ids.min() < synth.FIRST_AGENT + 2 * 10**7:
+                raise RuntimeError("a bug")
+        return real_plan_day(entity, day)
+
+    monkeypatch.setattr(chunk, "plan_day", buggy)
+    log.configure(fmt="json", quiet=True)
+    conn = db.connect(database_url)
+    try:
+        migrate(conn)
+        options = SyncOptions(data_dir=tmp_path, synced_at=datetime(2026, 1, 1, 6, tzinfo=UTC))
+        settings = fleet.FleetSettings(database_url, "day1", ENTITIES, options, 30, "json", False)
+        jobs = fleet.weigh(conn, tmp_path, "day1", ["one", "two"])
+        outcomes = {o.key: (o.status, o.message) for o in fleet.sync_task(conn, jobs, settings)}
+        assert outcomes == {
+            "one": ("failed", "unexpected RuntimeError: a bug"),
+            "two": ("succeeded", None),
+        }
+        assert rows(
+            conn,
+            "SELECT a.account_key, r.entity, r.status, r.message FROM etl.sync_runs r"
+            " JOIN etl.accounts a USING (account_id) ORDER BY a.account_key, r.run_id",
+        ) == [
+            ("one", "agents", "failed", "unexpected RuntimeError: a bug"),
+            ("two", "agents", "succeeded", None),
+            ("two", "roles", "succeeded", None),
+            ("two", "groups", "succeeded", None),
+        ]
+        two = dump_state(conn, DUMPED_TABLES, "two")
+    finally:
+        conn.close()
+    assert two == state_alone(tmp_path / "two", "day1")
