@@ -23,6 +23,8 @@ def apply_run(
     except adbc_driver_manager.Error as error:
         with contextlib.suppress(adbc_driver_manager.Error):  # a lost connection has no transaction
             conn.rollback()
+        if db.cancelled_by_user(error):
+            raise KeyboardInterrupt from error
         message = db.driver_message(error)
         if getattr(error, "sqlstate", None) == GUARD_REFUSED:
             raise RefusedError(message) from error

@@ -38,7 +38,15 @@ def wrapped(stage: str) -> Iterator[None]:
     try:
         yield
     except adbc_driver_manager.Error as error:
+        if cancelled_by_user(error):
+            raise KeyboardInterrupt from error
         raise DatabaseError(f"database error during {stage}: {driver_message(error)}") from error
+
+
+def cancelled_by_user(error: Exception) -> bool:
+    """Whether the statement was cancelled at the user's request: Ctrl-C during a driver call
+    (the driver cancels the statement, and raises this instead of KeyboardInterrupt)."""
+    return getattr(error, "sqlstate", None) == "57014" and "user request" in driver_message(error)
 
 
 def open_database(url: str) -> adbc_driver_manager.AdbcDatabase:

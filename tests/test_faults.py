@@ -473,3 +473,39 @@ def test_ctrl_c_before_anything_is_applied(
     assert comparable_state(conn) == before
     assert main(["status", "--database-url", database_url]) == 1
     assert "run 4 (day2 agents) interrupted: stopped by the user" in capsys.readouterr().out
+
+
+def test_ctrl_c_while_the_server_works_on_a_statement(
+    database_url: str, conn: db.Connection
+) -> None:
+    """Ctrl-C while the agents apply waits in the server (another session holds the agents
+    table): the driver cancels the statement, and etl still ends the run 'interrupted' with
+    one line and exit status 130, not as a database error."""
+    sync_days(database_url, "day1")
+    before = comparable_state(conn)
+    blocker = db.connect(database_url)
+    try:
+        with blocker.cursor() as cur:  # held until the rollback below
+            cur.execute("LOCK TABLE etl.agents IN ACCESS EXCLUSIVE MODE")
+        with start_etl(database_url, "day2", "--entity", "agents") as process:
+            waiting = (
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE query LIKE 'CALL etl.apply_sync%' AND wait_event_type = 'Lock'"
+            )
+            deadline = time.monotonic() + 30
+            while rows(conn, waiting) == [(0,)] and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert rows(conn, waiting) == [(1,)]
+            process.send_signal(signal.SIGINT)
+            _, err = process.communicate(timeout=60)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == (
+        f"interrupted: nothing of agents day2 was applied; re-run "
+        f"`etl sync --day day2 --data-dir {FIXTURES}`"
+    )
+    assert ledger(conn, "day2") == [("agents", "interrupted")]
+    assert comparable_state(conn) == before
