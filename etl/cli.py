@@ -377,9 +377,10 @@ def show_view(view: str, args: argparse.Namespace) -> tuple[str, int]:
             )
         if view == "status":
             runs = views.ledger_runs(conn, account_id, args.day)
-            code = 1 if views.needs_attention(runs) else 0
+            under_way = db.execute(conn, "account_lock_held", (args.account,))[0][0]
+            code = 1 if views.needs_attention(runs, under_way) else 0
             if args.json:
-                document = views.status_document(args.account, runs, args.all)
+                document = views.status_document(args.account, runs, args.all, under_way)
                 return json.dumps(document, indent=2), code
             return views.status_text(runs, args.day, args.all), code
         if view == "tree":

@@ -89,13 +89,15 @@ def shown_runs(runs: list[Run], every_run: bool = False) -> tuple[list[Run], lis
     return shown, failures
 
 
-def needs_attention(runs: list[Run]) -> bool:
-    """Whether an entity's latest run failed, was refused, interrupted or abandoned (for
-    monitoring)."""
+def needs_attention(runs: list[Run], under_way: bool) -> bool:
+    """Whether an entity's latest run failed, was refused, interrupted or abandoned, or is
+    still 'running' while no run of the account is under way (its process died), for
+    monitoring."""
     latest: dict[str, Run] = {}
     for run in runs:  # in run order
         latest[run.entity] = run
-    return any(r.status in FAILED[:-1] for r in latest.values())
+    dead = () if under_way else ("running",)
+    return any(r.status in (*FAILED[:-1], *dead) for r in latest.values())
 
 
 def status_text(runs: list[Run], day: str | None, every_run: bool) -> str:
@@ -124,13 +126,15 @@ def status_text(runs: list[Run], day: str | None, every_run: bool) -> str:
     return text
 
 
-def status_document(account: str, runs: list[Run], every_run: bool) -> dict[str, Any]:
+def status_document(
+    account: str, runs: list[Run], every_run: bool, under_way: bool
+) -> dict[str, Any]:
     """The status view for a program: the runs the table shows, every field of each, and
     whether an entity's latest run needs attention (the exit status)."""
     shown, failures = shown_runs(runs, every_run)
     return {
         "account": account,
-        "needs_attention": needs_attention(runs),
+        "needs_attention": needs_attention(runs, under_way),
         "runs": [run_document(r) for r in shown],
         "not_succeeded": [r.run_id for r in failures],
     }

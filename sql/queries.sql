@@ -13,6 +13,13 @@ SELECT pg_try_advisory_lock(hashtextextended('etl.sync:' || $1, 0));
 -- name: unlock
 SELECT pg_advisory_unlock(hashtextextended('etl.sync:' || $1, 0));
 
+-- name: account_lock_held
+-- Whether a session holds the account's sync lock (a run of it is under way).
+SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks
+                WHERE locktype = 'advisory' AND objsubid = 1 AND granted
+                  AND (classid::bigint << 32 | objid::bigint)
+                      = hashtextextended('etl.sync:' || $1, 0));
+
 -- name: share_schema
 -- Held by every run, shared: a migration (which takes it exclusively) waits for runs to end,
 -- and runs wait for a migration to commit.

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import bare_database, default_account, rows, sync, sync_days
+from conftest import bare_database, default_account, open_run, rows, sync, sync_days
 
 from etl import db
 from etl.cli import main
@@ -307,3 +307,22 @@ def test_the_ledger_row_holds_the_summary_lines_seconds(
         " (SELECT bool_and(v::numeric >= 0) FROM jsonb_each_text(details -> 'seconds') s(k, v))"
         " FROM etl.sync_runs ORDER BY run_id",
     ) == [(e, "apply,decode,list,plan,stage", True) for e in ("agents", "roles", "groups")]
+
+
+def test_status_flags_a_run_whose_process_died(
+    database_url: str, conn: db.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A latest run still 'running' while no run of the account holds its lock was left by a
+    process that died: status exits 1. While a run holds the lock, it is under way: exit 0."""
+    sync_days(database_url, "day1")
+    open_run(conn, "day2", "agents")  # as a killed process leaves it
+    view(capsys, database_url, "status", code=1)
+    holder = db.connect(database_url)
+    try:
+        assert db.execute(holder, "try_lock", ("default",)) == [(True,)]
+        view(capsys, database_url, "status")
+        document = json.loads(view(capsys, database_url, "status", "--json"))
+        assert (document["needs_attention"], document["not_succeeded"]) == (False, [4])
+    finally:
+        holder.close()
+    view(capsys, database_url, "status", code=1)
