@@ -304,11 +304,11 @@ def finish_hint(args: argparse.Namespace, applied: Sequence[str]) -> str:
     """For a day whose later entity failed: what was applied, and the commands that finish."""
     chosen = ENTITIES if args.entity == "all" else (args.entity,)
     left = [e for e in chosen if e not in applied]
-    then = ", then ".join(f"`{rerun_command(args)} --entity {e}`" for e in left)
+    then = ", then ".join(f"`{rerun_command(args, with_entity=False)} --entity {e}`" for e in left)
     return f"{' and '.join(applied)} of {args.day} applied; once fixed, finish with {then}"
 
 
-def rerun_command(args: argparse.Namespace) -> str:
+def rerun_command(args: argparse.Namespace, *, with_entity: bool = True) -> str:
     """The command that syncs the day again, as the user gave it (entities already applied
     are applied again as no changes)."""
     words = ["etl", "sync", "--day", args.day]
@@ -318,6 +318,12 @@ def rerun_command(args: argparse.Namespace) -> str:
         words += ["--account", args.account]
     if args.data_dir != Path("fixtures"):
         words += ["--data-dir", str(args.data_dir)]
+    if with_entity and args.entity != "all":
+        words += ["--entity", args.entity]
+    if args.synced_at is not None:
+        words += ["--synced-at", args.synced_at.isoformat()]
+    words += ["--force"] if args.force else []
+    words += ["--allow-mass-removal"] if args.allow_mass_removal else []
     return " ".join(words)
 
 

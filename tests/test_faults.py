@@ -231,7 +231,7 @@ def test_ctrl_c_while_an_apply_runs_in_the_background(
     assert "Traceback" not in err
     assert err.splitlines()[-1] == (
         "interrupted: agents of day2 applied, nothing of roles; re-run "
-        f"`etl sync --day day2 --data-dir {FIXTURES}`"
+        f"`etl sync --day day2 --data-dir {FIXTURES} --synced-at {T(2).isoformat()}`"
     )
     assert rows(
         conn,
@@ -467,7 +467,7 @@ def test_ctrl_c_before_anything_is_applied(
     assert "Traceback" not in err
     assert err.splitlines()[-1] == (
         f"interrupted: nothing of agents day2 was applied; re-run "
-        f"`etl sync --day day2 --data-dir {FIXTURES}`"
+        f"`etl sync --day day2 --data-dir {FIXTURES} --synced-at {T(2).isoformat()}`"
     )
     assert ledger(conn, "day2") == [("agents", "interrupted")]
     assert comparable_state(conn) == before
@@ -504,8 +504,8 @@ def test_ctrl_c_while_the_server_works_on_a_statement(
     assert process.returncode == 130, err
     assert "Traceback" not in err
     assert err.splitlines()[-1] == (
-        f"interrupted: nothing of agents day2 was applied; re-run "
-        f"`etl sync --day day2 --data-dir {FIXTURES}`"
+        f"interrupted: nothing of agents day2 was applied; re-run `etl sync --day day2 "
+        f"--data-dir {FIXTURES} --entity agents --synced-at {T(2).isoformat()}`"
     )
     assert ledger(conn, "day2") == [("agents", "interrupted")]
     assert comparable_state(conn) == before

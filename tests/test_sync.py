@@ -436,7 +436,7 @@ def test_truncated_roles_page_keeps_the_agents_step(
     assert sync(database_url, "day2", data_dir=data_dir) == 1
     err = capsys.readouterr().err.splitlines()
     assert "sync-day2/roles/1.json: not valid JSON" in err[-1]
-    rerun = f"etl sync --day day2 --data-dir {data_dir}"
+    rerun = f"etl sync --day day2 --data-dir {data_dir} --synced-at {T(2).isoformat()}"
     assert err[-2] == (
         f"etl: agents of day2 applied; once fixed, finish with `{rerun} --entity roles`, "
         f"then `{rerun} --entity groups`"
