@@ -85,7 +85,8 @@ def sync_chunk(
     now = datetime.now(UTC)
     for entity in entities:
         pending: list[Prepared] = []  # runs started and not yet ended
-        with tempfile.TemporaryDirectory(prefix="etl-chunk-") as spill:
+        spill_dir = members[0].options.spill_dir if members else None  # --spill-dir, shared
+        with tempfile.TemporaryDirectory(prefix="etl-chunk-", dir=spill_dir) as spill:
             try:
                 for member in members:
                     if member.error is None:
