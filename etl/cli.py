@@ -558,7 +558,7 @@ def import_in_background(modules: tuple[str, ...]) -> threading.Thread:
 
 def run_on(conn: db.Connection, args: argparse.Namespace, entities: tuple[str, ...]) -> None:
     from etl.account import account_session
-    from etl.sync import SyncOptions, sync_day
+    from etl.sync import SyncOptions, day_summary, sync_day
 
     options = SyncOptions(
         data_dir=args.data_dir,
@@ -579,8 +579,12 @@ def run_on(conn: db.Connection, args: argparse.Namespace, entities: tuple[str, .
     ) as account_id:
         if args.dry_run:
             print(dry_run(conn, account_id, args.day, entities, options))
-        else:
-            sync_day(conn, account_id, args.day, entities, options, overlap=True)
+            return
+        started = time.perf_counter()
+        results = sync_day(conn, account_id, args.day, entities, options, overlap=True)
+    if options.progress is not None:  # a person at a terminal: a few lines to end with
+        seconds = time.perf_counter() - started
+        print(day_summary(args.day, results, seconds), file=sys.stderr)
 
 
 def terminal_progress(log_format: str | None) -> Callable[[str], Progress] | None:

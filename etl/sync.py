@@ -125,8 +125,37 @@ def sync_day(
         error.applied = tuple(r.entity for r in results)
         raise
     seconds = round(time.perf_counter() - started, 4)
-    get_logger().info("day_synced", day=day, entities=len(results), seconds=seconds)
+    totals = day_totals(results)
+    get_logger().info(
+        "day_synced", day=day, status="succeeded", entities=len(results), seconds=seconds, **totals
+    )
     return results
+
+
+TOTALS = ("staged", "inserted", "updated", "unchanged", "removed", "quarantined")
+
+
+def day_totals(results: list[RunResult]) -> dict[str, int]:
+    """The day's counts summed over its entities."""
+    return {key: sum(int(r.counts.get(key) or 0) for r in results) for key in TOTALS}
+
+
+def day_summary(day: str, results: list[RunResult], seconds: float) -> str:
+    """A few lines for a person: per entity what changed, what was quarantined and the command
+    that shows it, and the time."""
+    lines = [f"day {day} synced in {seconds:.1f} s"]
+    for result in results:
+        counts = result.counts
+        changed = [f"{counts.get(k) or 0} {k}" for k in ("inserted", "updated", "removed")]
+        quarantined = counts.get("quarantined") or 0
+        lines.append(
+            f"  {result.entity}: {counts.get('staged') or 0} staged, {', '.join(changed)}, "
+            f"{quarantined} quarantined"
+        )
+    quarantined = sum(int(r.counts.get("quarantined") or 0) for r in results)
+    if quarantined:
+        lines.append(f"quarantined records: etl errors --day {day}")
+    return "\n".join(lines)
 
 
 def run_entities(

@@ -37,7 +37,7 @@ from etl.errors import InputError
 from etl.plan import plan_agents
 from etl.replay import FINAL_TABLES, STATE_TABLES, dump_state
 from etl.source import InputFile
-from etl.sync import attach_raw
+from etl.sync import RunResult, attach_raw, day_summary
 
 ACCOUNT_ADMIN, ADMIN, SUPERVISOR, AGENT = 69000378065, 69000378066, 69000378067, 69000378068
 TICKET_COLLAB, ANALYTICS, BILLING = 69000447817, 69000449269, 69000500001
@@ -940,4 +940,40 @@ def test_a_lone_surrogate_or_deep_nesting_costs_its_record_and_keeps_its_agent(
             True,  # nor can PostgreSQL's jsonb read it: the exact text is kept
             len(b'{"id": 5, "more": }') + len(deeper),
         ),
+    ]
+
+
+def test_a_day_ends_with_its_totals_and_a_summary_for_a_person(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The day_synced event carries the status and the day's totals; a person at a terminal
+    reads a few lines: per entity what changed, and the command that shows what was
+    quarantined."""
+    sync_days(database_url, "day1", "day2")
+    capsys.readouterr()
+    assert sync(database_url, "day3") == 0
+    events = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    done = next(e for e in events if e["event"] == "day_synced")
+    assert {k: v for k, v in done.items() if k not in ("seconds", "timestamp")} == {
+        "event": "day_synced",
+        "level": "info",
+        "day": "day3",
+        "status": "succeeded",
+        "entities": 3,
+        "staged": 31,
+        "inserted": 21,
+        "updated": 3,
+        "unchanged": 7,
+        "removed": 4,
+        "quarantined": 22,
+    }
+    results = [
+        RunResult(e["entity"], "day3", e["run_id"], e) for e in events if e["event"] == "synced"
+    ]
+    assert day_summary("day3", results, 0.26).splitlines() == [
+        "day day3 synced in 0.3 s",
+        "  agents: 5 staged, 2 inserted, 1 updated, 0 removed, 3 quarantined",
+        "  roles: 5 staged, 1 inserted, 1 updated, 3 removed, 8 quarantined",
+        "  groups: 21 staged, 18 inserted, 1 updated, 1 removed, 11 quarantined",
+        "quarantined records: etl errors --day day3",
     ]
