@@ -84,39 +84,42 @@ def sync_chunk(
     ends the runs under way and is raised."""
     now = datetime.now(UTC)
     for entity in entities:
-        pending: list[Prepared] = []  # runs started and not yet ended
-        spill_dir = members[0].options.spill_dir if members else None  # --spill-dir, shared
-        with tempfile.TemporaryDirectory(prefix="etl-chunk-", dir=spill_dir) as spill:
-            try:
-                for member in members:
-                    if member.error is None:
-                        ready = prepare(conn, member, day, entity, now, Path(spill))
-                        if ready is not None:
-                            pending.append(ready)
-                with shared_by(pending, "plan"):
-                    plans = plans_of(entity, [p.day for p in pending])
-                staged = []
-                for ready, plan in zip(pending, plans, strict=True):
-                    if isinstance(plan, Exception):
-                        fail(ready.member, ready.run, plan)
-                        continue
-                    rows = tables(ready, plan)
-                    if rows is not None:
-                        staged.append((ready, rows))
-                pending = [ready for ready, _ in staged]
-                stage_all(conn, entity, staged)
-                while pending:
-                    ready = pending[0]
-                    if ready.member.error is None:
-                        apply(ready)
-                    pending.pop(0)
-            except BaseException as error:  # Ctrl-C, or a bug: the runs under way end too
-                for ready in pending:
-                    if ready.member.error is None:
-                        fail(ready.member, ready.run, error, reraise=False)
-                if not isinstance(error, Exception):
-                    raise
-                log.get_logger().exception("chunk_failed", entity=entity)
+        sync_entity(conn, members, day, entity, now)
+
+
+def sync_entity(
+    conn: db.Connection, members: list[Member], day: str, entity: str, now: datetime
+) -> None:
+    """One entity of the day for every member not failed yet."""
+    pending: list[Prepared] = []  # runs started and not yet ended
+    spill_dir = members[0].options.spill_dir if members else None  # --spill-dir, shared
+    with tempfile.TemporaryDirectory(prefix="etl-chunk-", dir=spill_dir) as spill:
+        try:
+            for member in members:
+                if member.error is None:
+                    ready = prepare(conn, member, day, entity, now, Path(spill))
+                    if ready is not None:
+                        pending.append(ready)
+            with shared_by(pending, "plan"):
+                plans = plans_of(entity, [p.day for p in pending])
+            staged = []
+            for ready, plan in zip(pending, plans, strict=True):
+                rows = tables(ready, plan)
+                if rows is not None:
+                    staged.append((ready, rows))
+            pending = [ready for ready, _ in staged]
+            stage_all(conn, entity, staged)
+            while pending:
+                if pending[0].member.error is None:
+                    apply(pending[0])
+                pending.pop(0)
+        except BaseException as error:  # Ctrl-C, or a bug: the runs under way end too
+            for ready in pending:
+                if ready.member.error is None:
+                    fail(ready.member, ready.run, error, reraise=False)
+            if not isinstance(error, Exception):
+                raise
+            log.get_logger().exception("chunk_failed", entity=entity)
 
 
 @contextlib.contextmanager
@@ -161,10 +164,13 @@ def prepare(
         return Prepared(member, run, inputs, stored)
 
 
-def tables(ready: Prepared, plan: Plan) -> dict[str, Table] | None:
-    """The tables the member's run stages (its bad records' text read again); None if that
-    failed (the run is closed, the member's error set)."""
+def tables(ready: Prepared, plan: Plan | Exception) -> dict[str, Table] | None:
+    """The tables the member's run stages (its bad records' text read again); None if its
+    plan or that failed (the run is closed, the member's error set)."""
     with log.bound(account=ready.member.key):
+        if isinstance(plan, Exception):
+            fail(ready.member, ready.run, plan)
+            return None
         try:
             return staged_tables(ready.run, plan, ready.inputs)
         except BaseException as error:
@@ -220,12 +226,13 @@ def fail(member: Member, run: EntityRun, error: BaseException, *, reraise: bool 
 def plans_of(entity: str, days: list[AccountDay]) -> list[Plan | Exception]:
     """Each day's plan, in order: those whose ids are apart planned as one. A day whose plan
     fails (a bug) gets its exception instead, and the others their plans."""
-    together, alone = apart(days)
+    defined = [defined_ids(day) for day in days]
+    together, alone = apart(days, defined)
     log.get_logger().debug("chunk_planned", entity=entity, together=len(together), alone=len(alone))
     if len(together) > 1:
         try:
             joint = plan_day(entity, joined([days[n] for n in together]))
-            owners = owner_frame([days[n] for n in together])
+            owners = owner_frame([defined[n] for n in together])
             parts = split(joint, len(together), owners)
             plans: dict[int, Plan | Exception] = dict(zip(together, parts, strict=True))
         except Exception:  # a bug: each day still gets its plan, alone
@@ -247,7 +254,7 @@ def plan_alone(entity: str, day: AccountDay) -> Plan | Exception:
         return error
 
 
-def apart(days: list[AccountDay]) -> tuple[list[int], list[int]]:
+def apart(days: list[AccountDay], defined: list[set[int]]) -> tuple[list[int], list[int]]:
     """(the days planned together, the days planned alone). A day joins the others when no id
     it defines (its records' and stored ids) is touched by another, and it touches no id
     another defines: ids that only name something unknown may be shared, as each day reports
@@ -255,11 +262,11 @@ def apart(days: list[AccountDay]) -> tuple[list[int], list[int]]:
     defined_seen: set[int] = set()
     touched_seen: set[int] = set()
     together, alone = [], []
-    for n, day in enumerate(days):
-        defined, named = defined_ids(day), named_ids(day)
-        if defined.isdisjoint(touched_seen) and defined_seen.isdisjoint(named | defined):
-            defined_seen |= defined
-            touched_seen |= defined | named
+    for n, (day, own) in enumerate(zip(days, defined, strict=True)):
+        named = named_ids(day)
+        if own.isdisjoint(touched_seen) and defined_seen.isdisjoint(named | own):
+            defined_seen |= own
+            touched_seen |= own | named
             together.append(n)
         else:
             alone.append(n)
@@ -340,14 +347,10 @@ def together_arrays(arrays: list[pa.Array | None]) -> pa.Array | None:
     return pa.concat_arrays(present) if present else None
 
 
-def owner_frame(days: list[AccountDay]) -> pl.DataFrame:
-    """id -> the place of the day that defines it."""
-    ids: list[int] = []
-    places: list[int] = []
-    for n, day in enumerate(days):
-        defined = defined_ids(day)
-        ids += defined
-        places += [n] * len(defined)
+def owner_frame(defined: list[set[int]]) -> pl.DataFrame:
+    """id -> the place of the day that defines it (``defined``: each day's ids, in order)."""
+    ids = [i for own in defined for i in own]
+    places = [n for n, own in enumerate(defined) for _ in own]
     return pl.DataFrame({"id": ids, "place": places}, schema={"id": pl.Int64, "place": pl.Int32})
 
 

@@ -12,7 +12,8 @@ from typing import Any, NamedTuple
 from etl import db, hierarchy, source
 
 ENTITY_ORDER = {"agents": 0, "roles": 1, "groups": 2}
-FAILED = ("failed", "refused", "interrupted", "abandoned", "running")
+ENDED_BADLY = ("failed", "refused", "interrupted", "abandoned")
+FAILED = (*ENDED_BADLY, "running")  # listed as not succeeded
 EXAMPLES = 3  # records shown per (error type, field)
 
 
@@ -97,7 +98,7 @@ def needs_attention(runs: list[Run], under_way: bool) -> bool:
     for run in runs:  # in run order
         latest[run.entity] = run
     dead = () if under_way else ("running",)
-    return any(r.status in (*FAILED[:-1], *dead) for r in latest.values())
+    return any(r.status in (*ENDED_BADLY, *dead) for r in latest.values())
 
 
 def status_text(runs: list[Run], day: str | None, every_run: bool) -> str:

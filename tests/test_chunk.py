@@ -12,7 +12,7 @@ import pytest
 from conftest import rows, state_alone
 
 from etl import ENTITIES, chunk, db, fleet, log, synth
-from etl.chunk import apart, plans_of
+from etl.chunk import apart, defined_ids, plans_of
 from etl.decode import AGENT, GROUP, decode_files
 from etl.errors import DatabaseError
 from etl.migrate import migrate
@@ -41,7 +41,8 @@ def test_days_that_define_apart_are_planned_together() -> None:
     c = groups_day([{"id": 3, "name": "c", "agent_ids": [10]}], known_agents=[30])  # names a's
     d = groups_day([{"id": 1, "name": "d"}], known_agents=[])  # defines a's group id
     e = groups_day([{"id": 5, "name": "e", "parent_group_id": 2}], known_agents=[])
-    assert apart([a, b, c, d, e]) == ([0, 1], [2, 3, 4])
+    days = [a, b, c, d, e]
+    assert apart(days, [defined_ids(day) for day in days]) == ([0, 1], [2, 3, 4])
 
 
 def test_a_joint_plan_splits_into_each_days_own_plan() -> None:
@@ -94,31 +95,42 @@ def test_a_joint_plan_splits_into_each_days_own_plan() -> None:
     assert joint[1].tables["stg_group_members"].frame().rows() == [(7, [20])]
 
 
+def two_accounts(folder: Path) -> None:
+    """Accounts one and two: small synthetic day1s with bad records, each of its own ids."""
+    for number, key in enumerate(("one", "two"), 1):
+        world = synth.first_day(synth.account_scale(30), number, id_base=number * 10**7)
+        synth.generate_world(world, 1, number, folder / key, bad_rate=0.05)
+
+
+def sync_as_a_chunk(
+    conn: db.Connection, url: str, folder: Path
+) -> dict[str, tuple[str, str | None]]:
+    """Day1 of accounts one and two as one task of a fleet worker: account -> (status, message)."""
+    log.configure(fmt="json", quiet=True)  # not the stream an earlier test captured
+    migrate(conn)
+    options = SyncOptions(data_dir=folder, synced_at=datetime(2026, 1, 1, 6, tzinfo=UTC))
+    settings = fleet.FleetSettings(url, "day1", ENTITIES, options, 30, "json", False)
+    jobs = fleet.weigh(conn, folder, "day1", ["one", "two"])
+    return {o.key: (o.status, o.message) for o in fleet.sync_task(conn, jobs, settings)}
+
+
 def test_a_chunk_whose_joint_staging_fails_stages_each_account_alone(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Should one COPY for the chunk's accounts fail, each account is staged on its own: both
     land exactly as their single-account runs."""
-    for number, key in enumerate(("one", "two"), 1):
-        world = synth.first_day(synth.account_scale(30), number, id_base=number * 10**7)
-        synth.generate_world(world, 1, number, tmp_path / key, bad_rate=0.05)
+    two_accounts(tmp_path)
 
     def refuse(*args: object) -> None:
         raise DatabaseError("database error during staging: the chunk's COPY failed")
 
     monkeypatch.setattr(chunk, "stage_together", refuse)
-    log.configure(fmt="json", quiet=True)  # not the stream an earlier test captured
     conn = db.connect(database_url)
     try:
-        migrate(conn)
-        options = SyncOptions(data_dir=tmp_path, synced_at=datetime(2026, 1, 1, 6, tzinfo=UTC))
-        settings = fleet.FleetSettings(database_url, "day1", ENTITIES, options, 30, "json", False)
-        jobs = fleet.weigh(conn, tmp_path, "day1", ["one", "two"])
-        outcomes = fleet.sync_task(conn, jobs, settings)
-        assert sorted((o.key, o.status, o.message) for o in outcomes) == [
-            ("one", "succeeded", None),
-            ("two", "succeeded", None),
-        ]
+        assert sync_as_a_chunk(conn, database_url, tmp_path) == {
+            "one": ("succeeded", None),
+            "two": ("succeeded", None),
+        }
         shared = {key: dump_state(conn, DUMPED_TABLES, key) for key in ("one", "two")}
     finally:
         conn.close()
@@ -132,9 +144,7 @@ def test_a_bug_in_one_accounts_plan_fails_that_account_only(
     """Should the joint plan fail, and then one account's own plan too (a bug), that account
     fails with the bug's message in its ledger row and the other lands as its single-account
     run would."""
-    for number, key in enumerate(("one", "two"), 1):
-        world = synth.first_day(synth.account_scale(30), number, id_base=number * 10**7)
-        synth.generate_world(world, 1, number, tmp_path / key, bad_rate=0.05)
+    two_accounts(tmp_path)
     real_plan_day = chunk.plan_day
 
     def buggy(entity: str, day: AccountDay) -> Plan:
@@ -146,15 +156,9 @@ def test_a_bug_in_one_accounts_plan_fails_that_account_only(
         return real_plan_day(entity, day)
 
     monkeypatch.setattr(chunk, "plan_day", buggy)
-    log.configure(fmt="json", quiet=True)
     conn = db.connect(database_url)
     try:
-        migrate(conn)
-        options = SyncOptions(data_dir=tmp_path, synced_at=datetime(2026, 1, 1, 6, tzinfo=UTC))
-        settings = fleet.FleetSettings(database_url, "day1", ENTITIES, options, 30, "json", False)
-        jobs = fleet.weigh(conn, tmp_path, "day1", ["one", "two"])
-        outcomes = {o.key: (o.status, o.message) for o in fleet.sync_task(conn, jobs, settings)}
-        assert outcomes == {
+        assert sync_as_a_chunk(conn, database_url, tmp_path) == {
             "one": ("failed", "unexpected RuntimeError: a bug"),
             "two": ("succeeded", None),
         }
