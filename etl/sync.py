@@ -152,8 +152,7 @@ def day_summary(day: str, results: list[RunResult], seconds: float) -> str:
             f"  {result.entity}: {counts.get('staged') or 0} staged, {', '.join(changed)}, "
             f"{quarantined} quarantined"
         )
-    quarantined = sum(int(r.counts.get("quarantined") or 0) for r in results)
-    if quarantined:
+    if day_totals(results)["quarantined"]:
         lines.append(f"quarantined records: etl errors --day {day}")
     return "\n".join(lines)
 
@@ -298,12 +297,6 @@ def plan_and_stage(
     transaction."""
     with run.watch.stage("plan"):
         plan = plan_entity(run.conn, run.account_id, run.entity, decoded)
-    stage_plan(run, plan, inputs)
-
-
-def stage_plan(run: EntityRun, plan: Plan, inputs: dict[str, Sequence[InputFile]]) -> None:
-    """Stage the plan's tables and bad records (their text read again from their files) in one
-    committed transaction."""
     tables = staged_tables(run, plan, inputs)
     with run.watch.stage("stage", "stage rows"):
         stage_tables(
