@@ -14,18 +14,24 @@ import re
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from etl import BATCH_VALUES, ENTITIES, __version__, faults, log, server
+from etl.dbcommands import (
+    add_database_options,
+    add_log_options,
+    failed,
+    main_db,
+    main_psql,
+    resolve_database,
+)
 from etl.errors import (
     EtlError,
     InputError,
     Interrupted,
-    NoDatabaseError,
     NoSuchAccountError,
     UsageError,
 )
@@ -47,6 +53,9 @@ VIEWS = {
     "accounts": "the accounts of the database with their last day and status; "
     "`accounts delete KEY` removes one",
 }
+
+
+COMMANDS = {"db": main_db, "psql": main_psql}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--synced-at",
         type=parse_timestamp,
         default=None,
-        help="the sync time T as ISO-8601 (default: T of the day's first run, else now)",
+        help="the sync time T as ISO-8601, of every day of a range (default: T of the day's "
+        "first run, else now)",
     )
     parser.add_argument(
         "--force", action="store_true", help="apply a day older than the last applied one"
@@ -166,36 +176,11 @@ def account_key(text: str) -> str:
     return text
 
 
-def add_database_options(parser: argparse.ArgumentParser) -> None:
-    env = os.environ.get
-    parser.add_argument(
-        "--database-url",
-        default=env("ETL_DATABASE_URL"),
-        help="PostgreSQL URL (env ETL_DATABASE_URL); without one, an embedded server is "
-        "started in --embedded-dir",
-    )
-    parser.add_argument(
-        "--embedded-dir",
-        type=Path,
-        default=Path(env("ETL_EMBEDDED_DIR", ".etl/postgres")),
-        help="data folder of the embedded server (env ETL_EMBEDDED_DIR; default: .etl/postgres)",
-    )
-
-
-def add_log_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--log-format",
-        choices=["console", "json"],
-        default=os.environ.get("ETL_LOG_FORMAT"),
-        help="log rendering (env ETL_LOG_FORMAT; default: console on a terminal, else json)",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug events and tracebacks")
-
-
 def build_view_parser(view: str) -> argparse.ArgumentParser:
     from etl import views
 
     parser = argparse.ArgumentParser(prog=f"etl {view}", description=VIEWS[view] + ".")
+    parser.add_argument("--json", action="store_true", help="print it as JSON, for programs")
     if view == "accounts":
         parser.add_argument("action", nargs="?", choices=["delete"], help="delete KEY: remove it")
         parser.add_argument("key", nargs="?", type=account_key, help="the account to delete")
@@ -206,9 +191,6 @@ def build_view_parser(view: str) -> argparse.ArgumentParser:
     if view == "status":
         parser.add_argument("--day", help="only this day")
         parser.add_argument("--all", action="store_true", help="every run, not just the last")
-        parser.add_argument(
-            "--json", action="store_true", help="print the runs as JSON, for programs"
-        )
     elif view == "tree":
         parser.add_argument("--group", type=positive_int, help="only this group's subtree")
     else:
@@ -252,8 +234,12 @@ def commands() -> str:
         "",
         "commands:",
         "  etl sync --day DAY                      sync one day of one account",
+        "  etl sync --day FIRST..LAST              sync the days from FIRST to LAST, in order",
         "  etl sync --day DAY --accounts-dir DIR   sync one day of many accounts",
         *(f"  etl {name:<35} {text.split(';')[0].split(', ')[0]}" for name, text in VIEWS.items()),
+        "  etl db start|stop|url                   keep the embedded server running, stop it, "
+        "its URL",
+        "  etl psql                                psql on etl's database",
         "",
         "`etl COMMAND --help` for its options; `etl --version`.",
         "Exit status: 0 success, 1 a failed or refused run, 2 a usage error.",
@@ -266,8 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         print(commands(), file=sys.stderr)
         return 2
-    if argv and argv[0] in VIEWS:
+    if argv[0] in VIEWS:
         return main_view(argv[0], argv[1:])
+    if argv[0] in COMMANDS:
+        return COMMANDS[argv[0]](argv[1:])
     if argv and argv[0] == "sync":
         argv = argv[1:]
     parser = build_parser()
@@ -291,12 +279,15 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as error:
         print(f"{error}; re-run `{rerun_command(args)}`", file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:  # before any entity began (starting the server, migrating)
-        print(f"interrupted: nothing was synced; re-run `{rerun_command(args)}`", file=sys.stderr)
+    except KeyboardInterrupt:  # before any entity of the day began (starting, migrating, locking)
+        print(f"interrupted: {days_done(args)}; re-run `{rerun_command(args)}`", file=sys.stderr)
         return Interrupted.exit_code
     except EtlError as error:
         if error.applied:
             print(f"etl: {finish_hint(args, error.applied)}", file=sys.stderr)
+        elif len(getattr(args, "range_days", ())) > 1:
+            hint = f"{days_done(args)}; once fixed, go on with `{rerun_command(args)}`"
+            print(f"etl: {hint}", file=sys.stderr)
         return failed(error, args.verbose)
 
 
@@ -304,14 +295,51 @@ def finish_hint(args: argparse.Namespace, applied: Sequence[str]) -> str:
     """For a day whose later entity failed: what was applied, and the commands that finish."""
     chosen = ENTITIES if args.entity == "all" else (args.entity,)
     left = [e for e in chosen if e not in applied]
-    then = ", then ".join(f"`{rerun_command(args, with_entity=False)} --entity {e}`" for e in left)
-    return f"{' and '.join(applied)} of {args.day} applied; once fixed, finish with {then}"
+    one_day = rerun_command(args, with_entity=False, rest_of_range=False)
+    steps = [f"`{one_day} --entity {e}`" for e in left]
+    later = days_after(args)
+    if later:
+        steps.append(f"`{rerun_command(args, first_day=later)}`")
+    return f"{' and '.join(applied)} of {args.day} applied; once fixed, finish with " + (
+        ", then ".join(steps)
+    )
 
 
-def rerun_command(args: argparse.Namespace, *, with_entity: bool = True) -> str:
+def days_done(args: argparse.Namespace) -> str:
+    """What a range synced before the day under way: "nothing was synced" if nothing."""
+    days = getattr(args, "range_days", None) or [args.day]
+    done = days[: days.index(args.day)] if args.day in days else []
+    if not done:
+        return "nothing was synced"
+    return f"{', '.join(done)} synced, nothing of {args.day}"
+
+
+def days_after(args: argparse.Namespace) -> str | None:
+    """The next day of a range being synced, if the current one is not its last."""
+    days = getattr(args, "range_days", None) or [args.day]
+    place = days.index(args.day)
+    return days[place + 1] if place + 1 < len(days) else None
+
+
+def rerun_command(
+    args: argparse.Namespace,
+    *,
+    with_entity: bool = True,
+    rest_of_range: bool = True,
+    first_day: str | None = None,
+) -> str:
     """The command that syncs the day again, as the user gave it (entities already applied
-    are applied again as no changes)."""
-    words = ["etl", "sync", "--day", args.day]
+    are applied again as no changes); for a range, from that day (or ``first_day``) to its
+    end, unless not ``rest_of_range``."""
+    first = first_day or args.day
+    days = getattr(args, "range_days", None) or [args.day]
+    last = days[-1]
+    words = [
+        "etl",
+        "sync",
+        "--day",
+        f"{first}..{last}" if rest_of_range and last != first else first,
+    ]
     if getattr(args, "accounts_dir", None) is not None:
         return " ".join([*words, "--accounts-dir", str(args.accounts_dir)])
     if args.account != "default":
@@ -325,14 +353,6 @@ def rerun_command(args: argparse.Namespace, *, with_entity: bool = True) -> str:
     words += ["--force"] if args.force else []
     words += ["--allow-mass-removal"] if args.allow_mass_removal else []
     return " ".join(words)
-
-
-def failed(error: EtlError, verbose: bool) -> int:
-    """Say why on stderr in one line (``-v``: with the traceback); the exit status."""
-    if verbose:
-        traceback.print_exc()
-    print(f"etl: error: {error}", file=sys.stderr)
-    return error.exit_code
 
 
 def default_account_and_data_dir(args: argparse.Namespace) -> None:
@@ -370,13 +390,17 @@ def show_view(view: str, args: argparse.Namespace) -> tuple[str, int]:
     url, _server = resolve_database(args, create=False)
     conn = db.connect(url)
     try:
-        if not db.execute(conn, "view_ready")[0][0]:
+        ready = db.execute(conn, "view_ready")[0][0]  # the schema is there
+        if not ready and not args.json:
             return "nothing synced yet: this database has no etl schema", 0
         if view == "accounts":
             if args.action == "delete":
                 return delete_account(conn, args.key, args.yes), 0
-            return views.accounts_view(conn), 0
-        account_id = db.account_id(conn, args.account)
+            accounts = views.account_rows(conn) if ready else []
+            if args.json:
+                return as_json({"accounts": accounts}), 0
+            return views.accounts_text(accounts), 0
+        account_id = db.account_id(conn, args.account) if ready else None
         if account_id is None:
             raise NoSuchAccountError(
                 f"no account {args.account} in this database yet: sync a day of it first"
@@ -386,16 +410,24 @@ def show_view(view: str, args: argparse.Namespace) -> tuple[str, int]:
             under_way = db.execute(conn, "account_lock_held", (args.account,))[0][0]
             code = 1 if views.needs_attention(runs, under_way) else 0
             if args.json:
-                document = views.status_document(args.account, runs, args.all, under_way)
-                return json.dumps(document, indent=2), code
+                return as_json(views.status_document(args.account, runs, args.all, under_way)), code
             return views.status_text(runs, args.day, args.all), code
         if view == "tree":
+            rows = views.tree_rows(conn, account_id, args.group)
+            if args.json:
+                return as_json(views.tree_document(args.account, rows)), 0
             dim = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-            tree = views.tree_view(conn, account_id, args.group, dim=dim)
-            return tree, 0
-        return views.errors_view(conn, account_id, args.day, args.examples), 0
+            return views.tree_text(rows, args.group, dim=dim), 0
+        entities = views.error_rows(conn, account_id, args.day, args.examples)
+        if args.json:
+            return as_json({"account": args.account, "day": args.day, "entities": entities}), 0
+        return views.errors_text(entities, args.day), 0
     finally:
         db.close(conn)
+
+
+def as_json(document: dict[str, object]) -> str:
+    return json.dumps(document, indent=2)
 
 
 def delete_account(conn: db.Connection, key: str, yes: bool) -> str:
@@ -420,14 +452,14 @@ def delete_account(conn: db.Connection, key: str, yes: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not DAY_LABEL.match(args.day):
-        raise UsageError(f"--day {args.day!r}: use letters, digits, '.', '_' or '-'")
     if args.spill_dir is not None and not Path(args.spill_dir).is_dir():
         raise UsageError(f"--spill-dir {args.spill_dir}: no such folder")
     entities = ENTITIES if args.entity == "all" else (args.entity,)
     if args.accounts_dir is not None:
-        return run_fleet(args, entities)
-    check_day_exists(args.data_dir, args.day)
+        return run_fleet_days(args, entities)
+    args.range_days = days = days_of(args.day, [args.data_dir], one_account=True)
+    if len(days) > 1 and args.dry_run:
+        raise UsageError("--dry-run takes one day, not a range")
     loading = import_in_background(SYNC_MODULES)
     try:
         url, _server = resolve_database(args)
@@ -444,12 +476,41 @@ def run(args: argparse.Namespace) -> int:
     gc.freeze()
     conn = db.connection(database)
     try:
-        # a dry run skips every commit, pending migrations' included, and rolls all back
-        with db.uncommitted(conn) if args.dry_run else contextlib.nullcontext():
-            run_on(conn, args, entities)
+        for day in days:  # a failure ends the range: its error is raised
+            args.day = day
+            # a dry run skips every commit, pending migrations' included, and rolls all back
+            with db.uncommitted(conn) if args.dry_run else contextlib.nullcontext():
+                run_on(conn, args, entities)
     finally:
         db.close(conn)
     return 0
+
+
+def days_of(spec: str, folders: Sequence[Path], *, one_account: bool) -> list[str]:
+    """The days ``--day`` names: DAY, or FIRST..LAST -- the days of ``folders`` (data folders)
+    from FIRST to LAST, in natural order. Each named day must be one of theirs (checked for a
+    fleet's DAY when its accounts are found): an InputError lists the days there are."""
+    from etl import source  # only now: it imports pyarrow
+
+    first, dots, last = spec.partition("..")
+    for label in (first, last) if dots else (first,):
+        if not DAY_LABEL.match(label) or ".." in label:
+            raise UsageError(
+                f"--day {spec!r}: use letters, digits, '.', '_' or '-' (FIRST..LAST for a range)"
+            )
+    if one_account:
+        for end in (first, last) if dots else (first,):
+            check_day_exists(folders[0], end)
+    if not dots:
+        return [first]
+    if source.natural_key(first) > source.natural_key(last):
+        raise UsageError(f"--day {spec}: {first} sorts after {last}")
+    found = sorted({d for f in folders for d in source.list_days(f)}, key=source.natural_key)
+    for end in (first, last):
+        if end not in found:
+            raise InputError(f"no account has day {end}; the days there: {', '.join(found)}")
+    low, high = source.natural_key(first), source.natural_key(last)
+    return [d for d in found if low <= source.natural_key(d) <= high]
 
 
 def check_day_exists(data_dir: Path, day: str) -> None:
@@ -464,6 +525,25 @@ def check_day_exists(data_dir: Path, day: str) -> None:
     days = source.list_days(data_dir)
     there = f"the days there: {', '.join(days)}" if days else "it holds no sync-DAY folder"
     raise InputError(f"no day {day} in {data_dir} (no folder sync-{day}); {there}")
+
+
+def run_fleet_days(args: argparse.Namespace, entities: tuple[str, ...]) -> int:
+    """``--accounts-dir``: each day of ``--day`` in turn; a day where an account failed or was
+    refused ends the range (its exit status)."""
+    folders = [args.accounts_dir]
+    if ".." in args.day:
+        if args.results is not None:
+            raise UsageError("--results takes one day, not a range")
+        if not args.accounts_dir.is_dir():
+            raise UsageError(f"--accounts-dir {args.accounts_dir}: no such folder")
+        folders = [Path(e.path) for e in os.scandir(args.accounts_dir) if e.is_dir()]
+    args.range_days = days_of(args.day, folders, one_account=False)
+    for day in args.range_days:
+        args.day = day
+        code = run_fleet(args, entities)
+        if code != 0:
+            return code
+    return 0
 
 
 def run_fleet(args: argparse.Namespace, entities: tuple[str, ...]) -> int:
@@ -610,21 +690,3 @@ def dry_run(
     dryrun.take_snapshot(conn, account_id)
     sync_day(conn, account_id, day, entities, options)
     return dryrun.diff_report(conn, account_id, day)
-
-
-def resolve_database(args: argparse.Namespace, *, create: bool = True) -> tuple[str, object]:
-    """The URL to use and, for the embedded server, its handle (kept alive for the run).
-    Without ``create`` (a view), an embedded database that does not exist yet is not made: a
-    NoDatabaseError says so."""
-    logger = log.get_logger()
-    if args.database_url:
-        logger.info("database", url=log.mask_url(args.database_url))
-        return args.database_url, None
-    if not create and not (args.embedded_dir / "PG_VERSION").is_file():
-        raise NoDatabaseError(
-            f"no database at {args.embedded_dir} yet: run a sync first "
-            "(or point --database-url / ETL_DATABASE_URL at one)"
-        )
-    url, handle = server.start_embedded(args.embedded_dir)
-    logger.info("database", embedded=str(args.embedded_dir.resolve()), url=url)
-    return url, handle

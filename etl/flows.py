@@ -11,13 +11,13 @@ is harmless. Refused accounts are not: a guard needs a person (``--allow-mass-re
 outcomes are read back from the ledger, which every shard writes, so they hold wherever a shard
 ran and whatever became of its process.
 
-The database URL comes from each process's ``ETL_DATABASE_URL`` (set it on the work pool), never
-from a flow parameter: Prefect stores parameters, and a URL may carry a password.
+The database URL comes from each process's ``ETL_DATABASE_URL`` (or DATABASE_URL, or libpq's
+PG* variables; set it on the work pool), never from a flow parameter: Prefect stores
+parameters, and a URL may carry a password.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -31,7 +31,7 @@ from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
-from etl import ENTITIES, db, fleet
+from etl import ENTITIES, db, fleet, server
 from etl.errors import UsageError
 from etl.migrate import migrate
 
@@ -221,13 +221,14 @@ def scheduled_day() -> str:
 
 
 def database_url() -> str:
-    url = os.environ.get("ETL_DATABASE_URL")
-    if not url:
+    configured = server.configured_url(None)
+    if configured is None:
         raise UsageError(
-            "the fleet flows need ETL_DATABASE_URL in the environment of every process that "
-            "runs them (a work pool's job variables), naming the one database of the fleet"
+            "the fleet flows need ETL_DATABASE_URL (or DATABASE_URL, or libpq's PGHOST and "
+            "friends) in the environment of every process that runs them (a work pool's job "
+            "variables), naming the one database of the fleet"
         )
-    return url
+    return configured[0]
 
 
 def deploy(

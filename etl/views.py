@@ -167,19 +167,42 @@ def run_document(run: Run) -> dict[str, Any]:
 # -- accounts ---------------------------------------------------------------------------------
 
 
-def accounts_view(conn: db.Connection) -> str:
+def account_rows(conn: db.Connection) -> list[dict[str, Any]]:
     """Every account: the days it applied (how many, and the last in day order) and its newest
     run with status."""
-    rows = []
+    accounts = []
     for key, account_id, days, day, entity, run_id, status, finished in db.execute(
         conn, "view_accounts"
     ):
-        last = max(days, key=source.natural_key) if days else None
-        newest = f"{day} {entity} (run {run_id})" if run_id is not None else None
-        when = _when(finished) if finished is not None else None
-        rows.append((key, account_id, len(days or ()), last, newest, status, when))
-    if not rows:
+        accounts.append(
+            {
+                "account": key,
+                "account_id": account_id,
+                "days": len(days or ()),
+                "last_day": max(days, key=source.natural_key) if days else None,
+                "newest_run": None
+                if run_id is None
+                else {"run_id": run_id, "day": day, "entity": entity, "status": status},
+                "finished_at": None if finished is None else finished.astimezone(UTC).isoformat(),
+            }
+        )
+    return accounts
+
+
+def accounts_text(accounts: list[dict[str, Any]]) -> str:
+    if not accounts:
         return "no accounts yet"
+    rows = []
+    for a in accounts:
+        run = a["newest_run"]
+        newest = None if run is None else f"{run['day']} {run['entity']} (run {run['run_id']})"
+        finished = (
+            None if a["finished_at"] is None else _when(datetime.fromisoformat(a["finished_at"]))
+        )
+        status = None if run is None else run["status"]
+        rows.append(
+            (a["account"], a["account_id"], a["days"], a["last_day"], newest, status, finished)
+        )
     headers = ("account", "id", "days", "last day", "newest run", "status", "finished at")
     return text_table(headers, rows, right={1, 2})
 
@@ -198,14 +221,26 @@ class Group:
     active_members: int
 
 
-def tree_view(
-    conn: db.Connection, account_id: int, group_id: int | None = None, dim: bool = False
-) -> str:
-    """The stored hierarchy of present groups, each with its member counts; ``[inactive]``,
-    ``[orphan ...]`` and ``[cycle ...]`` mark what needs a look. Roots come first (no parent, or
-    a parent that is no present group), then each parent cycle from its smallest id, its other
-    members below it. Every group is shown once. ``group_id``: that group's subtree only.
-    ``dim``: inactive groups in faint text (a terminal)."""
+@dataclass(frozen=True)
+class Shown:
+    """A group as the tree shows it: its depth below its top, what marks it, whether it is the
+    last of its parent's children shown (None for a top)."""
+
+    group: Group
+    depth: int
+    prefix: str
+    last: bool | None
+    orphan_of: str | None  # "absent today" or "not a known group": its parent is no present group
+    cycle: list[int] | None
+
+
+def tree_rows(
+    conn: db.Connection, account_id: int, group_id: int | None = None
+) -> list[Shown] | None:
+    """The stored hierarchy of present groups in the order shown: roots first (no parent, or a
+    parent that is no present group), then each parent cycle from its smallest id, its other
+    members below it; every group once. ``group_id``: that group's subtree only (None if it is
+    no present group)."""
     groups = {r[0]: Group(*r) for r in db.execute(conn, "view_groups", (account_id,))}
     shown = {g.group_id: g for g in groups.values() if g.present}
     children: dict[int, list[Group]] = defaultdict(list)
@@ -215,47 +250,83 @@ def tree_view(
     cycles = _cycles(shown)
     on_cycle = {member: cycle for cycle in cycles for member in cycle}
 
-    def label(g: Group) -> str:
-        marks = []
-        if g.inactive:
-            marks.append("[inactive]")
-        if g.parent_id is not None and g.parent_id not in shown:
-            known = "absent today" if g.parent_id in groups else "not a known group"
-            marks.append(f"[orphan: parent {g.parent_id} is {known}]")
-        if g.group_id in on_cycle:
-            marks.append(_cycle_mark(on_cycle[g.group_id]))
-        text = " ".join(
-            [f"{g.name} ({g.group_id})  members {g.members}, active {g.active_members}"]
-        )
-        text = " ".join([text, *marks])
-        return f"\x1b[2m{text}\x1b[0m" if dim and g.inactive else text
+    def orphan_of(g: Group) -> str | None:
+        if g.parent_id is None or g.parent_id in shown:
+            return None
+        return "absent today" if g.parent_id in groups else "not a known group"
 
     if group_id is not None:
         if group_id not in shown:
-            return f"no present group {group_id}"
+            return None
         tops = [shown[group_id]]
     else:
         roots = [g for g in shown.values() if g.parent_id not in shown]
         tops = sorted(roots, key=_order) + [shown[cycle[0]] for cycle in cycles]
-    lines: list[str] = []
+    rows: list[Shown] = []
     seen: set[int] = set()
     for top in tops:
         if top.group_id in seen:
             continue
         seen.add(top.group_id)
-        # depth-first without recursion (a hierarchy may be thousands deep): (group, prefix, last)
-        stack: list[tuple[Group, str, bool | None]] = [(top, "", None)]
+        # depth-first without recursion (a hierarchy may be thousands deep)
+        stack: list[tuple[Group, int, str, bool | None]] = [(top, 0, "", None)]
         while stack:
-            g, prefix, last = stack.pop()
-            branch = "" if last is None else ("└── " if last else "├── ")
-            lines.append(f"{prefix}{branch}{label(g)}")
+            g, depth, prefix, last = stack.pop()
+            rows.append(Shown(g, depth, prefix, last, orphan_of(g), on_cycle.get(g.group_id)))
             inner = "" if last is None else prefix + ("    " if last else "│   ")
             below = [c for c in sorted(children[g.group_id], key=_order) if c.group_id not in seen]
             seen.update(c.group_id for c in below)
             stack.extend(
-                (c, inner, i == len(below) - 1) for i, c in reversed(list(enumerate(below)))
+                (c, depth + 1, inner, i == len(below) - 1)
+                for i, c in reversed(list(enumerate(below)))
             )
+    return rows
+
+
+def tree_text(rows: list[Shown] | None, group_id: int | None = None, dim: bool = False) -> str:
+    """The tree, one group a line with its member counts; ``[inactive]``, ``[orphan ...]`` and
+    ``[cycle ...]`` mark what needs a look. ``dim``: inactive groups in faint text (a
+    terminal)."""
+    if rows is None:
+        return f"no present group {group_id}"
+    lines = []
+    for row in rows:
+        g = row.group
+        marks = []
+        if g.inactive:
+            marks.append("[inactive]")
+        if row.orphan_of is not None:
+            marks.append(f"[orphan: parent {g.parent_id} is {row.orphan_of}]")
+        if row.cycle is not None:
+            marks.append(_cycle_mark(row.cycle))
+        text = " ".join(
+            [f"{g.name} ({g.group_id})  members {g.members}, active {g.active_members}", *marks]
+        )
+        text = f"\x1b[2m{text}\x1b[0m" if dim and g.inactive else text
+        branch = "" if row.last is None else ("└── " if row.last else "├── ")
+        lines.append(f"{row.prefix}{branch}{text}")
     return "\n".join(lines) if lines else "no groups yet"
+
+
+def tree_document(account: str, rows: list[Shown] | None) -> dict[str, Any]:
+    """The tree for a program: the groups in the order shown, each with its depth."""
+    return {
+        "account": account,
+        "groups": [
+            {
+                "group_id": r.group.group_id,
+                "name": r.group.name,
+                "parent_group_id": r.group.parent_id,
+                "depth": r.depth,
+                "inactive": r.group.inactive,
+                "members": r.group.members,
+                "active_members": r.group.active_members,
+                "orphan": r.orphan_of,
+                "cycle": r.cycle,
+            }
+            for r in rows or ()
+        ],
+    }
 
 
 def _cycle_mark(cycle: list[int]) -> str:
@@ -291,32 +362,48 @@ def _cycles(groups: dict[int, Group]) -> list[list[int]]:
 # -- errors -----------------------------------------------------------------------------------
 
 
-def errors_view(conn: db.Connection, account_id: int, day: str, examples: int = EXAMPLES) -> str:
-    """A day's quarantined records and elements, from each entity's last succeeded run of the
-    day: a count per error type and field (array positions folded, ``agent_ids[]``), with the
-    first ``examples`` by file name and position."""
+def error_rows(
+    conn: db.Connection, account_id: int, day: str, examples: int = EXAMPLES
+) -> list[dict[str, Any]]:
+    """A day's quarantined records and elements per entity, from each entity's last succeeded
+    run of the day: a count per error type and field (array positions folded, ``agent_ids[]``),
+    with the first ``examples`` by file name and position."""
     succeeded: dict[str, int] = {}
     for run in ledger_runs(conn, account_id, day):  # in run order: the last one stays
         if run.status == "succeeded":
             succeeded[run.entity] = run.run_id
-    if not succeeded:
-        return f"no succeeded run of day {day}"
     found = db.execute(conn, "view_errors", (account_id, day, examples))
-    by_entity: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-    for row in found:
-        by_entity[row[0]].append(row)
+    kinds: dict[str, dict[tuple[str, str], dict[str, Any]]] = defaultdict(dict)
+    for entity, _, error_type, field, count, record_id, file, message in found:
+        kind = kinds[entity].setdefault(
+            (error_type, field),
+            {"error_type": error_type, "field": field, "count": count, "examples": []},
+        )
+        kind["examples"].append({"file": file, "message": message, "record_id": record_id})
+    return [
+        {
+            "entity": entity,
+            "run_id": succeeded[entity],
+            "quarantined": sum(k["count"] for k in kinds[entity].values()),
+            "errors": list(kinds[entity].values()),
+        }
+        for entity in sorted(succeeded, key=ENTITY_ORDER.__getitem__)
+    ]
+
+
+def errors_text(entities: list[dict[str, Any]], day: str) -> str:
+    if not entities:
+        return f"no succeeded run of day {day}"
     lines = []
-    for entity in sorted(succeeded, key=ENTITY_ORDER.__getitem__):
-        rows = by_entity[entity]
-        total = sum({(r[2], r[3]): r[4] for r in rows}.values())
-        lines.append(f"{entity} (run {succeeded[entity]}): {_quarantined(total)}")
-        last_key = None
-        for _, _, error_type, field, count, record_id, file, message in rows:
-            if (error_type, field) != last_key:
-                lines.append(f"  {error_type} {field}: {count}")
-                last_key = (error_type, field)
-            record = "" if record_id is None else f" (id {record_id})"
-            lines.append(f"    {file} {message}{record}")
+    for entity in entities:
+        lines.append(
+            f"{entity['entity']} (run {entity['run_id']}): {_quarantined(entity['quarantined'])}"
+        )
+        for kind in entity["errors"]:
+            lines.append(f"  {kind['error_type']} {kind['field']}: {kind['count']}")
+            for e in kind["examples"]:
+                record = "" if e["record_id"] is None else f" (id {e['record_id']})"
+                lines.append(f"    {e['file']} {e['message']}{record}")
     return "\n".join(lines)
 
 

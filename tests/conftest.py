@@ -77,6 +77,13 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"postgresql: {version} ({where})"
 
 
+@pytest.fixture(autouse=True)
+def no_database_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests choose their database themselves: none from DATABASE_URL or libpq's variables."""
+    for name in ("ETL_DATABASE_URL", "DATABASE_URL", *server.LIBPQ_SERVER):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="session")
 def template_url() -> Iterator[str]:
     admin_execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}"')

@@ -27,7 +27,9 @@ def test_help_names_every_environment_variable(capsys: pytest.CaptureFixture[str
     for name in (
         "ETL_DATA_DIR",
         "ETL_DATABASE_URL",
-        "ETL_EMBEDDED_DIR",
+        "ETL_HOME",
+        "DATABASE_URL",
+        "PGHOST",
         "ETL_LOCK_TIMEOUT",
         "ETL_LOG_FORMAT",
         "ETL_BATCH_SIZE",
@@ -82,12 +84,16 @@ def test_etl_alone_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> Non
         "",
         "commands:",
         "  etl sync --day DAY                      sync one day of one account",
+        "  etl sync --day FIRST..LAST              sync the days from FIRST to LAST, in order",
         "  etl sync --day DAY --accounts-dir DIR   sync one day of many accounts",
         "  etl status                              the ledger: each day and entity's last run",
         "  etl tree                                the stored group hierarchy with member counts",
         "  etl errors                              a day's quarantined records",
         "  etl accounts                            the accounts of the database with their last "
         "day and status",
+        "  etl db start|stop|url                   keep the embedded server running, stop it, "
+        "its URL",
+        "  etl psql                                psql on etl's database",
         "",
         "`etl COMMAND --help` for its options; `etl --version`.",
         "Exit status: 0 success, 1 a failed or refused run, 2 a usage error.",
@@ -97,8 +103,28 @@ def test_etl_alone_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> Non
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--day", "../etc"], "etl: error: --day '../etc': use letters, digits, '.', '_' or '-'"),
-        (["--day", ""], "etl: error: --day '': use letters, digits, '.', '_' or '-'"),
+        (
+            ["--day", "../etc"],
+            "etl: error: --day '../etc': use letters, digits, '.', '_' or '-' (FIRST..LAST for a "
+            "range)",
+        ),
+        (
+            ["--day", ""],
+            "etl: error: --day '': use letters, digits, '.', '_' or '-' (FIRST..LAST for a range)",
+        ),
+        (
+            ["--day", "day3..day2", "--data-dir", str(FIXTURES)],
+            "etl: error: --day day3..day2: day3 sorts after day2",
+        ),
+        (
+            ["--day", "day1..day3", "--data-dir", str(FIXTURES), "--dry-run"],
+            "etl: error: --dry-run takes one day, not a range",
+        ),
+        (
+            ["--day", "day1...day3", "--data-dir", str(FIXTURES)],
+            "etl: error: --day 'day1...day3': use letters, digits, '.', '_' or '-' (FIRST..LAST "
+            "for a range)",
+        ),
         (
             ["--day", "day1", "--spill-dir", "/nonexistent/spill"],
             "etl: error: --spill-dir /nonexistent/spill: no such folder",
@@ -146,7 +172,7 @@ def test_python_m_etl_runs_on_the_embedded_server(tmp_path: Path) -> None:
     """No database configured: `python -m etl` starts the embedded server in its folder, syncs,
     logs one summary line per entity as JSON when piped, and exits 0."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
-    env["ETL_EMBEDDED_DIR"] = str(tmp_path / "pg")
+    env["ETL_HOME"] = str(tmp_path / "home")
     result = subprocess.run(
         [sys.executable, "-m", "etl", "--day", "day1", "--data-dir", str(FIXTURES)],
         cwd=ROOT,
@@ -159,12 +185,12 @@ def test_python_m_etl_runs_on_the_embedded_server(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stderr.splitlines()]
     assert events[0]["event"] == "database"
-    assert events[0]["embedded"] == str(tmp_path / "pg")
+    assert events[0]["embedded"] == str(tmp_path / "home" / "postgres")
     summaries = [
         (e["entity"], e["inserted"], e["quarantined"]) for e in events if e["event"] == "synced"
     ]
     assert summaries == [("agents", 6, 0), ("roles", 6, 0), ("groups", 5, 0)]
-    assert (tmp_path / "pg" / "PG_VERSION").read_text().strip() == "18"
+    assert (tmp_path / "home" / "postgres" / "PG_VERSION").read_text().strip() == "18"
 
 
 def test_command_line_reaches_the_database_before_the_heavy_imports() -> None:
@@ -216,9 +242,8 @@ def test_a_view_never_creates_a_database(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A view with no database yet says so and exits 1: no embedded server is made or started."""
-    monkeypatch.delenv("ETL_DATABASE_URL", raising=False)
     folder = tmp_path / "postgres"
-    assert main([*view, "--embedded-dir", str(folder)]) == 1
+    assert main([*view, "--home", str(tmp_path)]) == 1
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"etl: error: no database at {folder} yet: run a sync first "
         "(or point --database-url / ETL_DATABASE_URL at one)"
@@ -239,9 +264,8 @@ def test_a_day_that_is_not_there_lists_the_days_that_are(
 ) -> None:
     """A --day with no folder: the days there are listed, exit 1, and no server was started
     (the embedded folder is never made), so nothing is recorded."""
-    monkeypatch.delenv("ETL_DATABASE_URL", raising=False)
     embedded = tmp_path / "postgres"
-    argv = ["--data-dir", str(FIXTURES), "--embedded-dir", str(embedded)]
+    argv = ["--data-dir", str(FIXTURES), "--home", str(tmp_path)]
     assert main(["sync", "--day", "day9", *argv]) == 1
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"etl: error: no day day9 in {FIXTURES} (no folder sync-day9); the days there: day1, "

@@ -58,6 +58,47 @@ def test_a_fleet_syncs_every_account_as_its_own_run_would(
         assert shared[key] == state_alone(fleet_dir / key, "day1", "day2"), key
 
 
+def test_a_fleet_range_syncs_each_day_in_turn(
+    database_url: str, fleet_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--day day1..day2 with --accounts-dir: the fleet's day1, then its day2, each summarised;
+    every account as its own runs of both days."""
+    assert fleet(database_url, fleet_dir, "day1..day2", "--workers", "1") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(" in ")[0] for line in out if line.startswith("day ")] == [
+        "day day1: 4 accounts",
+        "day day2: 4 accounts",
+    ]
+    conn = db.connect(database_url)
+    try:
+        state = dump_state(conn, DUMPED_TABLES, "bravo")
+    finally:
+        conn.close()
+    assert state == state_alone(fleet_dir / "bravo", "day1", "day2")
+
+
+def test_a_fleet_range_stops_after_a_day_with_a_failure(
+    database_url: str, fleet_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An account failing on day1 of day1..day2: the others' day1 lands, no account's day2 is
+    run (the failed one would skip a day), exit 1."""
+    folder = tmp_path / "accounts"
+    shutil.copytree(fleet_dir, folder)
+    page = sorted((folder / "bravo" / "sync-day1" / "agents").iterdir())[0]
+    page.write_bytes(page.read_bytes()[:40])
+    assert fleet(database_url, folder, "day1..day2", "--workers", "1") == 1
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(" in ")[0] for line in out if line.startswith("day ")] == [
+        "day day1: 4 accounts"
+    ]
+    conn = db.connect(database_url)
+    try:
+        days = rows(conn, "SELECT DISTINCT sync_day FROM etl.sync_runs")
+    finally:
+        conn.close()
+    assert days == [("day1",)]
+
+
 def test_accounts_that_share_ids_are_planned_alone(
     database_url: str, fleet_dir: Path, tmp_path: Path
 ) -> None:

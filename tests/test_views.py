@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from conftest import bare_database, default_account, open_run, rows, sync, sync_
 
 from etl import db
 from etl.cli import main
-from etl.views import tree_view
+from etl.views import tree_rows, tree_text
 
 
 def view(capsys: pytest.CaptureFixture[str], url: str, *argv: str, code: int = 0) -> str:
@@ -185,7 +186,7 @@ def test_tree_marks_inactive_groups_orphans_and_cycles(
     assert view(capsys, database_url, "tree", "--group", "69000630324") == (
         "no present group 69000630324\n"
     )
-    on_terminal = tree_view(conn, 1, 69000521031, dim=True).splitlines()
+    on_terminal = tree_text(tree_rows(conn, 1, 69000521031), dim=True).splitlines()
     dim, plain = "\x1b[2m", "\x1b[0m"  # faint text on a terminal, for inactive groups only
     assert on_terminal[-1] == (
         f"└── {dim}Hardware Procurement (69000632384)  members 0, active 0 [inactive]{plain}"
@@ -226,7 +227,7 @@ def test_tree_of_a_deep_chain_and_a_long_cycle(database_url: str, conn: db.Conne
             (account,),
         )
     conn.commit()
-    lines = tree_view(conn, account).splitlines()
+    lines = tree_text(tree_rows(conn, account)).splitlines()
     assert len(lines) == 3_020
     assert lines[2_999] == " " * 4 * 2_998 + "└── G3000 (3000)  members 0, active 0"
     ids = " -> ".join(str(n) for n in [5001, *range(5020, 5011, -1)])  # along the parents
@@ -326,3 +327,104 @@ def test_status_flags_a_run_whose_process_died(
     finally:
         holder.close()
     view(capsys, database_url, "status", code=1)
+
+
+def test_views_as_json_for_programs(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """tree, errors and accounts take --json: the same content as the text, every field named."""
+    sync_days(database_url, "day1", "day2", "day3")
+    cycle = [69000800001, 69000800002, 69000800003]
+
+    def group(gid: int, name: str, parent: int, depth: int, **rest: object) -> dict[str, object]:
+        fields = {"inactive": False, "members": 0, "active_members": 0, "orphan": None}
+        return {
+            "group_id": gid,
+            "name": name,
+            "parent_group_id": parent,
+            "depth": depth,
+            **fields,
+            **rest,
+        }
+
+    tree = json.loads(view(capsys, database_url, "tree", "--group", "69000800002", "--json"))
+    assert tree == {
+        "account": "default",
+        "groups": [
+            group(69000800002, "Cycle Y", 69000800003, 0, members=1, active_members=1, cycle=cycle),
+            group(69000800001, "Cycle X", 69000800002, 1, cycle=cycle),
+            group(
+                69000800004, "Below the cycle", 69000800001, 2, inactive=True, members=1, cycle=None
+            ),
+            group(69000800003, "Cycle Z", 69000800001, 2, cycle=cycle),
+        ],
+    }
+    orphan = json.loads(view(capsys, database_url, "tree", "--json"))["groups"]
+    assert [g["orphan"] for g in orphan if g["group_id"] == 69000800006] == ["not a known group"]
+
+    errors = json.loads(
+        view(capsys, database_url, "errors", "--day", "day3", "--examples", "1", "--json")
+    )
+    assert (errors["account"], errors["day"]) == ("default", "day3")
+    assert [(e["entity"], e["run_id"], e["quarantined"]) for e in errors["entities"]] == [
+        ("agents", 7, 3),
+        ("roles", 8, 8),
+        ("groups", 9, 11),
+    ]
+    assert errors["entities"][0]["errors"][1:] == [
+        {
+            "error_type": "VALIDATION_ERROR",
+            "field": "contact.name",
+            "count": 1,
+            "examples": [
+                {
+                    "file": "sync-day3/agents/2.json",
+                    "message": "$[2].contact.name: NUL character (\\u0000) in a string; "
+                    "PostgreSQL text cannot hold it",
+                    "record_id": 69040000002,
+                }
+            ],
+        },
+        {
+            "error_type": "VALIDATION_ERROR",
+            "field": "deactivated",
+            "count": 1,
+            "examples": [
+                {
+                    "file": "sync-day3/agents/2.json",
+                    "message": "$[0].deactivated: Expected `bool | null`, got `str`",
+                    "record_id": 69015615959,
+                }
+            ],
+        },
+    ]
+    hierarchy = errors["entities"][2]["errors"][1]
+    assert (hierarchy["error_type"], hierarchy["count"], len(hierarchy["examples"])) == (
+        "HIERARCHY_CYCLE",
+        4,
+        1,
+    )
+
+    accounts = json.loads(view(capsys, database_url, "accounts", "--json"))["accounts"]
+    finished = accounts[0].pop("finished_at")
+    assert accounts == [
+        {
+            "account": "default",
+            "account_id": 1,
+            "days": 3,
+            "last_day": "day3",
+            "newest_run": {"run_id": 9, "day": "day3", "entity": "groups", "status": "succeeded"},
+        }
+    ]
+    assert datetime.fromisoformat(finished).tzinfo is not None
+
+
+def test_json_views_on_a_database_etl_never_touched(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With no etl schema: accounts --json is an empty list; an account's view says there is no
+    such account (exit 1), as JSON consumers need a document or a failure, never prose."""
+    with bare_database("json") as (url, _):
+        assert json.loads(view(capsys, url, "accounts", "--json")) == {"accounts": []}
+        assert main(["tree", "--json", "--database-url", url]) == 1
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            "etl: error: no account default in this database yet: sync a day of it first"
+        )
