@@ -24,7 +24,7 @@ errors DAY *ARGS:
 
 # replay every fixture day on a fresh embedded database and compare with the golden state
 replay *ARGS:
-    {{python}} -m etl.replay {{ARGS}}
+    {{python}} tests/replay.py {{ARGS}}
 
 # run the test suite on a real PostgreSQL (embedded unless ETL_TEST_DATABASE_URL is set)
 test *ARGS:
@@ -32,15 +32,15 @@ test *ARGS:
 
 # ruff and mypy
 lint:
-    {{python}} -m ruff check etl tests
-    {{python}} -m ruff format --check etl tests
+    {{python}} -m ruff check etl bench tests
+    {{python}} -m ruff format --check etl bench tests
     {{python}} -m mypy
 
-# benchmark day1..day3 of a synthetic scale (S, M or L) on a fresh database; see etl/bench.py
+# benchmark day1..day3 of a synthetic scale (S, M or L) on a fresh database; see bench/scale.py
 bench SCALE="S" *ARGS:
-    {{python}} -m etl.bench --scale {{SCALE}} {{ARGS}}
+    {{python}} -m bench --scale {{SCALE}} {{ARGS}}
 
 # benchmark a fleet: day1 and day2 of N small synthetic accounts, the fleet command beside a
 # process per account-day and the floor
 bench-fleet N="200" *ARGS:
-    {{python}} -m etl.bench --fleet {{N}} {{ARGS}}
+    {{python}} -m bench --fleet {{N}} {{ARGS}}

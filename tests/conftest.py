@@ -17,11 +17,11 @@ from urllib.parse import urlsplit
 
 import adbc_driver_postgresql.dbapi as pg
 import pytest
+from replay import dump_state
 
 from etl import db, server
 from etl.cli import main
 from etl.migrate import migrate
-from etl.replay import dump_state
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"

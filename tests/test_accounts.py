@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 from conftest import A1, FIXTURES, fresh_database, last_line, rows, sync, write_day
+from replay import DUMPED_TABLES, dump_state
 from test_faults import paused_run
 
 from etl import db
 from etl.cli import main
-from etl.replay import DUMPED_TABLES, dump_state
 
 # Every table that holds an account's rows: final, errors, ledger, staging and helpers.
 ACCOUNT_TABLES = """

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from etl.bench import STAGES, bench
+from bench.scale import STAGES, bench
 
 
 def test_bench_at_scale_s_reports_every_day_and_a_harmless_rerun(

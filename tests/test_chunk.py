@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from conftest import rows, state_alone
+from replay import DUMPED_TABLES, dump_state
 
 from etl import ENTITIES, chunk, db, fleet, log, synth
 from etl.chunk import apart, defined_ids, plans_of
@@ -17,7 +18,6 @@ from etl.decode import AGENT, GROUP, decode_files
 from etl.errors import DatabaseError
 from etl.migrate import migrate
 from etl.plan import AccountDay, Plan, plan_day
-from etl.replay import DUMPED_TABLES, dump_state
 from etl.source import InputFile
 from etl.sync import SyncOptions
 

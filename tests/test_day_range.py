@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from conftest import FIXTURES, rows, state_alone, sync
+from replay import DUMPED_TABLES, dump_state
 
 from etl import db
-from etl.replay import DUMPED_TABLES, dump_state
 
 T = "2026-01-01T06:00:00Z"
 

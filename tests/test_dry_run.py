@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from conftest import bare_database, rows, sync, sync_days
+from replay import DUMPED_TABLES, dump_state
 
 from etl import db
-from etl.replay import DUMPED_TABLES, dump_state
 
 DAY4_DIFF = """\
 dry run of day4: rolled back, nothing was stored

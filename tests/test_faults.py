@@ -26,11 +26,11 @@ from conftest import (
     sync,
     sync_days,
 )
+from replay import dump_state
 
 from etl import db, server
 from etl.cli import main
 from etl.migrate import migrate
-from etl.replay import dump_state
 
 # The final state that a re-run reproduces exactly, run ids left out (a killed run uses some).
 COMPARABLE_QUERIES = (

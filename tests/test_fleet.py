@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 from conftest import FIXTURES, last_line, rows, state_alone
+from replay import DUMPED_TABLES, dump_state
 
 from etl import db, synth
 from etl.cli import main
-from etl.replay import DUMPED_TABLES, dump_state
 
 SIZES = {"alpha": 60, "bravo": 25, "charlie": 140, "delta": 40}  # agents per account
 

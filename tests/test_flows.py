@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 from conftest import rows, state_alone
+from replay import DUMPED_TABLES, dump_state
 
 from etl import db, synth
 from etl.fleet import Job
-from etl.replay import DUMPED_TABLES, dump_state
 
 pytest.importorskip("prefect", reason="the extra etl[prefect] is not installed")
 

@@ -26,11 +26,11 @@ from conftest import (
     sync_days,
     write_day,
 )
+from replay import STATE_TABLES, dump_state
 
 from etl import db
 from etl.apply import apply_run
 from etl.errors import DatabaseError
-from etl.replay import STATE_TABLES, dump_state
 
 H1, DEVOPS, ONBOARDING, HARDWARE, INFOSEC = (
     69000521031,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from conftest import rows
 
+from bench.scale import run_day
 from etl import db
-from etl.bench import run_day
 
 FILLER = "x" * 2_000  # an unstored field, as the real API's pages are full of them
 FIRST_ID = 90_000_000_000

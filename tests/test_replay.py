@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import FIXTURES
+from replay import STATE_TABLES, dump_state, replay_days
 
 from etl import db, source
 from etl.cli import main
-from etl.replay import STATE_TABLES, dump_state, replay_days
 
 GOLDEN = Path(__file__).parent / "golden" / "replay.txt"
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from adbc_driver_manager import dbapi
 from conftest import FIXTURES, bare_database, open_run, rows, sync
+from replay import STATE_TABLES, dump_state
 
 from etl import db
 from etl.errors import DatabaseError
 from etl.migrate import migrate
-from etl.replay import STATE_TABLES, dump_state
 
 GOLDEN = Path(__file__).parent / "golden" / "schema.txt"
 REPLAY = Path(__file__).parent / "golden" / "replay.txt"

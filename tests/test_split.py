@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from conftest import FIXTURES, rows, write_day
 from conftest import sync as run_cli
+from replay import dump_state, replay_days
 
 from etl import db, split, sync
 from etl.decode import AGENT, AGENT_DETAILS, Decoded, RecordKind, decode_files
 from etl.errors import InputError
 from etl.pages import FileDigest
-from etl.replay import dump_state, replay_days
 from etl.source import FolderFiles, list_files
 
 GOLDEN = Path(__file__).parent / "golden" / "replay.txt"

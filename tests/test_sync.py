@@ -30,12 +30,12 @@ from conftest import (
     sync_days,
     write_day,
 )
+from replay import FINAL_TABLES, STATE_TABLES, dump_state
 
 from etl import db, decode
 from etl.cli import main
 from etl.errors import InputError
 from etl.plan import plan_agents
-from etl.replay import FINAL_TABLES, STATE_TABLES, dump_state
 from etl.source import InputFile
 from etl.sync import RunResult, attach_raw, day_summary
 

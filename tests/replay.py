@@ -1,5 +1,5 @@
 """Replay every day of a data folder, in order, on a fresh database and compare the final state
-with a golden dump: ``python -m etl.replay [--update]``.
+with a golden dump: ``python tests/replay.py [--update]`` (``just replay``).
 
 Day i (counting from 0) is synced at 2026-01-01T06:00:00Z plus i days, so the dump is the same
 on every machine.
@@ -75,7 +75,7 @@ def dump_state(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m etl.replay", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python tests/replay.py", description=__doc__)
     parser.add_argument("--data-dir", type=Path, default=Path("fixtures"))
     parser.add_argument("--golden", type=Path, default=Path("tests/golden/replay.txt"))
     parser.add_argument("--update", action="store_true", help="rewrite the golden file")

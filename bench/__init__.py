@@ -1,0 +1,1 @@
+"""Benchmarks of etl (``just bench``, ``just bench-fleet``); not part of the etl package."""

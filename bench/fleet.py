@@ -1,0 +1,222 @@
+"""The benchmark of a fleet: ``python -m bench --fleet N`` (``just bench-fleet N``).
+
+Day1 and day2 of N small synthetic accounts: the fleet command, the same accounts as a process
+per account-day run as many at a time, and the floor (read + decode + COPY of every account's
+final rows), side by side in one run; account-days per minute, per-account p50/p95, peak RSS
+per worker, the server's CPU per account-day, and a sample of accounts compared with their
+single-account runs. Figures go to ``.bench/fleet-N.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from bench.common import (
+    FINAL_TABLES,
+    FLOOR_DECODERS,
+    ROOT,
+    RUN_ETL,
+    account_state,
+    fetch,
+    fresh_database,
+    load_floor,
+    read_folder,
+    warm_page_cache,
+)
+from etl import db, synth
+
+# The same sync time in both databases, so that their accounts can be compared row by row.
+FLEET_SYNCED_AT = {f"day{n}": f"2026-01-{n:02d}T06:00:00Z" for n in range(1, 29)}
+
+
+def fleet_dir(workdir: Path, accounts: int, days: int) -> Path:
+    folder = workdir / f"fleet-{accounts}-seed1-days{days}"
+    if not (folder / synth.fleet_key(accounts) / f"sync-day{days}").is_dir():
+        started = time.perf_counter()
+        synth.generate_fleet(accounts, days, 1, folder)
+        print(f"generated {folder} in {time.perf_counter() - started:.1f} s", flush=True)
+    return folder
+
+
+def run_fleet_command(url: str, folder: Path, day: str, workers: int) -> dict[str, Any]:
+    """``etl sync --accounts-dir`` for the day: wall time, and each account's outcome."""
+    with tempfile.TemporaryDirectory(prefix="etl-bench-fleet-") as scratch:
+        results = Path(scratch) / "results.json"
+        argv = ["sync", "--day", day, "--accounts-dir", str(folder), "--database-url", url]
+        argv += ["--workers", str(workers), "--log-format", "json", "--results", str(results)]
+        argv += ["--synced-at", FLEET_SYNCED_AT[day]]
+        started = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-c", RUN_ETL, *argv], cwd=ROOT, capture_output=True, text=True
+        )
+        wall = time.perf_counter() - started
+        if not results.exists():
+            raise SystemExit(f"the fleet command failed on {day}:\n{done.stderr[-3000:]}")
+        document = json.loads(results.read_text())
+    peak_kb = max(
+        (int(line.split()[1]) for line in done.stderr.splitlines() if line.startswith("peak_rss")),
+        default=0,
+    )
+    return {"wall_s": wall, "document": document, "parent_rss_mb": peak_kb // 1024}
+
+
+def run_process_per_account(
+    url: str, folder: Path, day: str, keys: list[str], at_once: int
+) -> float:
+    """Each account's day as its own ``python -m etl`` process, ``at_once`` at a time: the wall
+    time of them all."""
+    started = time.perf_counter()
+    waiting = list(keys)
+    running: list[subprocess.Popen[bytes]] = []
+    while waiting or running:
+        while waiting and len(running) < at_once:
+            key = waiting.pop(0)
+            argv = ["--day", day, "--account", key, "--data-dir", str(folder / key)]
+            argv += ["--database-url", url, "--log-format", "json"]
+            argv += ["--synced-at", FLEET_SYNCED_AT[day]]
+            running.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "etl", *argv],
+                    cwd=ROOT,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        time.sleep(0.005)
+        running = [process for process in running if process.poll() is None]
+    return time.perf_counter() - started
+
+
+def fleet_floor(url: str, folder: Path, day: str, keys: list[str]) -> dict[str, float]:
+    """The floor of a fleet's day: every account's files read and decoded, and the day's final
+    rows of every account bulk-loaded into empty unlogged tables (one load: the sum of each
+    account's own would cost more)."""
+    read_s = decode_s = 0.0
+    for key in keys:
+        for kind, decoder in FLOOR_DECODERS.items():
+            started = time.perf_counter()
+            pages = read_folder(folder / key / f"sync-{day}" / kind)
+            read_s += time.perf_counter() - started
+            started = time.perf_counter()
+            for page in pages:
+                try:
+                    decoder.decode(page)
+                except msgspec.ValidationError:  # a page with a bad record: decoded untyped
+                    msgspec.json.decode(page)
+            decode_s += time.perf_counter() - started
+    conn = db.connect(url)
+    try:
+        tables = {t: fetch(conn, f"SELECT * FROM etl.{t}") for t in FINAL_TABLES}  # noqa: S608
+        load_s = load_floor(conn, tables)
+    finally:
+        conn.close()
+    return {
+        "read_s": read_s,
+        "decode_s": decode_s,
+        "load_s": load_s,
+        "total_s": read_s + decode_s + load_s,
+    }
+
+
+def server_cpu_seconds(url: str) -> float:
+    """CPU seconds the server's processes have used so far: the postmaster with the backends it
+    has reaped, and those still running (Linux /proc; the server on this machine)."""
+    conn = db.connect(url)
+    try:
+        data_directory = (
+            fetch(conn, "SELECT current_setting('data_directory')").column(0)[0].as_py()
+        )
+    finally:
+        conn.close()
+    postmaster = int((Path(data_directory) / "postmaster.pid").read_text().split()[0])
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(stat.parent.name), int(fields[1])
+        if pid == postmaster:
+            total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+        elif ppid == postmaster:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def same_as_alone(fleet_url: str, alone_url: str, keys: list[str]) -> list[str]:
+    """The sampled accounts whose state differs between the two databases."""
+    differ = []
+    one, other = db.connect(fleet_url), db.connect(alone_url)
+    try:
+        for key in keys:
+            if account_state(one, key) != account_state(other, key):
+                differ.append(key)
+    finally:
+        one.close()
+        other.close()
+    return differ
+
+
+def bench_fleet(accounts: int, days: int, workers: int, workdir: Path) -> dict[str, Any]:
+    """A fleet's days: the fleet command, the same accounts as a process per account-day
+    (``workers`` at a time), and the floor, side by side; a sample of accounts compared."""
+    folder = fleet_dir(workdir, accounts, days)
+    keys = [synth.fleet_key(n) for n in range(1, accounts + 1)]
+    report: dict[str, Any] = {"accounts": accounts, "workers": workers, "days": {}}
+    with fresh_database() as fleet_url, fresh_database() as alone_url:
+        for n in range(1, days + 1):
+            day = f"day{n}"
+            for key in keys:
+                warm_page_cache(folder / key, day)
+            cpu_before = server_cpu_seconds(fleet_url)
+            ran = run_fleet_command(fleet_url, folder, day, workers)
+            server_cpu = server_cpu_seconds(fleet_url) - cpu_before
+            outcomes = ran["document"]["accounts"]
+            seconds = sorted(o["seconds"] for o in outcomes)
+            per_process = run_process_per_account(alone_url, folder, day, keys, workers)
+            bottom = fleet_floor(fleet_url, folder, day, keys)
+            figures = {
+                "fleet_wall_s": round(ran["wall_s"], 2),
+                "per_process_wall_s": round(per_process, 2),
+                "floor_s": round(bottom["total_s"], 2),
+                "fleet_per_minute": round(accounts / ran["wall_s"] * 60),
+                "per_process_per_minute": round(accounts / per_process * 60),
+                "speedup": round(per_process / ran["wall_s"], 1),
+                "fleet_over_floor": round(ran["wall_s"] / bottom["total_s"], 2),
+                "server_cpu_ms_per_account": round(server_cpu / accounts * 1000, 1),
+                "account_p50_s": seconds[len(seconds) // 2],
+                "account_p95_s": seconds[int(len(seconds) * 0.95)],
+                "worker_peak_rss_mb": max(o["worker_rss_mb"] for o in outcomes),
+                "not_succeeded": [o["key"] for o in outcomes if o["status"] != "succeeded"],
+            }
+            report["days"][day] = figures
+            print(
+                f"{day}: fleet {figures['fleet_wall_s']} s ({figures['fleet_per_minute']} "
+                f"account-days/min) | a process per account-day, {workers} at a time: "
+                f"{figures['per_process_wall_s']} s ({figures['per_process_per_minute']}/min) "
+                f"| speed-up {figures['speedup']}x | floor {figures['floor_s']} s, fleet/floor "
+                f"{figures['fleet_over_floor']} | account p50 {figures['account_p50_s']} s, "
+                f"p95 {figures['account_p95_s']} s | worker peak RSS "
+                f"{figures['worker_peak_rss_mb']} MB | not succeeded: "
+                f"{len(figures['not_succeeded'])} | server CPU "
+                f"{figures['server_cpu_ms_per_account']} ms an account-day",
+                flush=True,
+            )
+        sample = keys[:: max(1, accounts // 10)]
+        report["sample_differs"] = same_as_alone(fleet_url, alone_url, sample)
+        print(
+            f"sample of {len(sample)} accounts: {len(report['sample_differs'])} differ from "
+            "their single-account runs (must be 0)",
+            flush=True,
+        )
+    return report
