@@ -30,6 +30,10 @@ replay *ARGS:
 test *ARGS:
     {{python}} -m pytest {{ARGS}}
 
+# the tests that need no database, in seconds (the fuzz tests with a tenth of their cases)
+test-fast *ARGS:
+    ETL_FUZZ_EXAMPLES=100 {{python}} -m pytest -m "not database" {{ARGS}}
+
 # ruff and mypy
 lint:
     {{python}} -m ruff check etl bench tests

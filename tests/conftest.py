@@ -36,6 +36,8 @@ def with_database(url: str, name: str) -> str:
 @cache
 def server_url() -> str:
     """URL of the session's server (any database on it)."""
+    if not DATABASE_TESTS_SELECTED:
+        raise RuntimeError("this test reaches a database: mark it @pytest.mark.database")
     external = os.environ.get("ETL_TEST_DATABASE_URL")
     if external:
         return external
@@ -67,14 +69,33 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(f"fuzz: hostile cases tried: {tried}")
 
 
-def pytest_report_header(config: pytest.Config) -> str:
+# Tests of these fixtures need the database; others that need it are marked by hand.
+DATABASE_FIXTURES = {"template_url", "database_url", "conn"}
+DATABASE_TESTS_SELECTED = True  # until the selection says otherwise (just test-fast)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if DATABASE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.database)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Name the server when database tests run; when none do (``-m "not database"``), start
+    none, and fail a test that reaches one unmarked."""
+    global DATABASE_TESTS_SELECTED
+    DATABASE_TESTS_SELECTED = any(item.get_closest_marker("database") for item in session.items)
+    if not DATABASE_TESTS_SELECTED:
+        return
     conn = db.connect(server_url())
     try:
         version = db.server_version(conn)
     finally:
         conn.close()
     where = "ETL_TEST_DATABASE_URL" if os.environ.get("ETL_TEST_DATABASE_URL") else "embedded"
-    return f"postgresql: {version} ({where})"
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"postgresql: {version} ({where})")
 
 
 @pytest.fixture(autouse=True)

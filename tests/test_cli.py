@@ -168,6 +168,7 @@ def test_mask_url(url: str, masked: str) -> None:
     assert mask_url(url) == masked
 
 
+@pytest.mark.database
 def test_python_m_etl_runs_on_the_embedded_server(tmp_path: Path) -> None:
     """No database configured: `python -m etl` starts the embedded server in its folder, syncs,
     logs one summary line per entity as JSON when piped, and exits 0."""

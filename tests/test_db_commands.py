@@ -49,6 +49,7 @@ def home(tmp_path: Path) -> Iterator[Path]:
         server.stop_embedded(tmp_path / "postgres")
 
 
+@pytest.mark.database
 def test_db_start_keeps_the_server_for_sessions_opened_by_hand(home: Path) -> None:
     """`etl db start` leaves the server running with its URL printed; a session opened by hand
     outlives other etl commands; `etl db stop` ends it; then commands start and stop their own
@@ -96,6 +97,7 @@ def test_db_start_keeps_the_server_for_sessions_opened_by_hand(home: Path) -> No
     assert server.running_url(folder) is None
 
 
+@pytest.mark.database
 def test_a_command_never_stops_a_server_it_did_not_start(home: Path) -> None:
     """A server running before the command with no etl command using it (started by hand, or
     kept by `etl db start`) is left running by a view and by a sync."""
@@ -107,6 +109,7 @@ def test_a_command_never_stops_a_server_it_did_not_start(home: Path) -> None:
     assert server.running_url(folder) is not None
 
 
+@pytest.mark.database
 def test_db_stop_leaves_a_server_that_etl_commands_use(home: Path) -> None:
     """While another etl command uses the server, `etl db stop` refuses (exit 1) and says so."""
     folder = home / "postgres"
@@ -128,6 +131,7 @@ def test_db_stop_leaves_a_server_that_etl_commands_use(home: Path) -> None:
     assert server.running_url(folder) is None
 
 
+@pytest.mark.database
 def test_etl_psql_runs_psql_on_the_database(home: Path) -> None:
     """`etl psql ARGS` hands ARGS to psql on etl's database and exits with psql's status; with
     no database yet it says so, creating none."""

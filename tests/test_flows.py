@@ -23,6 +23,8 @@ from prefect.testing.utilities import prefect_test_harness
 
 from etl import flows
 
+pytestmark = pytest.mark.database  # Prefect's test harness runs a server of its own too
+
 SIZES = {"alpha": 30, "bravo": 20, "charlie": 60, "delta": 25, "echo": 15}  # agents per account
 
 

@@ -165,6 +165,7 @@ def test_a_worker_that_crashes_is_lost_with_its_last_line(tmp_path: Path) -> Non
     assert str(raised.value) == "the decode worker failed: KeyError: 'root'"
 
 
+@pytest.mark.database
 def test_a_lost_worker_costs_only_the_speed_up(
     split_everything: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

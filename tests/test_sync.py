@@ -732,6 +732,7 @@ def test_a_held_lock_makes_the_run_wait_then_fail(
     ]
 
 
+@pytest.mark.database
 def test_a_run_waiting_for_the_lock_migrates_nothing(capsys: pytest.CaptureFixture[str]) -> None:
     """Migrations run under the sync lock: a run that cannot take it changes no schema, and
     says why it stopped (a database never migrated has no ledger for its rows)."""

@@ -132,6 +132,7 @@ def test_apply_refuses_pairs_naming_unknown_agents(conn: db.Connection) -> None:
     assert rows(conn, "SELECT count(*) FROM etl.roles") == [(0,)]
 
 
+@pytest.mark.database
 def test_a_first_pair_load_and_the_next_day(tmp_path: Path) -> None:
     """The first day's pairs and history go in in (agent, role) order; the next day moves them
     as the contract says."""

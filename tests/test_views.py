@@ -417,6 +417,7 @@ def test_views_as_json_for_programs(database_url: str, capsys: pytest.CaptureFix
     assert datetime.fromisoformat(finished).tzinfo is not None
 
 
+@pytest.mark.database
 def test_json_views_on_a_database_etl_never_touched(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
