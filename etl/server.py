@@ -3,7 +3,7 @@ driver's errors in etl's terms.
 
 Only light modules are imported here (ADBC's driver manager without its DB-API layer), so that
 the command line can start the server and the driver's first connect while polars, pyarrow and
-the DB-API layer are still being imported (see ``cli.import_in_background``).
+the DB-API layer are still being imported (see ``cli_sync.import_in_background``).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import adbc_driver_postgresql.dbapi as pg
 import pytest
 from replay import dump_state
 
-from etl import db, server
+from etl import db, log, server
 from etl.cli import main
 from etl.migrate import migrate
 
@@ -103,6 +103,14 @@ def no_database_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests choose their database themselves: none from DATABASE_URL or libpq's variables."""
     for name in ("ETL_DATABASE_URL", "DATABASE_URL", *server.LIBPQ_SERVER):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def logs_to_stderr_again() -> Iterator[None]:
+    """After a test, logs go to the real stderr again: a test's main() configures them onto the
+    captured stream, which pytest then closes."""
+    yield
+    log.configure(fmt="json")
 
 
 @pytest.fixture(scope="session")

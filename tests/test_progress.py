@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from conftest import FIXTURES, default_account
 
 from etl import db
-from etl.cli import terminal_progress
+from etl.cli_sync import terminal_progress
 from etl.progress import TerminalProgress
 from etl.sync import SyncOptions, sync_day
 

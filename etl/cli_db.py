@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 from etl import log, server
+from etl.cli_args import add_database_options, add_log_options, failed
 from etl.errors import EtlError, NoDatabaseError, UsageError
 
 DB_ACTIONS = {
@@ -19,30 +18,6 @@ DB_ACTIONS = {
     "stop": "stop the embedded server (its sessions end)",
     "url": "print the URL of the database etl uses",
 }
-
-
-def add_database_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--database-url",
-        help="PostgreSQL URL (else env ETL_DATABASE_URL, DATABASE_URL, or libpq's PGHOST, "
-        "PGHOSTADDR, PGPORT, PGDATABASE, PGSERVICE); with none, the embedded server in --home",
-    )
-    parser.add_argument(
-        "--home",
-        type=Path,
-        help="etl's folder, whose postgres/ holds the embedded server's data (env ETL_HOME; "
-        "default: .etl/ of a source checkout etl runs from, else ~/.local/share/etl)",
-    )
-
-
-def add_log_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--log-format",
-        choices=["console", "json"],
-        default=os.environ.get("ETL_LOG_FORMAT"),
-        help="log rendering (env ETL_LOG_FORMAT; default: console on a terminal, else json)",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug events and tracebacks")
 
 
 def resolve_database(args: argparse.Namespace, *, create: bool = True) -> tuple[str, object]:
@@ -161,13 +136,3 @@ def run_psql(psql: str, url: str, arguments: list[str]) -> int:
         return process.wait()
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def failed(error: EtlError, verbose: bool) -> int:
-    """Say why on stderr in one line (``-v``: with the traceback); the exit status."""
-    if verbose:
-        import traceback
-
-        traceback.print_exc()
-    print(f"etl: error: {error}", file=sys.stderr)
-    return error.exit_code

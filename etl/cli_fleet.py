@@ -1,0 +1,106 @@
+"""``etl sync --accounts-dir DIR``: a day (or a range of days) of many accounts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from etl import log
+from etl.cli_args import days_of
+from etl.cli_db import resolve_database
+from etl.errors import UsageError
+
+
+def run_fleet_days(args: argparse.Namespace, entities: tuple[str, ...]) -> int:
+    """``--accounts-dir``: each day of ``--day`` in turn; a day where an account failed or was
+    refused ends the range (its exit status)."""
+    folders = [args.accounts_dir]
+    if ".." in args.day:
+        if args.results is not None:
+            raise UsageError("--results takes one day, not a range")
+        if not args.accounts_dir.is_dir():
+            raise UsageError(f"--accounts-dir {args.accounts_dir}: no such folder")
+        folders = [Path(e.path) for e in os.scandir(args.accounts_dir) if e.is_dir()]
+    args.range_days = days_of(args.day, folders, one_account=False)
+    for day in args.range_days:
+        args.day = day
+        code = run_fleet(args, entities)
+        if code != 0:
+            return code
+    return 0
+
+
+def run_fleet(args: argparse.Namespace, entities: tuple[str, ...]) -> int:
+    """``--accounts-dir``: the day of every account, on worker processes; a summary on stdout;
+    exit 0 if every account succeeded, else 1 (130 after Ctrl-C)."""
+    from etl import db, fleet
+    from etl.migrate import migrate
+    from etl.progress import FleetProgress
+    from etl.sync import SyncOptions
+
+    keys = fleet.parse_accounts(args.accounts) if args.accounts else None
+    for key in keys or ():
+        if not fleet.is_account_key(key):
+            raise UsageError(f"--accounts: {key!r} is not an account key: 1-64 of A-Za-z0-9._-")
+    keys = fleet.find_accounts(args.accounts_dir, args.day, keys)
+    url, _server = resolve_database(args)
+    conn = db.connect(url)
+    try:
+        applied = migrate(conn, args.lock_timeout)
+        if applied:
+            log.get_logger().info("migrated", files=applied)
+        jobs = fleet.weigh(conn, args.accounts_dir, args.day, keys)
+    finally:
+        db.close(conn)
+    log_format = args.log_format or ("console" if sys.stderr.isatty() else "json")
+    options = SyncOptions(
+        data_dir=args.accounts_dir,
+        synced_at=args.synced_at,
+        force=args.force,
+        allow_mass_removal=args.allow_mass_removal,
+        batch_values=args.batch_size,
+        spill_dir=args.spill_dir,
+    )
+    settings = fleet.FleetSettings(
+        url, args.day, entities, options, args.lock_timeout, log_format, args.verbose
+    )
+    on_terminal = log_format == "console" and sys.stderr.isatty()
+    progress = FleetProgress(f"day {args.day}", len(jobs), sys.stderr) if on_terminal else None
+    logger = log.get_logger()
+    log.get_logger().info("fleet_started", day=args.day, accounts=len(jobs), workers=args.workers)
+
+    ended: list[fleet.Outcome] = []  # as they come: after Ctrl-C, those that ended
+
+    def on_outcome(outcome: fleet.Outcome) -> None:
+        ended.append(outcome)
+        if progress is not None:
+            progress.account_done(outcome.status == "succeeded", outcome.rows)
+        elif outcome.status == "succeeded":
+            logger.info("account_synced", **vars(outcome))
+        else:
+            logger.error("account_" + outcome.status, **vars(outcome))
+
+    started = time.perf_counter()
+    interrupted = False
+    try:
+        outcomes = fleet.run_fleet(settings, jobs, args.workers, on_outcome)  # largest first
+    except KeyboardInterrupt:
+        interrupted, outcomes = True, ended
+    seconds = time.perf_counter() - started
+    if progress is not None:
+        progress.close()
+    document = fleet.results_document(args.day, outcomes, seconds)
+    if args.results is not None:
+        args.results.write_text(json.dumps(document, indent=2) + "\n")
+    totals = {k: document[k] for k in ("succeeded", "failed", "refused", "rows", "seconds")}
+    logger.info("fleet_synced", day=args.day, accounts=len(jobs), **totals)
+    if interrupted:
+        print(f"interrupted: {len(outcomes)} of {len(jobs)} accounts ended", file=sys.stderr)
+    print(fleet.summary(args.day, outcomes, seconds))
+    if interrupted:
+        return 130
+    return 0 if all(o.status == "succeeded" for o in outcomes) else 1

@@ -1,0 +1,347 @@
+"""``etl sync --day DAY|FIRST..LAST``: one account's days, with what to do next when one
+fails or is interrupted (a fleet's: cli_fleet)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import importlib
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from etl import BATCH_VALUES, ENTITIES, __version__, faults, log, server
+from etl.cli_args import (
+    add_account_option,
+    add_database_options,
+    add_log_options,
+    days_of,
+    default_account_and_data_dir,
+    failed,
+    parse_timestamp,
+    positive_int,
+)
+from etl.cli_db import resolve_database
+from etl.cli_fleet import run_fleet_days
+from etl.cli_views import VIEWS
+from etl.errors import EtlError, Interrupted, UsageError
+from etl.progress import Progress, TerminalProgress
+
+if TYPE_CHECKING:
+    from etl import db
+    from etl.sync import SyncOptions
+
+# What a sync needs beyond this module: polars, pyarrow and ADBC's DB-API layer come with them.
+# They are imported while the database is reached (see import_in_background).
+SYNC_MODULES = ("etl.db", "etl.account", "etl.sync", "etl.dryrun")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    views_help = "; ".join(f"etl {name}: {text}" for name, text in VIEWS.items())
+    parser = argparse.ArgumentParser(
+        prog="etl",
+        description="Sync one day of help-desk admin exports (agents, roles, groups) into "
+        "PostgreSQL.",
+        epilog=f"Views of what is stored (each with --help): {views_help}. "
+        "Exit status: 0 success, 1 a failed or refused run, 2 a usage error.",
+    )
+    parser.add_argument(
+        "--day", required=True, help="the day to sync: folder sync-DAY of the data dir"
+    )
+    fleet = parser.add_argument_group(
+        "a fleet", "one day of many accounts: account KEY reads ACCOUNTS_DIR/KEY/sync-DAY/"
+    )
+    fleet.add_argument(
+        "--accounts-dir",
+        type=Path,
+        default=env("ETL_ACCOUNTS_DIR") or None,
+        help="folder of account folders (env ETL_ACCOUNTS_DIR); every one that has the day, "
+        "unless --accounts",
+    )
+    fleet.add_argument(
+        "--accounts",
+        metavar="KEY,...|@FILE",
+        help="only these accounts: keys separated by commas, or @FILE with one key a line",
+    )
+    fleet.add_argument(
+        "--workers",
+        type=positive_int,
+        default=os.cpu_count() or 1,
+        help="worker processes, each syncing one account at a time (default: one per core, "
+        f"{os.cpu_count() or 1})",
+    )
+    fleet.add_argument(
+        "--results", type=Path, help="write each account's outcome to this file, as JSON"
+    )
+    parser.add_argument(
+        "--entity",
+        choices=[*ENTITIES, "all"],
+        default="all",
+        help="what to sync; all = agents, roles, groups in that order (default: all)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder holding sync-<day>/ folders (env ETL_DATA_DIR; default: fixtures)",
+    )
+    add_account_option(parser)
+    add_database_options(parser)
+    parser.add_argument(
+        "--synced-at",
+        type=parse_timestamp,
+        default=None,
+        help="the sync time T as ISO-8601, of every day of a range (default: T of the day's "
+        "first run, else now)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="apply a day older than the last applied one"
+    )
+    parser.add_argument(
+        "--allow-mass-removal",
+        action="store_true",
+        help="apply a step that removes or inactivates more than half of what is present",
+    )
+    parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=float(env("ETL_LOCK_TIMEOUT", "300")),
+        help="seconds to wait for another run's lock (env ETL_LOCK_TIMEOUT; default: 300)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="run every stage and apply in one transaction, print what would change, then "
+        "roll it all back (ledger rows included)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=env("ETL_BATCH_SIZE", str(BATCH_VALUES)),
+        help="records plus mapping-array ids per decoded batch: peak memory follows it "
+        f"(env ETL_BATCH_SIZE; default: {BATCH_VALUES:,})",
+    )
+    parser.add_argument(
+        "--spill-dir",
+        type=Path,
+        default=env("ETL_SPILL_DIR") or None,
+        help="folder for a run's decoded batches, removed when each entity ends (env "
+        "ETL_SPILL_DIR; default: the system's temporary folder, TMPDIR)",
+    )
+    add_log_options(parser)
+    parser.add_argument("--version", action="version", version=f"etl {__version__}")
+    return parser
+
+
+def main_sync(argv: list[str]) -> int:
+    """``etl sync --day DAY ...`` (``sync`` may be left out)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.accounts_dir is not None:
+        for option in ("account", "data_dir"):
+            if getattr(args, option) is not None:
+                parser.error(
+                    f"--{option.replace('_', '-')} is for one account: not with --accounts-dir"
+                )
+        if args.dry_run:
+            parser.error("--dry-run is for one account: not with --accounts-dir")
+    elif args.accounts is not None or args.results is not None:
+        parser.error("--accounts and --results go with --accounts-dir")
+    log.configure(verbose=args.verbose, fmt=args.log_format)
+    gate = os.environ.get("ETL_TEST_PAUSE_GATE")
+    try:
+        default_account_and_data_dir(args)
+        faults.configure(os.environ.get("ETL_TEST_PAUSE_AT"), Path(gate) if gate else None)
+        return run(args)
+    except Interrupted as error:
+        print(f"{error}; re-run `{rerun_command(args)}`", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:  # before any entity of the day began (starting, migrating, locking)
+        print(f"interrupted: {days_done(args)}; re-run `{rerun_command(args)}`", file=sys.stderr)
+        return Interrupted.exit_code
+    except EtlError as error:
+        if error.applied:
+            print(f"etl: {finish_hint(args, error.applied)}", file=sys.stderr)
+        elif len(getattr(args, "range_days", ())) > 1:
+            hint = f"{days_done(args)}; once fixed, go on with `{rerun_command(args)}`"
+            print(f"etl: {hint}", file=sys.stderr)
+        return failed(error, args.verbose)
+
+
+def finish_hint(args: argparse.Namespace, applied: Sequence[str]) -> str:
+    """For a day whose later entity failed: what was applied, and the commands that finish."""
+    chosen = ENTITIES if args.entity == "all" else (args.entity,)
+    left = [e for e in chosen if e not in applied]
+    one_day = rerun_command(args, with_entity=False, rest_of_range=False)
+    steps = [f"`{one_day} --entity {e}`" for e in left]
+    later = days_after(args)
+    if later:
+        steps.append(f"`{rerun_command(args, first_day=later)}`")
+    return f"{' and '.join(applied)} of {args.day} applied; once fixed, finish with " + (
+        ", then ".join(steps)
+    )
+
+
+def days_done(args: argparse.Namespace) -> str:
+    """What a range synced before the day under way: "nothing was synced" if nothing."""
+    days = getattr(args, "range_days", None) or [args.day]
+    done = days[: days.index(args.day)] if args.day in days else []
+    if not done:
+        return "nothing was synced"
+    return f"{', '.join(done)} synced, nothing of {args.day}"
+
+
+def days_after(args: argparse.Namespace) -> str | None:
+    """The next day of a range being synced, if the current one is not its last."""
+    days = getattr(args, "range_days", None) or [args.day]
+    place = days.index(args.day)
+    return days[place + 1] if place + 1 < len(days) else None
+
+
+def rerun_command(
+    args: argparse.Namespace,
+    *,
+    with_entity: bool = True,
+    rest_of_range: bool = True,
+    first_day: str | None = None,
+) -> str:
+    """The command that syncs the day again, as the user gave it (entities already applied
+    are applied again as no changes); for a range, from that day (or ``first_day``) to its
+    end, unless not ``rest_of_range``."""
+    first = first_day or args.day
+    days = getattr(args, "range_days", None) or [args.day]
+    last = days[-1]
+    words = [
+        "etl",
+        "sync",
+        "--day",
+        f"{first}..{last}" if rest_of_range and last != first else first,
+    ]
+    if getattr(args, "accounts_dir", None) is not None:
+        return " ".join([*words, "--accounts-dir", str(args.accounts_dir)])
+    if args.account != "default":
+        words += ["--account", args.account]
+    if args.data_dir != Path("fixtures"):
+        words += ["--data-dir", str(args.data_dir)]
+    if with_entity and args.entity != "all":
+        words += ["--entity", args.entity]
+    if args.synced_at is not None:
+        words += ["--synced-at", args.synced_at.isoformat()]
+    words += ["--force"] if args.force else []
+    words += ["--allow-mass-removal"] if args.allow_mass_removal else []
+    return " ".join(words)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.spill_dir is not None and not Path(args.spill_dir).is_dir():
+        raise UsageError(f"--spill-dir {args.spill_dir}: no such folder")
+    entities = ENTITIES if args.entity == "all" else (args.entity,)
+    if args.accounts_dir is not None:
+        return run_fleet_days(args, entities)
+    args.range_days = days = days_of(args.day, [args.data_dir], one_account=True)
+    if len(days) > 1 and args.dry_run:
+        raise UsageError("--dry-run takes one day, not a range")
+    loading = import_in_background(SYNC_MODULES)
+    try:
+        url, _server = resolve_database(args)
+        database = server.open_database(url)
+    finally:
+        loading.join()  # also on failure: no import may be cut off by the interpreter's exit
+    try:
+        from etl import db
+    except BaseException:
+        database.close()
+        raise
+    # Everything imported lives until exit: freezing it keeps the collector off those objects,
+    # during the run and in the collection at exit.
+    gc.freeze()
+    conn = db.connection(database)
+    try:
+        for day in days:  # a failure ends the range: its error is raised
+            args.day = day
+            # a dry run skips every commit, pending migrations' included, and rolls all back
+            with db.uncommitted(conn) if args.dry_run else contextlib.nullcontext():
+                run_on(conn, args, entities)
+    finally:
+        db.close(conn)
+    return 0
+
+
+def import_in_background(modules: tuple[str, ...]) -> threading.Thread:
+    """Import ``modules`` on another thread, started now; join it before using them.
+
+    Importing polars, pyarrow and ADBC's DB-API layer holds the GIL for about 0.5 s, while
+    starting the embedded server and the driver's first connect mostly wait without it, so the
+    two overlap. A module that fails to import here is imported again, and fails with its
+    error, where it is used."""
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            for name in modules:
+                importlib.import_module(name)
+
+    thread = threading.Thread(target=load, name="etl-imports", daemon=True)
+    thread.start()
+    return thread
+
+
+def run_on(conn: db.Connection, args: argparse.Namespace, entities: tuple[str, ...]) -> None:
+    from etl.account import account_session
+    from etl.sync import SyncOptions, day_summary, sync_day
+
+    options = SyncOptions(
+        data_dir=args.data_dir,
+        synced_at=args.synced_at,
+        force=args.force,
+        allow_mass_removal=args.allow_mass_removal,
+        batch_values=args.batch_size,
+        progress=terminal_progress(args.log_format),
+        spill_dir=args.spill_dir,
+    )
+    unstarted = None if args.dry_run else (args.day, entities, args.synced_at, args.force)
+    with account_session(
+        conn,
+        args.account,
+        lock_timeout=args.lock_timeout,
+        migrate_first=True,
+        unstarted=unstarted,
+    ) as account_id:
+        if args.dry_run:
+            print(dry_run(conn, account_id, args.day, entities, options))
+            return
+        started = time.perf_counter()
+        results = sync_day(conn, account_id, args.day, entities, options, overlap=True)
+    if options.progress is not None:  # a person at a terminal: a few lines to end with
+        seconds = time.perf_counter() - started
+        print(day_summary(args.day, results, seconds), file=sys.stderr)
+
+
+def terminal_progress(log_format: str | None) -> Callable[[str], Progress] | None:
+    """A live progress line per entity when a person watches stderr and logs are for people."""
+    if log_format == "json" or not sys.stderr.isatty():
+        return None
+    return lambda title: TerminalProgress(title, sys.stderr)
+
+
+def dry_run(
+    conn: db.Connection,
+    account_id: int,
+    day: str,
+    entities: tuple[str, ...],
+    options: SyncOptions,
+) -> str:
+    """Sync ``entities`` of the account's ``day`` and report the difference; the caller rolls it
+    all back (``db.uncommitted``)."""
+    from etl import dryrun
+    from etl.sync import sync_day
+
+    log.get_logger().info("dry_run", day=day, note="every step is rolled back at the end")
+    dryrun.take_snapshot(conn, account_id)
+    sync_day(conn, account_id, day, entities, options)
+    return dryrun.diff_report(conn, account_id, day)
