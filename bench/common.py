@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import adbc_driver_postgresql.dbapi as pg
 import msgspec
 
-from etl import db, server
+from etl import db, embedded
 
 ROOT = Path(__file__).resolve().parent.parent
 FINAL_TABLES = ("agents", "roles", "agent_role_mapping", "groups", "group_membership")
@@ -82,7 +82,7 @@ def fresh_database() -> Iterator[str]:
             admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         return
     with tempfile.TemporaryDirectory(prefix="etl-bench-pg-") as folder:
-        url, server_handle = server.start_embedded(Path(folder), temporary=True)
+        url, server_handle = embedded.start_embedded(Path(folder), temporary=True)
         try:
             yield url
         finally:

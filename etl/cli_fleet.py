@@ -12,24 +12,35 @@ from pathlib import Path
 from etl import log
 from etl.cli_args import days_of
 from etl.cli_db import resolve_database
+from etl.cli_hints import rerun_command
 from etl.errors import UsageError
 
 
 def run_fleet_days(args: argparse.Namespace, entities: tuple[str, ...]) -> int:
     """``--accounts-dir``: each day of ``--day`` in turn; a day where an account failed or was
-    refused ends the range (its exit status)."""
+    refused ends the range (its exit status), with the command that goes on."""
+    from etl import fleet
+
     folders = [args.accounts_dir]
     if ".." in args.day:
         if args.results is not None:
             raise UsageError("--results takes one day, not a range")
         if not args.accounts_dir.is_dir():
             raise UsageError(f"--accounts-dir {args.accounts_dir}: no such folder")
-        folders = [Path(e.path) for e in os.scandir(args.accounts_dir) if e.is_dir()]
+        keys = fleet.parse_accounts(args.accounts) if args.accounts else None
+        folders = (
+            [args.accounts_dir / key for key in keys]
+            if keys is not None
+            else [Path(e.path) for e in os.scandir(args.accounts_dir) if e.is_dir()]
+        )
     args.range_days = days_of(args.day, folders, one_account=False)
     for day in args.range_days:
         args.day = day
         code = run_fleet(args, entities)
         if code != 0:
+            if day != args.range_days[-1]:
+                hint = f"not every account synced {day}; once fixed, go on with "
+                print(f"etl: {hint}`{rerun_command(args)}`", file=sys.stderr)
             return code
     return 0
 

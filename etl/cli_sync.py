@@ -11,7 +11,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +28,7 @@ from etl.cli_args import (
 )
 from etl.cli_db import resolve_database
 from etl.cli_fleet import run_fleet_days
+from etl.cli_hints import days_before, days_done, finish_hint, rerun_command
 from etl.cli_views import VIEWS
 from etl.errors import EtlError, Interrupted, UsageError
 from etl.progress import Progress, TerminalProgress
@@ -160,7 +161,9 @@ def main_sync(argv: list[str]) -> int:
         faults.configure(os.environ.get("ETL_TEST_PAUSE_AT"), Path(gate) if gate else None)
         return run(args)
     except Interrupted as error:
-        print(f"{error}; re-run `{rerun_command(args)}`", file=sys.stderr)
+        before = days_before(args)
+        synced = f" ({', '.join(before)} synced before)" if before else ""
+        print(f"{error}{synced}; re-run `{rerun_command(args)}`", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:  # before any entity of the day began (starting, migrating, locking)
         print(f"interrupted: {days_done(args)}; re-run `{rerun_command(args)}`", file=sys.stderr)
@@ -174,70 +177,6 @@ def main_sync(argv: list[str]) -> int:
         return failed(error, args.verbose)
 
 
-def finish_hint(args: argparse.Namespace, applied: Sequence[str]) -> str:
-    """For a day whose later entity failed: what was applied, and the commands that finish."""
-    chosen = ENTITIES if args.entity == "all" else (args.entity,)
-    left = [e for e in chosen if e not in applied]
-    one_day = rerun_command(args, with_entity=False, rest_of_range=False)
-    steps = [f"`{one_day} --entity {e}`" for e in left]
-    later = days_after(args)
-    if later:
-        steps.append(f"`{rerun_command(args, first_day=later)}`")
-    return f"{' and '.join(applied)} of {args.day} applied; once fixed, finish with " + (
-        ", then ".join(steps)
-    )
-
-
-def days_done(args: argparse.Namespace) -> str:
-    """What a range synced before the day under way: "nothing was synced" if nothing."""
-    days = getattr(args, "range_days", None) or [args.day]
-    done = days[: days.index(args.day)] if args.day in days else []
-    if not done:
-        return "nothing was synced"
-    return f"{', '.join(done)} synced, nothing of {args.day}"
-
-
-def days_after(args: argparse.Namespace) -> str | None:
-    """The next day of a range being synced, if the current one is not its last."""
-    days = getattr(args, "range_days", None) or [args.day]
-    place = days.index(args.day)
-    return days[place + 1] if place + 1 < len(days) else None
-
-
-def rerun_command(
-    args: argparse.Namespace,
-    *,
-    with_entity: bool = True,
-    rest_of_range: bool = True,
-    first_day: str | None = None,
-) -> str:
-    """The command that syncs the day again, as the user gave it (entities already applied
-    are applied again as no changes); for a range, from that day (or ``first_day``) to its
-    end, unless not ``rest_of_range``."""
-    first = first_day or args.day
-    days = getattr(args, "range_days", None) or [args.day]
-    last = days[-1]
-    words = [
-        "etl",
-        "sync",
-        "--day",
-        f"{first}..{last}" if rest_of_range and last != first else first,
-    ]
-    if getattr(args, "accounts_dir", None) is not None:
-        return " ".join([*words, "--accounts-dir", str(args.accounts_dir)])
-    if args.account != "default":
-        words += ["--account", args.account]
-    if args.data_dir != Path("fixtures"):
-        words += ["--data-dir", str(args.data_dir)]
-    if with_entity and args.entity != "all":
-        words += ["--entity", args.entity]
-    if args.synced_at is not None:
-        words += ["--synced-at", args.synced_at.isoformat()]
-    words += ["--force"] if args.force else []
-    words += ["--allow-mass-removal"] if args.allow_mass_removal else []
-    return " ".join(words)
-
-
 def run(args: argparse.Namespace) -> int:
     if args.spill_dir is not None and not Path(args.spill_dir).is_dir():
         raise UsageError(f"--spill-dir {args.spill_dir}: no such folder")
@@ -245,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
     if args.accounts_dir is not None:
         return run_fleet_days(args, entities)
     args.range_days = days = days_of(args.day, [args.data_dir], one_account=True)
+    args.day = days[0]
     if len(days) > 1 and args.dry_run:
         raise UsageError("--dry-run takes one day, not a range")
     loading = import_in_background(SYNC_MODULES)

@@ -19,7 +19,7 @@ from etl.cli_args import (
     positive_int,
 )
 from etl.cli_db import resolve_database
-from etl.errors import EtlError, NoSuchAccountError, UsageError
+from etl.errors import EtlError, Interrupted, NoSuchAccountError, UsageError
 
 if TYPE_CHECKING:
     from etl import db
@@ -70,6 +70,8 @@ def main_view(view: str, argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if view == "accounts" and (args.action is None) != (args.key is None):
         parser.error("use `etl accounts` to list, `etl accounts delete KEY` to delete one")
+    if view == "accounts" and args.action == "delete" and args.json:
+        parser.error("--json lists the accounts: not with delete")
     log.configure(verbose=args.verbose, fmt=args.log_format)
     try:
         default_account_and_data_dir(args)
@@ -77,6 +79,9 @@ def main_view(view: str, argv: list[str]) -> int:
         print(text)
     except EtlError as error:
         return failed(error, args.verbose)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return Interrupted.exit_code
     return code
 
 

@@ -53,7 +53,9 @@ def bound(**values: Any) -> contextlib.AbstractContextManager[Any]:
     return structlog.contextvars.bound_contextvars(**values)
 
 
-_USER_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^:/?#@]*):[^/?#@]*@", re.I)
+# user:password@ in a URL, anywhere in a text (a driver's message may quote the URL); the
+# password runs to the last @ before the host, as an unencoded @ in it is a common mistake
+_USER_PASSWORD = re.compile(r"([a-z][a-z0-9+.-]*://[^:/?#@\s\"']*):([^\s\"'/?#]+)@", re.I)
 # password=... as a URL parameter or in a key=value connection string ('quoted' or bare)
 _PASSWORD_PARAM = re.compile(r"((?:^|[?&\s])password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&#]*)", re.I)
 
@@ -62,6 +64,20 @@ def mask_url(url: str) -> str:
     """Return ``url`` with any password -- in the user part, as a ``password=`` parameter, or in
     a key=value connection string -- replaced by ``***`` (user names, hosts and the rest stay)."""
     return _PASSWORD_PARAM.sub(r"\1***", _USER_PASSWORD.sub(r"\1:***@", url))
+
+
+def mask_secrets(text: str, url: str) -> str:
+    """``text`` (a driver's message about ``url``) with ``url``'s password masked wherever it
+    appears, also alone."""
+    masked = mask_url(text)
+    for pattern in (_USER_PASSWORD, _PASSWORD_PARAM):
+        for found in pattern.finditer(url):
+            secret = found.group(2).strip("'")
+            # an unencoded @ splits it: the driver may quote a piece as a host name
+            for piece in sorted({secret, *secret.split("@")}, key=len, reverse=True):
+                if len(piece) >= 3:
+                    masked = masked.replace(piece, "***")
+    return masked
 
 
 def peak_rss_kb() -> int:

@@ -309,7 +309,9 @@ def tree_text(rows: list[Shown] | None, group_id: int | None = None, dim: bool =
 
 
 def tree_document(account: str, rows: list[Shown] | None) -> dict[str, Any]:
-    """The tree for a program: the groups in the order shown, each with its depth."""
+    """The tree for a program: the groups in the order shown, each with its depth; each parent
+    cycle listed once (from its smallest id), a group on one naming the cycle's first id."""
+    cycles = {tuple(r.cycle) for r in rows or () if r.cycle is not None}
     return {
         "account": account,
         "groups": [
@@ -322,10 +324,11 @@ def tree_document(account: str, rows: list[Shown] | None) -> dict[str, Any]:
                 "members": r.group.members,
                 "active_members": r.group.active_members,
                 "orphan": r.orphan_of,
-                "cycle": r.cycle,
+                "cycle": None if r.cycle is None else r.cycle[0],
             }
             for r in rows or ()
         ],
+        "cycles": [list(cycle) for cycle in sorted(cycles)],
     }
 
 

@@ -19,7 +19,7 @@ import adbc_driver_postgresql.dbapi as pg
 import pytest
 from replay import dump_state
 
-from etl import db, log, server
+from etl import db, embedded, log, server
 from etl.cli import main
 from etl.migrate import migrate
 
@@ -42,7 +42,7 @@ def server_url() -> str:
     if external:
         return external
     folder = Path(tempfile.mkdtemp(prefix="etl-test-pg-"))
-    url, handle = server.start_embedded(folder, temporary=True)
+    url, handle = embedded.start_embedded(folder, temporary=True)
     _keep_alive.append(handle)
     return url
 

@@ -15,7 +15,7 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from etl import cli, db, server, source
+from etl import cli, db, embedded, source
 
 # What a re-run of a day never changes; the error tables get the re-run's run_id.
 STATE_TABLES = (
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--golden", type=Path, default=Path("tests/golden/replay.txt"))
     parser.add_argument("--update", action="store_true", help="rewrite the golden file")
     args = parser.parse_args(argv)
-    url, _server = server.start_embedded(
+    url, _server = embedded.start_embedded(
         Path(tempfile.mkdtemp(prefix="etl-replay-")), temporary=True
     )
     replay_days(url, args.data_dir)

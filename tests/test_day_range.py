@@ -11,6 +11,7 @@ from conftest import FIXTURES, rows, state_alone, sync
 from replay import DUMPED_TABLES, dump_state
 
 from etl import db
+from etl.log import mask_url
 
 T = "2026-01-01T06:00:00Z"
 
@@ -55,7 +56,8 @@ def test_a_range_stops_at_the_first_failure(
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-2] == (
         "etl: day1, day2 synced, nothing of day3; once fixed, go on with "
-        f"`etl sync --day day3..day5 --data-dir {data} --synced-at 2026-01-01T06:00:00+00:00`"
+        f"`etl sync --day day3..day5 --data-dir {data} --synced-at 2026-01-01T06:00:00+00:00 "
+        f"--database-url {mask_url(database_url)}`"
     )
     assert err[-1] == (
         "etl: error: sync-day3/agents/1.json: not valid JSON: input ends early, truncated at "
@@ -76,8 +78,9 @@ def test_a_later_entity_failing_in_a_range_names_every_command_left(
     assert err[-2] == (
         "etl: agents and roles of day2 applied; once fixed, finish with "
         f"`etl sync --day day2 --data-dir {data} --synced-at 2026-01-01T06:00:00+00:00 "
-        "--entity groups`, then "
-        f"`etl sync --day day3 --data-dir {data} --synced-at 2026-01-01T06:00:00+00:00`"
+        f"--database-url {mask_url(database_url)} --entity groups`, then "
+        f"`etl sync --day day3 --data-dir {data} --synced-at 2026-01-01T06:00:00+00:00 "
+        f"--database-url {mask_url(database_url)}`"
     )
 
 

@@ -9,30 +9,34 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import adbc_driver_postgresql.dbapi as pg
 import pytest
 from conftest import FIXTURES, ROOT
 
-from etl import server
+from etl import embedded, server
 from etl.cli import main
 
+ETL = [sys.executable, "-m", "etl"]
 
-def etl(
-    home: Path, *argv: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """`python -m etl ARGV` in its own process (at exit it may stop the server) with ETL_HOME
-    ``home``, no database configured, logs as JSON."""
+
+def etl_environment(home: Path) -> dict[str, str]:
+    """ETL_HOME ``home``, no database configured, logs as JSON."""
     environment = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("ETL_", "PG")) and k != "DATABASE_URL"
     }
-    environment |= {"ETL_HOME": str(home), "ETL_LOG_FORMAT": "json", **(env or {})}
+    return environment | {"ETL_HOME": str(home), "ETL_LOG_FORMAT": "json"}
+
+
+def etl(home: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """`python -m etl ARGV` in its own process (at exit it may stop the server)."""
     return subprocess.run(
-        [sys.executable, "-m", "etl", *argv],
+        [*ETL, *argv],
         cwd=ROOT,
-        env=environment,
+        env=etl_environment(home),
         capture_output=True,
         text=True,
         timeout=120,
@@ -44,9 +48,9 @@ def etl(
 def home(tmp_path: Path) -> Iterator[Path]:
     """ETL_HOME of a test; its embedded server is stopped at the end whatever happened."""
     yield tmp_path
-    if server.running_url(tmp_path / "postgres") is not None:
+    if embedded.running_url(tmp_path / "postgres") is not None:
         (tmp_path / "postgres" / ".handle_pids.json").unlink(missing_ok=True)
-        server.stop_embedded(tmp_path / "postgres")
+        embedded.stop_embedded(tmp_path / "postgres")
 
 
 @pytest.mark.database
@@ -94,7 +98,7 @@ def test_db_start_keeps_the_server_for_sessions_opened_by_hand(home: Path) -> No
     status = etl(home, "status")  # starts the server for itself, and stops it at its end
     assert status.returncode == 0, status.stderr
     assert "day1  agents" in status.stdout
-    assert server.running_url(folder) is None
+    assert embedded.running_url(folder) is None
 
 
 @pytest.mark.database
@@ -103,10 +107,21 @@ def test_a_command_never_stops_a_server_it_did_not_start(home: Path) -> None:
     kept by `etl db start`) is left running by a view and by a sync."""
     folder = home / "postgres"
     assert etl(home, "db", "start").returncode == 0
-    (folder / server.KEPT).unlink()  # as if started by hand: nothing marks it kept
+    for marker in (embedded.KEPT, embedded.STARTED):  # as if started by hand
+        (folder / marker).unlink()
     assert etl(home, "sync", "--day", "day1", "--data-dir", str(FIXTURES)).returncode == 0
     assert etl(home, "tree").returncode == 0
-    assert server.running_url(folder) is not None
+    assert embedded.running_url(folder) is not None
+    # two commands at once on it: the last to leave does not stop it either
+    slow = subprocess.Popen(
+        [*ETL, "psql", "-c", "SELECT pg_sleep(2)"],
+        cwd=ROOT,
+        env=etl_environment(home),
+        stdout=subprocess.DEVNULL,
+    )
+    assert etl(home, "status").returncode == 0
+    assert slow.wait(timeout=60) == 0
+    assert embedded.running_url(folder) is not None
 
 
 @pytest.mark.database
@@ -123,12 +138,12 @@ def test_db_stop_leaves_a_server_that_etl_commands_use(home: Path) -> None:
             f"etl: error: not stopping the embedded server in {folder}: etl commands are using "
             f"it (process {user.pid}); stop it once they end",
         )
-        assert server.running_url(folder) is not None
+        assert embedded.running_url(folder) is not None
     finally:
         user.kill()
         user.wait()
     assert etl(home, "db", "stop").returncode == 0  # a dead user is no user
-    assert server.running_url(folder) is None
+    assert embedded.running_url(folder) is None
 
 
 @pytest.mark.database
@@ -146,7 +161,13 @@ def test_etl_psql_runs_psql_on_the_database(home: Path) -> None:
     assert (counted.returncode, counted.stdout) == (0, "5\n")
     failing = etl(home, "psql", "-c", "SELECT * FROM no_such_table")
     assert failing.returncode == 1
-    assert server.running_url(home / "postgres") is None
+    script = home / "script.sql"
+    script.write_text("SELECT 1/0;\nSELECT 'after';\n")
+    stopped = etl(home, "psql", "-v", "ON_ERROR_STOP=1", "-f", str(script))  # psql's -v
+    assert (stopped.returncode, "after" in stopped.stdout) == (3, False)
+    after_dashes = etl(home, "psql", "--home", str(home), "--", "-At", "-c", "SELECT 2")
+    assert (after_dashes.returncode, after_dashes.stdout) == (0, "2\n")
+    assert embedded.running_url(home / "postgres") is None
 
 
 @pytest.mark.parametrize("action", ["start", "stop"])
@@ -216,26 +237,83 @@ def test_a_command_says_which_server_it_uses(
     database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The first log line names the server (password masked) and where its URL came from."""
-    with_password = database_url.replace("postgres:@", "postgres:s3cret@")  # trust: unused
+    parts = urlsplit(database_url)
+    user = parts.username or "postgres"
+    netloc = parts.netloc.rpartition("@")[2]
+    with_password = parts._replace(netloc=f"{user}:s3cret@{netloc}").geturl()  # trust: unused
     monkeypatch.setenv("DATABASE_URL", with_password)
     assert main(["status", "--log-format", "json"]) == 1  # no account yet
     first = json.loads(capsys.readouterr().err.splitlines()[0])
     assert (first["event"], first["url"], first["source"]) == (
         "database",
-        database_url.replace("postgres:@", "postgres:***@"),
+        parts._replace(netloc=f"{user}:***@{netloc}").geturl(),
         "DATABASE_URL",
     )
 
 
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("postgresql+psycopg://bob:hunter2@127.0.0.1:1/x", "hunter2"),
+        ("postgresql://bob:hunter%zz@127.0.0.1:1/x", "hunter%zz"),
+        ("postgresql://bob:p@ssw0rd@127.0.0.1:1/x", "ssw0rd"),
+    ],
+)
+def test_a_password_never_reaches_an_error_line(
+    url: str, secret: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A URL the driver cannot use: its message quotes the URL or the password; both masked."""
+    monkeypatch.setenv("DATABASE_URL", url)
+    assert main(["status", "--log-format", "json"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("etl: error: cannot connect to ")
+    assert secret not in err
+
+
+def test_the_old_embedded_dir_variable_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ETL_EMBEDDED_DIR would now be ignored, silently using another database: refused."""
+    monkeypatch.setenv("ETL_EMBEDDED_DIR", str(tmp_path))
+    assert main(["status", "--home", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "etl: error: ETL_EMBEDDED_DIR is no longer read: the embedded server keeps its data in "
+        "ETL_HOME/postgres, so set ETL_HOME to the folder that holds postgres/"
+    )
+
+
+def test_a_home_with_a_space_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The server cannot use a path with a space: a clear line, nothing created."""
+    home = tmp_path / "my data"
+    assert main(["sync", "--day", "day1", "--data-dir", str(FIXTURES), "--home", str(home)]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"etl: error: the embedded server cannot keep its data in {home / 'postgres'} (a path "
+        "with a space): set ETL_HOME to a folder without one"
+    )
+    assert not home.exists()
+
+
+def test_db_url_of_libpq_variables(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With libpq's variables, `etl db url` prints a URL naming what they name (no password)."""
+    for name, value in {"PGHOST": "db.example", "PGUSER": "me", "PGDATABASE": "etl"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PGPASSWORD", "s3cret")
+    assert main(["db", "url"]) == 0
+    assert capsys.readouterr().out == "postgresql://me@db.example/etl\n"
+
+
 def test_where_the_embedded_server_lives(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """ETL_HOME; else .etl/ of the source checkout etl runs from; else the user's data folder."""
-    import platformdirs
-
     monkeypatch.setenv("ETL_HOME", str(tmp_path / "home"))
-    assert server.etl_home() == tmp_path / "home"
+    assert embedded.etl_home() == tmp_path / "home"
     monkeypatch.delenv("ETL_HOME")
-    assert server.etl_home() == ROOT / ".etl"
+    assert embedded.etl_home() == ROOT / ".etl"
     installed = tmp_path / "site-packages" / "etl"
     installed.mkdir(parents=True)
-    assert server.etl_home(installed) == platformdirs.user_data_path("etl")
-    assert server.embedded_folder(tmp_path) == tmp_path / "postgres"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert embedded.etl_home(installed) == tmp_path / "data" / "etl"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    assert embedded.etl_home(installed) == Path.home() / ".local" / "share" / "etl"
+    assert embedded.embedded_folder(tmp_path) == tmp_path / "postgres"

@@ -28,8 +28,9 @@ from conftest import (
 )
 from replay import dump_state
 
-from etl import db, server
+from etl import db, embedded
 from etl.cli import main
+from etl.log import mask_url
 from etl.migrate import migrate
 
 # The final state that a re-run reproduces exactly, run ids left out (a killed run uses some).
@@ -231,7 +232,8 @@ def test_ctrl_c_while_an_apply_runs_in_the_background(
     assert "Traceback" not in err
     assert err.splitlines()[-1] == (
         "interrupted: agents of day2 applied, nothing of roles; re-run "
-        f"`etl sync --day day2 --data-dir {FIXTURES} --synced-at {T(2).isoformat()}`"
+        f"`etl sync --day day2 --data-dir {FIXTURES} --synced-at {T(2).isoformat()} "
+        f"--database-url {mask_url(database_url)}`"
     )
     assert rows(
         conn,
@@ -386,7 +388,7 @@ def test_a_run_waiting_past_its_lock_timeout_fails_cleanly(
 @pytest.fixture
 def own_server(tmp_path: Path) -> Iterator[tuple[str, object]]:
     """An embedded server of this test alone (it gets restarted), migrated, and its handle."""
-    url, handle = server.start_embedded(tmp_path / "pg", temporary=True)
+    url, handle = embedded.start_embedded(tmp_path / "pg", temporary=True)
     conn = db.connect(url)
     try:
         migrate(conn)
@@ -467,7 +469,8 @@ def test_ctrl_c_before_anything_is_applied(
     assert "Traceback" not in err
     assert err.splitlines()[-1] == (
         f"interrupted: nothing of agents day2 was applied; re-run "
-        f"`etl sync --day day2 --data-dir {FIXTURES} --synced-at {T(2).isoformat()}`"
+        f"`etl sync --day day2 --data-dir {FIXTURES} --synced-at {T(2).isoformat()} "
+        f"--database-url {mask_url(database_url)}`"
     )
     assert ledger(conn, "day2") == [("agents", "interrupted")]
     assert comparable_state(conn) == before
@@ -505,7 +508,8 @@ def test_ctrl_c_while_the_server_works_on_a_statement(
     assert "Traceback" not in err
     assert err.splitlines()[-1] == (
         f"interrupted: nothing of agents day2 was applied; re-run `etl sync --day day2 "
-        f"--data-dir {FIXTURES} --entity agents --synced-at {T(2).isoformat()}`"
+        f"--data-dir {FIXTURES} --entity agents --synced-at {T(2).isoformat()} "
+        f"--database-url {mask_url(database_url)}`"
     )
     assert ledger(conn, "day2") == [("agents", "interrupted")]
     assert comparable_state(conn) == before

@@ -13,8 +13,10 @@ from replay import DUMPED_TABLES, dump_state
 
 from etl import db, synth
 from etl.cli import main
+from etl.log import mask_url
 
 SIZES = {"alpha": 60, "bravo": 25, "charlie": 140, "delta": 40}  # agents per account
+KEYS = ",".join(SIZES)
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +88,14 @@ def test_a_fleet_range_stops_after_a_day_with_a_failure(
     shutil.copytree(fleet_dir, folder)
     page = sorted((folder / "bravo" / "sync-day1" / "agents").iterdir())[0]
     page.write_bytes(page.read_bytes()[:40])
-    assert fleet(database_url, folder, "day1..day2", "--workers", "1") == 1
-    out = capsys.readouterr().out.splitlines()
+    assert fleet(database_url, folder, "day1..day2", "--workers", "1", "--accounts", KEYS) == 1
+    captured = capsys.readouterr()
+    assert captured.err.splitlines()[-1] == (
+        "etl: not every account synced day1; once fixed, go on with `etl sync --day day1..day2 "
+        f"--accounts-dir {folder} --accounts {KEYS} --workers 1 --synced-at "
+        f"2026-01-01T06:00:00+00:00 --database-url {mask_url(database_url)}`"
+    )
+    out = captured.out.splitlines()
     assert [line.split(" in ")[0] for line in out if line.startswith("day ")] == [
         "day day1: 4 accounts"
     ]

@@ -35,6 +35,7 @@ from replay import FINAL_TABLES, STATE_TABLES, dump_state
 from etl import db, decode
 from etl.cli import main
 from etl.errors import InputError
+from etl.log import mask_url
 from etl.plan import plan_agents
 from etl.source import InputFile
 from etl.sync import RunResult, attach_raw, day_summary
@@ -436,7 +437,10 @@ def test_truncated_roles_page_keeps_the_agents_step(
     assert sync(database_url, "day2", data_dir=data_dir) == 1
     err = capsys.readouterr().err.splitlines()
     assert "sync-day2/roles/1.json: not valid JSON" in err[-1]
-    rerun = f"etl sync --day day2 --data-dir {data_dir} --synced-at {T(2).isoformat()}"
+    rerun = (
+        f"etl sync --day day2 --data-dir {data_dir} --synced-at {T(2).isoformat()} "
+        f"--database-url {mask_url(database_url)}"
+    )
     assert err[-2] == (
         f"etl: agents of day2 applied; once fixed, finish with `{rerun} --entity roles`, "
         f"then `{rerun} --entity groups`"
