@@ -8,12 +8,17 @@ memory: the file would only cost its writing and rereading. Tests keep every bat
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import polars as pl
 import pyarrow as pa
+
+from etl import BATCH_VALUES
+from etl.quarantine import bad_timestamp
+from etl.records import TIMESTAMP, RecordError, RecordKind
+from etl.timestamps import timestamp_column
 
 Step = Callable[[pl.LazyFrame], pl.LazyFrame]  # what a plan does to one batch of records
 
@@ -132,3 +137,125 @@ class Table:
     def frame(self) -> pl.DataFrame:
         """Every row in one frame (tests and small tables)."""
         return pl.concat([pl.DataFrame(schema=self.schema()), *self.frames()], rechunk=False)
+
+
+class RowBatches:
+    """Decoded rows of one kind, moved into ``records`` as an Arrow batch every ``batch_values``
+    values (a row counts one, plus one per element of its mapping array), so that Python objects
+    never pile up, also when a few records hold millions of ids. A row whose timestamp text is
+    no timestamp goes to ``errors`` instead, as the record's VALIDATION_ERROR."""
+
+    def __init__(
+        self,
+        kind: RecordKind,
+        records: Records,
+        batch_values: int = BATCH_VALUES,
+        *,
+        errors: list[RecordError],
+    ) -> None:
+        self.kind = kind
+        self.schema = records.schema
+        self.mapping = kind.schema.names.index(kind.mapping) if kind.mapping else None
+        self.timestamps = [i for i, f in enumerate(kind.schema) if f.type == TIMESTAMP]
+        self.errors = errors  # where a row whose timestamp is none goes
+        self.records = records
+        self.batch_values = batch_values
+        self.pending: list[tuple[Any, ...]] = []
+        self.values = 0
+        self.count = 0  # rows moved so far: the next batch's first ordinal
+
+    def append(self, row: tuple[Any, ...]) -> None:
+        """Add one row, cutting batches as :meth:`move_full_batches` would, without going over
+        the pending rows again (one file per agent: a row at a time)."""
+        values = 1 if self.mapping is None else 1 + len(row[self.mapping] or ())
+        if self.pending and self.values + values > self.batch_values:
+            self._move(self.pending)
+            self.pending, self.values = [], 0
+        self.pending.append(row)
+        self.values += values
+        if self.values >= self.batch_values:
+            self._move(self.pending)
+            self.pending, self.values = [], 0
+
+    def extend(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        start = len(self.pending)
+        self.pending.extend(rows)
+        self.values += len(self.pending) - start
+        if self.mapping is not None:
+            m = self.mapping
+            self.values += sum(len(row[m]) for row in self.pending[start:] if row[m])
+        if self.values >= self.batch_values:
+            self.move_full_batches()
+
+    def move_full_batches(self) -> None:
+        """Move the pending rows out in batches of at most ``batch_values`` values (a row with
+        more ids than that is a batch of its own); a last, unfilled batch stays pending."""
+        m = self.mapping
+        if m is None:  # a row is one value: cut by count, not row by row
+            full = len(self.pending) - len(self.pending) % self.batch_values
+            for start in range(0, full, self.batch_values):
+                self._move(self.pending[start : start + self.batch_values])
+            self.pending, self.values = self.pending[full:], len(self.pending) - full
+            return
+        start = size = 0
+        for index, row in enumerate(self.pending):
+            values = 1 + len(row[m] or ())
+            if size and size + values > self.batch_values:
+                self._move(self.pending[start:index])
+                start, size = index, 0
+            size += values
+        rest = self.pending[start:]
+        if size >= self.batch_values:
+            self._move(rest)
+            rest, size = [], 0
+        self.pending, self.values = rest, size
+
+    def add_spilled(self, path: Path) -> None:
+        """Add the batches another process decoded into the Arrow IPC file ``path``, after the
+        rows so far, their ordinals moved on to follow them."""
+        if self.pending:
+            self._move(self.pending)
+            self.pending, self.values = [], 0
+        ordinal = self.schema.get_field_index("ordinal")
+        with pa.OSFile(str(path)) as file:
+            reader = pa.ipc.open_file(file)
+            for index in range(reader.num_record_batches):
+                batch = reader.get_batch(index)
+                start, self.count = self.count, self.count + batch.num_rows
+                ordinals = pa.array(range(start, self.count), pa.int64())
+                self.records.add(batch.set_column(ordinal, "ordinal", ordinals))
+
+    def close(self) -> Records:
+        """Move the last rows out; the records are complete."""
+        if self.pending:
+            self._move(self.pending)
+        self.pending, self.values = [], 0
+        self.records.close()
+        return self.records
+
+    def _move(self, rows: list[tuple[Any, ...]]) -> None:
+        columns = list(zip(*rows, strict=True))
+        times: dict[int, pa.Array] = {}
+        rejected: dict[int, RecordError] = {}  # row -> its first timestamp that is none
+        for column in self.timestamps:
+            times[column], bad = timestamp_column(columns[column])
+            for row, text in bad.items():
+                rejected.setdefault(row, self._bad_timestamp(rows[row], column, text))
+        if rejected:
+            self.errors.extend(rejected.values())
+            rows = [row for n, row in enumerate(rows) if n not in rejected]
+            if rows:
+                self._move(rows)
+            return
+        arrays = [
+            times[i] if i in times else pa.array(c, type=f.type)
+            for i, (c, f) in enumerate(zip(columns, self.schema, strict=False))
+        ]
+        start, self.count = self.count, self.count + len(rows)
+        arrays.append(pa.array(range(start, self.count), pa.int64()))  # ordinal
+        self.records.add(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+
+    def _bad_timestamp(self, row: tuple[Any, ...], column: int, text: str) -> RecordError:
+        source_file, index, path = row[-3:]
+        name = self.kind.schema.names[column]
+        return bad_timestamp(self.kind, name, text, row[0], source_file, index, path)

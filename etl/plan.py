@@ -19,7 +19,8 @@ import pyarrow as pa
 
 from etl import hierarchy
 from etl.batches import ENGINE, Records, Step, Table
-from etl.decode import AGENT, AGENT_DETAILS, GROUP, ROLE, Decoded, RecordError, RecordKind
+from etl.decode import Decoded
+from etl.records import AGENT, AGENT_DETAILS, GROUP, ROLE, RecordError, RecordKind
 
 ERROR_SCHEMA = {
     "record_kind": pl.String,

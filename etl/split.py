@@ -27,21 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from etl import BATCH_VALUES
-from etl.batches import Records
-from etl.decode import (
-    RECORD_KINDS,
-    Decoded,
-    RecordError,
-    RecordKind,
-    RowBatches,
-    batch_schema,
-    decode_files,
-    decode_into,
-    in_read_order,
-)
+from etl.batches import Records, RowBatches
+from etl.decode import Decoded, decode_files, decode_into, in_read_order
 from etl.errors import EtlError
 from etl.log import get_logger, peak_rss_kb
 from etl.pages import CHUNK_BYTES, FileDigest
+from etl.records import RECORD_KINDS, RecordError, RecordKind, batch_schema
 from etl.source import FolderFiles, InputFile
 
 # The worker takes about 0.4 s to start, in which this process decodes about 25,000 small

@@ -24,22 +24,13 @@ import polars as pl
 from etl import BATCH_VALUES, db, faults, source, split
 from etl.apply import apply_run
 from etl.batches import Table
-from etl.decode import (
-    AGENT,
-    AGENT_DETAILS,
-    GROUP,
-    RECORD_KINDS,
-    ROLE,
-    Decoded,
-    RecordKind,
-    decode_files,
-    iter_records,
-)
+from etl.decode import Decoded, decode_files, iter_records
 from etl.errors import EtlError, InputError, Interrupted, RefusedError
 from etl.log import get_logger
 from etl.pages import FileDigest
 from etl.plan import AccountDay, Plan, plan_day
 from etl.progress import NoProgress, Progress
+from etl.records import AGENT, AGENT_DETAILS, GROUP, RECORD_KINDS, ROLE, RecordKind
 from etl.source import InputFile
 from etl.stage import stage_tables
 

@@ -14,10 +14,11 @@ from replay import DUMPED_TABLES, dump_state
 
 from etl import ENTITIES, chunk, db, fleet, log, synth
 from etl.chunk import apart, defined_ids, plans_of
-from etl.decode import AGENT, GROUP, decode_files
+from etl.decode import decode_files
 from etl.errors import DatabaseError
 from etl.migrate import migrate
 from etl.plan import AccountDay, Plan, plan_day
+from etl.records import AGENT, GROUP
 from etl.source import InputFile
 from etl.sync import SyncOptions
 

@@ -14,21 +14,13 @@ import pyarrow as pa
 import pytest
 
 from etl import BATCH_VALUES
-from etl.batches import Records
-from etl.decode import (
-    AGENT,
-    AGENT_DETAILS,
-    POSITION_FIELDS,
-    RFC3339,
-    ROLE,
-    RecordError,
-    RowBatches,
-    decode_files,
-    iter_records,
-    probe_id,
-)
+from etl.batches import Records, RowBatches
+from etl.decode import decode_files, iter_records
 from etl.errors import InputError
+from etl.quarantine import probe_id
+from etl.records import AGENT, AGENT_DETAILS, POSITION_FIELDS, ROLE, RecordError
 from etl.source import InputFile
+from etl.timestamps import RFC3339
 
 
 def page(records: list[object] | object, name: str = "sync-d/roles/1.json") -> InputFile:

@@ -23,11 +23,12 @@ from hypothesis import strategies as st
 
 from etl import db
 from etl.cli import main
-from etl.decode import AGENT, AGENT_DETAILS, GROUP, ROLE, Decoded, RecordKind, decode_files
+from etl.decode import Decoded, decode_files
 from etl.errors import InputError
 from etl.pages import BOM
 from etl.plan import Plan, plan_agents, plan_groups, plan_roles
 from etl.rawjson import element_spans
+from etl.records import AGENT, AGENT_DETAILS, GROUP, ROLE, RecordKind
 from etl.source import InputFile
 from etl.sync import attach_raw
 

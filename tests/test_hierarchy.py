@@ -11,9 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from etl.decode import GROUP, decode_files
+from etl.decode import decode_files
 from etl.hierarchy import cycles
 from etl.plan import plan_groups
+from etl.records import GROUP
 from etl.source import InputFile
 
 NO_GROUPS = pa.table(

@@ -9,8 +9,9 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from etl.decode import AGENT, AGENT_DETAILS, ROLE, decode_files
+from etl.decode import decode_files
 from etl.plan import plan_agents, plan_roles
+from etl.records import AGENT, AGENT_DETAILS, ROLE
 from etl.source import InputFile
 
 

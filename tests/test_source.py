@@ -11,9 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from etl.decode import AGENT, decode_files
+from etl.decode import decode_files
 from etl.errors import InputError
 from etl.pages import FileDigest
+from etl.records import AGENT
 from etl.source import (
     InputFile,
     list_days,

@@ -14,9 +14,10 @@ from conftest import sync as run_cli
 from replay import dump_state, replay_days
 
 from etl import db, split, sync
-from etl.decode import AGENT, AGENT_DETAILS, Decoded, RecordKind, decode_files
+from etl.decode import Decoded, decode_files
 from etl.errors import InputError
 from etl.pages import FileDigest
+from etl.records import AGENT, AGENT_DETAILS, RecordKind
 from etl.source import FolderFiles, list_files
 
 GOLDEN = Path(__file__).parent / "golden" / "replay.txt"

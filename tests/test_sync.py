@@ -32,7 +32,7 @@ from conftest import (
 )
 from replay import FINAL_TABLES, STATE_TABLES, dump_state
 
-from etl import db, decode
+from etl import db, decode, records
 from etl.cli import main
 from etl.errors import InputError
 from etl.log import mask_url
@@ -821,7 +821,7 @@ def test_raw_text_is_read_again_only_from_an_unchanged_file(tmp_path: Path) -> N
     run first read it, that is an InputError naming the file, not a wrong raw text."""
     data = b'[{"id": 1}, {"id": "x"}]'
     file = InputFile("sync-d/agents/1.json", data)
-    plan = plan_agents(decode.decode_files(decode.AGENT, [file]))
+    plan = plan_agents(decode.decode_files(records.AGENT, [file]))
     inputs = {"agent": [file]}
     errors = attach_raw(plan, inputs, {file.name: hashlib.sha256(data).hexdigest()})
     assert errors.select("record_index", "raw_text").rows() == [(1, '{"id": "x"}')]
