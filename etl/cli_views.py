@@ -88,7 +88,7 @@ def main_view(view: str, argv: list[str]) -> int:
 def show_view(view: str, args: argparse.Namespace) -> tuple[str, int]:
     """The view's text, and the exit status: 1 from ``status`` when an entity's latest run
     failed, was refused or was abandoned (for monitoring), else 0."""
-    from etl import db, views
+    from etl import db, views, views_tree
 
     url, _server = resolve_database(args, create=False)
     conn = db.connect(url)
@@ -116,11 +116,11 @@ def show_view(view: str, args: argparse.Namespace) -> tuple[str, int]:
                 return as_json(views.status_document(args.account, runs, args.all, under_way)), code
             return views.status_text(runs, args.day, args.all), code
         if view == "tree":
-            rows = views.tree_rows(conn, account_id, args.group)
+            rows = views_tree.tree_rows(conn, account_id, args.group)
             if args.json:
-                return as_json(views.tree_document(args.account, rows)), 0
+                return as_json(views_tree.tree_document(args.account, rows)), 0
             dim = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-            return views.tree_text(rows, args.group, dim=dim), 0
+            return views_tree.tree_text(rows, args.group, dim=dim), 0
         entities = views.error_rows(conn, account_id, args.day, args.examples)
         if args.json:
             return as_json({"account": args.account, "day": args.day, "entities": entities}), 0

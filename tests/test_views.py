@@ -11,7 +11,7 @@ from conftest import bare_database, default_account, open_run, rows, sync, sync_
 
 from etl import db
 from etl.cli import main
-from etl.views import tree_rows, tree_text
+from etl.views_tree import tree_rows, tree_text
 
 
 def view(capsys: pytest.CaptureFixture[str], url: str, *argv: str, code: int = 0) -> str:
