@@ -40,12 +40,13 @@ from etl.sync import (
     ReadAhead,
     RunResult,
     SyncOptions,
-    account_day,
+    account_days,
     begin_run,
     check_day_order,
     close_failed_run,
     decode_entity,
     list_inputs,
+    record_files,
     settle,
     staged_tables,
 )
@@ -147,7 +148,7 @@ def prepare(
             member.error = error
             return None
         try:
-            check_day_order(conn, member.account_id, entity, day, member.options.force)
+            check_day_order(run, member.options.force)
             with run.watch.stage("list", "list files"):
                 inputs = list_inputs(member.options.data_dir, day, ENTITY_KINDS[entity])
             folder = spill / str(member.account_id)
@@ -156,12 +157,13 @@ def prepare(
             decoded = decode_entity(
                 run, inputs, folder, nothing_ahead, member.options, split_ok=False
             )
+            record_files(run)
             with run.watch.stage("plan"):
-                stored = account_day(conn, member.account_id, entity, decoded)
+                days = account_days(conn, entity, {member.account_id: decoded})
         except BaseException as error:
             fail(member, run, error)
             return None
-        return Prepared(member, run, inputs, stored)
+        return Prepared(member, run, inputs, days[member.account_id])
 
 
 def tables(ready: Prepared, plan: Plan | Exception) -> dict[str, Table] | None:
