@@ -11,10 +11,10 @@ import pyarrow as pa
 import pytest
 from conftest import rows, state_alone
 
-from etl import ENTITIES, chunk, db, fleet, log, synth
-from etl.chunk import apart, defined_ids, plans_of
+from etl import ENTITIES, chunk, db, fleet, joint_plan, log, synth
 from etl.decode import AGENT, GROUP, decode_files
 from etl.errors import DatabaseError
+from etl.joint_plan import apart, defined_ids, plans_of
 from etl.migrate import migrate
 from etl.plan import AccountDay, Plan, plan_day
 from etl.replay import DUMPED_TABLES, dump_state
@@ -145,7 +145,7 @@ def test_a_bug_in_one_accounts_plan_fails_that_account_only(
     fails with the bug's message in its ledger row and the other lands as its single-account
     run would."""
     two_accounts(tmp_path)
-    real_plan_day = chunk.plan_day
+    real_plan_day = joint_plan.plan_day
 
     def buggy(entity: str, day: AccountDay) -> Plan:
         """Fails for any plan of account one's agents: the joint plan, then its own."""
@@ -155,7 +155,7 @@ def test_a_bug_in_one_accounts_plan_fails_that_account_only(
                 raise RuntimeError("a bug")
         return real_plan_day(entity, day)
 
-    monkeypatch.setattr(chunk, "plan_day", buggy)
+    monkeypatch.setattr(joint_plan, "plan_day", buggy)
     conn = db.connect(database_url)
     try:
         assert sync_as_a_chunk(conn, database_url, tmp_path) == {
