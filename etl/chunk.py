@@ -1,9 +1,16 @@
 """A chunk: several small accounts of a fleet taken through each entity together.
 
-For a small account the fixed cost of a plan (a hundred Polars queries an entity) is the whole
-cost: the members' plans are made as one where their ids are apart (:mod:`etl.joint_plan`).
+For a small account the fixed costs are the whole cost: a plan's hundred Polars queries, and
+a dozen statements and commits of the ledger an entity. The members' plans are made as one
+where their ids are apart (:mod:`etl.joint_plan`), their rows staged with one COPY per table,
+and the ledger's statements are the members' together: one starts every member's run (and
+reads its sync time and the days applied), one records the files they read, one reads the ids
+they store, one their bad records' file hashes, one records their seconds after the applies.
+
 Everything else stays each account's own: its lock, its ledger rows, its decode (a bad file
-fails that account only), its staging, its apply in a transaction of its own, its guards.
+fails that account only), its staging rows, its apply in a transaction of its own, its guards.
+A statement of several members that fails is made again for each member on its own where one
+member's data could be the cause (run starts, files, staging).
 """
 
 from __future__ import annotations
@@ -18,9 +25,10 @@ from pathlib import Path
 
 from etl import db, log
 from etl.batches import Table
+from etl.decode import Decoded
 from etl.errors import EtlError
 from etl.joint_plan import plans_of
-from etl.plan import AccountDay, Plan
+from etl.plan import Plan
 from etl.source import InputFile
 from etl.stage import stage_tables, stage_together
 from etl.sync import (
@@ -31,14 +39,14 @@ from etl.sync import (
     RunResult,
     SyncOptions,
     account_days,
-    begin_run,
     check_day_order,
     close_failed_run,
     decode_entity,
+    entity_run,
+    error_files,
+    finish_runs,
     list_inputs,
-    record_files,
-    settle,
-    staged_tables,
+    with_bad_records,
 )
 
 
@@ -55,12 +63,12 @@ class Member:
 
 @dataclass
 class Prepared:
-    """A member's entity run, read and decoded, waiting for its plan."""
+    """A member's entity run under way: its input, once listed, and its records, once decoded."""
 
     member: Member
     run: EntityRun
-    inputs: dict[str, Sequence[InputFile]]
-    day: AccountDay
+    inputs: dict[str, Sequence[InputFile]] = field(default_factory=dict)
+    decoded: dict[str, Decoded] = field(default_factory=dict)
 
 
 def sync_chunk(
@@ -80,28 +88,31 @@ def sync_entity(
     conn: db.Connection, members: list[Member], day: str, entity: str, now: datetime
 ) -> None:
     """One entity of the day for every member not failed yet."""
+    live = [member for member in members if member.error is None]
+    if not live:
+        return
     pending: list[Prepared] = []  # runs started and not yet ended
-    spill_dir = members[0].options.spill_dir if members else None  # --spill-dir, shared
-    with tempfile.TemporaryDirectory(prefix="etl-chunk-", dir=spill_dir) as spill:
+    with tempfile.TemporaryDirectory(prefix="etl-chunk-", dir=live[0].options.spill_dir) as spill:
         try:
-            for member in members:
-                if member.error is None:
-                    ready = prepare(conn, member, day, entity, now, Path(spill))
-                    if ready is not None:
-                        pending.append(ready)
+            pending = begin_runs(conn, live, day, entity, now)
+            pending = [ready for ready in pending if read(ready, Path(spill))]
+            record_files(conn, pending)
+            pending = [ready for ready in pending if ready.member.error is None]
             with shared_by(pending, "plan"):
-                plans = plans_of(entity, [p.day for p in pending])
-            staged = []
-            for ready, plan in zip(pending, plans, strict=True):
-                rows = tables(ready, plan)
-                if rows is not None:
-                    staged.append((ready, rows))
+                decoded = {ready.run.account_id: ready.decoded for ready in pending}
+                days = account_days(conn, entity, decoded)
+                plans = plans_of(entity, [days[ready.run.account_id] for ready in pending])
+            staged = tables(conn, pending, plans)
             pending = [ready for ready, _ in staged]
             stage_all(conn, entity, staged)
-            while pending:
-                if pending[0].member.error is None:
-                    apply(pending[0])
-                pending.pop(0)
+            applied: list[Prepared] = []
+            try:
+                while pending:
+                    if pending[0].member.error is None and apply(pending[0]):
+                        applied.append(pending[0])
+                    pending.pop(0)
+            finally:
+                finish(conn, applied)
         except BaseException as error:  # Ctrl-C, or a bug: the runs under way end too
             for ready in pending:
                 if ready.member.error is None:
@@ -124,45 +135,105 @@ def shared_by(pending: list[Prepared], stage: str) -> Iterator[None]:
             seconds[stage] = round(seconds.get(stage, 0.0) + share, 4)
 
 
-def prepare(
-    conn: db.Connection, member: Member, day: str, entity: str, now: datetime, spill: Path
-) -> Prepared | None:
-    """The member's run of the entity started, its input listed, decoded and the ids it stores
-    read; None if that failed (the run is closed, the member's error set)."""
+def begin_runs(
+    conn: db.Connection, members: list[Member], day: str, entity: str, now: datetime
+) -> list[Prepared]:
+    """Every member's run of the entity started with one statement, committed; should that
+    fail, each member's on its own (a member whose run cannot start gets the error)."""
+    accounts = {m.account_id: (m.account_id, m.options.synced_at, m.options.force) for m in members}
+    try:
+        started = db.start_runs(conn, day, entity, list(accounts.values()), now)
+    except Exception:
+        with contextlib.suppress(EtlError):
+            db.rollback(conn)
+        started = {}
+        for member in members:
+            try:
+                started |= db.start_runs(conn, day, entity, [accounts[member.account_id]], now)
+            except EtlError as error:
+                member.error = error
+    return [
+        Prepared(m, entity_run(conn, started[m.account_id], day, entity, m.options, account=m.key))
+        for m in members
+        if m.account_id in started
+    ]
+
+
+def read(ready: Prepared, spill: Path) -> bool:
+    """The member's day order checked and its input listed and decoded (its batches under
+    ``spill``); whether that went well (if not, the run is closed and the member's error set)."""
+    member, run = ready.member, ready.run
     with log.bound(account=member.key):
-        try:
-            run = begin_run(conn, member.account_id, day, entity, member.options, now, None)
-        except EtlError as error:
-            member.error = error
-            return None
         try:
             check_day_order(run, member.options.force)
             with run.watch.stage("list", "list files"):
-                inputs = list_inputs(member.options.data_dir, day, ENTITY_KINDS[entity])
+                ready.inputs = list_inputs(
+                    member.options.data_dir, run.day, ENTITY_KINDS[run.entity]
+                )
             folder = spill / str(member.account_id)
             folder.mkdir()
-            nothing_ahead = ReadAhead(day, (), member.options)
-            decoded = decode_entity(
-                run, inputs, folder, nothing_ahead, member.options, split_ok=False
+            nothing_ahead = ReadAhead(run.day, (), member.options)
+            ready.decoded = decode_entity(
+                run, ready.inputs, folder, nothing_ahead, member.options, split_ok=False
             )
-            record_files(run)
-            with run.watch.stage("plan"):
-                days = account_days(conn, entity, {member.account_id: decoded})
         except BaseException as error:
             fail(member, run, error)
-            return None
-        return Prepared(member, run, inputs, days[member.account_id])
+            return False
+    return True
 
 
-def tables(ready: Prepared, plan: Plan | Exception) -> dict[str, Table] | None:
-    """The tables the member's run stages (its bad records' text read again); None if its
-    plan or that failed (the run is closed, the member's error set)."""
+def record_files(conn: db.Connection, pending: list[Prepared]) -> None:
+    """The files every member's run read recorded with one COPY, committed; should that fail,
+    each member's on its own (a member whose files cannot be recorded fails)."""
+    try:
+        db.FileLedger.flush_together(conn, [ready.run.ledger for ready in pending])
+    except Exception:
+        with contextlib.suppress(EtlError):
+            db.rollback(conn)
+        for ready in pending:
+            with log.bound(account=ready.member.key):
+                try:
+                    ready.run.ledger.flush()
+                except BaseException as error:
+                    fail(ready.member, ready.run, error)
+    for ready in pending:
+        if ready.member.error is None:
+            ready.run.log.debug("read", files=ready.run.ledger.count)
+
+
+def tables(
+    conn: db.Connection, pending: list[Prepared], plans: list[Plan | Exception]
+) -> list[tuple[Prepared, dict[str, Table]]]:
+    """Each member's tables to stage, its bad records' text read again (their files' hashes
+    read for all members at once); a member whose plan or that failed is left out (its run
+    closed, its error set)."""
+    with shared_by(pending, "plan"):
+        wanted = [
+            (ready.run.account_id, ready.run.run_id, error_files(plan))
+            for ready, plan in zip(pending, plans, strict=True)
+            if not isinstance(plan, Exception)
+        ]
+        hashes = db.run_file_hashes(conn, wanted)
+    staged = []
+    for ready, plan in zip(pending, plans, strict=True):
+        rows = bad_records_of(ready, plan, hashes.get(ready.run.run_id, {}))
+        if rows is not None:
+            staged.append((ready, rows))
+    return staged
+
+
+def bad_records_of(
+    ready: Prepared, plan: Plan | Exception, hashes: dict[str, str]
+) -> dict[str, Table] | None:
+    """The member's tables to stage, its bad records' text read again; None if its plan or that
+    failed (the run is closed, the member's error set)."""
     with log.bound(account=ready.member.key):
         if isinstance(plan, Exception):
             fail(ready.member, ready.run, plan)
             return None
         try:
-            return staged_tables(ready.run, plan, ready.inputs)
+            with ready.run.watch.stage("plan", "read bad records' text"):
+                return with_bad_records(plan, ready.inputs, hashes)
         except BaseException as error:
             fail(ready.member, ready.run, error)
             return None
@@ -191,18 +262,22 @@ def stage_all(
                 fail(ready.member, ready.run, error)
 
 
-def apply(ready: Prepared) -> None:
-    """Apply the member's staged run in a transaction of its own; on failure the run is closed
-    and the member's error set."""
+def apply(ready: Prepared) -> bool:
+    """Apply the member's staged run in a transaction of its own; whether it applied (if not,
+    its run is closed and the member's error set; Ctrl-C goes on up)."""
     member = ready.member
     with log.bound(account=member.key):
         applying = Applying(ready.run, member.options.allow_mass_removal, background=False)
-        try:
-            settle(applying, member.results)  # closes a failed run itself
-        except BaseException as error:
-            member.error = error
-            if isinstance(error, KeyboardInterrupt):
-                raise
+        if applying.error is not None:
+            fail(member, ready.run, applying.error)
+    return applying.error is None
+
+
+def finish(conn: db.Connection, applied: list[Prepared]) -> None:
+    """The applied runs' seconds recorded with one statement; each member's result added."""
+    results = finish_runs(conn, [ready.run for ready in applied])
+    for ready, result in zip(applied, results, strict=True):
+        ready.member.results.append(result)
 
 
 def fail(member: Member, run: EntityRun, error: BaseException, *, reraise: bool = True) -> None:
