@@ -159,17 +159,38 @@ def account_lock(conn: Connection, account: str, timeout: float) -> Iterator[Non
     """Hold the account's advisory lock: runs of one account never interleave (runs of other
     accounts go on). Waits up to ``timeout`` seconds for a run already holding it, saying so
     once."""
-    wait_for_lock(
-        conn,
-        "try_lock",
-        (account,),
-        timeout,
-        f"another etl run holds the sync lock of account {account} on this database",
-    )
+    wait_for_lock(conn, "try_lock", (account,), timeout, held_by_another(account))
     try:
         yield
     finally:
         release_lock(conn, "unlock", (account,))
+
+
+@contextmanager
+def account_locks(
+    conn: Connection, accounts: Sequence[str], timeout: float
+) -> Iterator[dict[str, LockTimeoutError]]:
+    """Hold the advisory locks of several accounts (see :func:`account_lock`), tried with one
+    statement; a lock that another run holds is waited for as there, one after the other.
+    Yields the accounts whose lock was not taken in time, with their error."""
+    held = [key for key, taken in execute(conn, "try_locks", (list(accounts),)) if taken]
+    commit(conn)
+    missed: dict[str, LockTimeoutError] = {}
+    try:
+        for account in accounts:
+            if account not in held:
+                try:
+                    wait_for_lock(conn, "try_lock", (account,), timeout, held_by_another(account))
+                    held.append(account)
+                except LockTimeoutError as error:
+                    missed[account] = error
+        yield missed
+    finally:
+        release_lock(conn, "unlock_all", (held,))
+
+
+def held_by_another(account: str) -> str:
+    return f"another etl run holds the sync lock of account {account} on this database"
 
 
 @contextmanager
@@ -221,6 +242,19 @@ def ensure_account(conn: Connection, account: str) -> int:
     account_id = int(execute(conn, "ensure_account", (account,))[0][0])
     commit(conn)
     return account_id
+
+
+def ensure_accounts(conn: Connection, accounts: Sequence[str]) -> dict[str, int]:
+    """Each account's id by its key, in one statement, the accounts created (and committed) if
+    new."""
+    if not accounts:
+        return {}
+    ids = {
+        key: int(account_id)
+        for key, account_id in execute(conn, "ensure_accounts", (list(accounts),))
+    }
+    commit(conn)
+    return ids
 
 
 def account_id(conn: Connection, account: str) -> int | None:

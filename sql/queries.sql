@@ -13,6 +13,13 @@ SELECT pg_try_advisory_lock(hashtextextended('etl.sync:' || $1, 0));
 -- name: unlock
 SELECT pg_advisory_unlock(hashtextextended('etl.sync:' || $1, 0));
 
+-- name: try_locks
+-- The sync locks of several accounts ($1: their keys) tried at once: which were taken.
+SELECT k, pg_try_advisory_lock(hashtextextended('etl.sync:' || k, 0)) FROM unnest($1::text[]) AS k;
+
+-- name: unlock_all
+SELECT pg_advisory_unlock(hashtextextended('etl.sync:' || k, 0)) FROM unnest($1::text[]) AS k;
+
 -- name: account_lock_held
 -- Whether a session holds the account's sync lock (a run of it is under way).
 SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks
@@ -39,6 +46,9 @@ SELECT set_config('lock_timeout', $1, true);
 
 -- name: ensure_account
 SELECT etl.ensure_account_v1($1);
+
+-- name: ensure_accounts
+SELECT k, etl.ensure_account_v1(k) FROM unnest($1::text[]) AS k;
 
 -- name: account_id
 SELECT account_id FROM etl.accounts WHERE account_key = $1;

@@ -201,13 +201,13 @@ def state_of_runs(data_dir: Path, runs: list[tuple[str, int]]) -> str:
 
 
 def sync_task(
-    conn: db.Connection, url: str, folder: Path, day: str, keys: list[str]
+    conn: db.Connection, url: str, folder: Path, day: str, keys: list[str], lock_timeout: float = 30
 ) -> dict[str, tuple[str, str | None]]:
     """The day of ``keys`` as one task of a fleet worker (a chunk, for more than one):
     account -> (status, message)."""
     log.configure(fmt="json", quiet=True)
     options = SyncOptions(data_dir=folder, synced_at=datetime(2026, 1, 1, 6, tzinfo=UTC))
-    settings = fleet.FleetSettings(url, day, ENTITIES, options, 30, "json", False)
+    settings = fleet.FleetSettings(url, day, ENTITIES, options, lock_timeout, "json", False)
     jobs = fleet.weigh(conn, folder, day, keys)
     return {o.key: (o.status, o.message) for o in fleet.sync_task(conn, jobs, settings)}
 
@@ -375,3 +375,38 @@ def test_runs_start_together_with_their_sync_times_and_applied_days(
         (b, started[b].run_id, "day1", "agents", "running", now, True),
         (c, started[c].run_id, "day1", "agents", "running", t2, False),
     ]
+
+
+def test_a_member_whose_lock_another_run_holds_fails_alone(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Another run holds account one's lock past the lock timeout: one fails, its entities
+    recorded as failed runs that never started, and two lands as its single-account run."""
+    two_accounts(tmp_path)
+    holder, conn = db.connect(database_url), db.connect(database_url)
+    try:
+        assert db.execute(holder, "try_lock", ("one",)) == [(True,)]
+        outcomes = sync_task(conn, database_url, tmp_path, "day1", ["one", "two"], lock_timeout=0)
+        held = (
+            "another etl run holds the sync lock of account one on this database; gave up after "
+            "0 s (see --lock-timeout)"
+        )
+        assert outcomes == {"one": ("failed", held), "two": ("succeeded", None)}
+        assert rows(
+            conn,
+            "SELECT a.account_key, r.entity, r.status, r.message FROM etl.sync_runs r"
+            " JOIN etl.accounts a USING (account_id) ORDER BY a.account_key, r.run_id",
+        ) == [
+            ("one", "agents", "failed", held),
+            ("one", "roles", "failed", held),
+            ("one", "groups", "failed", held),
+            ("two", "agents", "succeeded", None),
+            ("two", "roles", "succeeded", None),
+            ("two", "groups", "succeeded", None),
+        ]
+        assert db.execute(conn, "try_lock", ("two",)) == [(True,)]  # released
+        two = dump_state(conn, DUMPED_TABLES, "two")
+    finally:
+        holder.close()
+        conn.close()
+    assert two == state_alone(tmp_path / "two", "day1")
