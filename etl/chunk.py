@@ -161,7 +161,8 @@ def begin_runs(
 
 def read(ready: Prepared, spill: Path) -> bool:
     """The member's day order checked and its input listed and decoded (its batches under
-    ``spill``); whether that went well (if not, the run is closed and the member's error set)."""
+    ``spill``), any batch of its files written meanwhile done with; whether that went well (if
+    not, the run is closed and the member's error set)."""
     member, run = ready.member, ready.run
     with log.bound(account=member.key):
         try:
@@ -176,6 +177,7 @@ def read(ready: Prepared, spill: Path) -> bool:
             ready.decoded = decode_entity(
                 run, ready.inputs, folder, nothing_ahead, member.options, split_ok=False
             )
+            run.ledger.wait()  # a batch of files still being written holds the connection
         except BaseException as error:
             fail(member, run, error)
             return False

@@ -4,6 +4,7 @@ back into each account's own plan exactly."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -410,3 +411,43 @@ def test_a_member_whose_lock_another_run_holds_fails_alone(
         holder.close()
         conn.close()
     assert two == state_alone(tmp_path / "two", "day1")
+
+
+def test_members_whose_files_are_recorded_a_batch_at_a_time_land_as_alone(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the file ledger writing every 2 files on a thread of its own while decoding goes
+    on (each write slowed down), the chunk's members, which share one connection, never write
+    on it at the same time, record their files in order and land as their single-account
+    runs."""
+    two_accounts(tmp_path)
+    writing: list[int] = []
+    overlaps: list[int] = []
+
+    class SmallBatches(db.FileLedger):
+        def __init__(self, conn: db.Connection, account_id: int, run_id: int) -> None:
+            super().__init__(conn, account_id, run_id, batch=2)
+
+        def _write(self, table: pa.Table, failures: list[BaseException] | None = None) -> None:
+            if id(self.conn) in writing:
+                overlaps.append(self.run_id)
+            writing.append(id(self.conn))
+            time.sleep(0.02)
+            try:
+                super()._write(table, failures)
+            finally:
+                writing.remove(id(self.conn))
+
+    monkeypatch.setattr(db, "FileLedger", SmallBatches)
+    conn = db.connect(database_url)
+    try:
+        assert sync_as_a_chunk(conn, database_url, tmp_path) == {
+            "one": ("succeeded", None),
+            "two": ("succeeded", None),
+        }
+        shared = {key: dump_state(conn, DUMPED_TABLES, key) for key in ("one", "two")}
+    finally:
+        conn.close()
+    assert overlaps == []
+    for key, state in shared.items():
+        assert state == state_alone(tmp_path / key, "day1"), key
