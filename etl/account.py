@@ -1,4 +1,5 @@
-"""One account's turn at the database: its lock, the schema held still, its id."""
+"""An account's turn at the database (or a fleet's chunk of accounts'): its lock, the schema
+held still, its id."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from etl import db
-from etl.errors import DatabaseError, LockTimeoutError
+from etl import db, log
+from etl.errors import DatabaseError, EtlError, LockTimeoutError
 from etl.log import get_logger
 from etl.migrate import migrate
 
@@ -41,6 +42,57 @@ def account_session(
         if unstarted is not None:
             record_unstarted(conn, account, *unstarted, message=str(error))
         raise
+
+
+@contextmanager
+def accounts_session(
+    conn: db.Connection,
+    accounts: list[str],
+    *,
+    lock_timeout: float,
+    unstarted: tuple[str, tuple[str, ...], datetime | None, bool],
+) -> Iterator[tuple[dict[str, int], dict[str, EtlError]]]:
+    """:func:`account_session` for several accounts at once (a fleet's chunk): their locks
+    tried and their ids read with one statement each, the schema held still once for all.
+    Yields the ids of the accounts whose lock was taken, by key, and the error of each other
+    account: a lock not taken in time (its runs recorded in the ledger as failed, see
+    :func:`record_unstarted`), or its id not to be had."""
+    with (
+        db.account_locks(conn, accounts, lock_timeout) as timed_out,
+        contextlib.ExitStack() as held,
+    ):
+        failed: dict[str, EtlError] = dict(timed_out)
+        locked = [key for key in accounts if key not in failed]
+        if locked:
+            try:
+                held.enter_context(db.schema_in_use(conn, lock_timeout))
+            except LockTimeoutError as error:
+                failed.update(dict.fromkeys(locked, error))
+                locked = []
+        for key, reason in failed.items():
+            with log.bound(account=key):
+                record_unstarted(conn, key, *unstarted, message=str(reason))
+        yield account_ids(conn, locked, failed), failed
+
+
+def account_ids(
+    conn: db.Connection, accounts: list[str], failed: dict[str, EtlError]
+) -> dict[str, int]:
+    """The accounts' ids by key, the accounts created if new, with one statement; should that
+    fail, each account's on its own (an account whose id cannot be had gets its error in
+    ``failed``)."""
+    try:
+        return db.ensure_accounts(conn, accounts)
+    except DatabaseError:
+        with contextlib.suppress(DatabaseError):
+            db.rollback(conn)
+    ids = {}
+    for key in accounts:
+        try:
+            ids[key] = db.ensure_account(conn, key)
+        except DatabaseError as error:
+            failed[key] = error
+    return ids
 
 
 def record_unstarted(

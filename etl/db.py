@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from importlib.resources.abc import Traversable
@@ -23,6 +24,7 @@ from typing import Any
 
 import adbc_driver_manager
 import pyarrow as pa
+import pyarrow.compute as pc
 from adbc_driver_manager import AdbcConnection, AdbcDatabase
 from adbc_driver_manager.dbapi import Connection as Connection
 
@@ -146,11 +148,6 @@ def fetch_table(conn: Connection, name: str, params: Sequence[Any] = ()) -> pa.T
         return cur.fetch_arrow_table()
 
 
-def fetch_column(conn: Connection, name: str, params: Sequence[Any] = ()) -> pa.Array:
-    """The first column of a named query, as Arrow (for id sets that may be large)."""
-    return fetch_table(conn, name, params).column(0).combine_chunks()
-
-
 def server_version(conn: Connection) -> str:
     version = execute(conn, "server_version")[0][0]
     commit(conn)
@@ -162,17 +159,38 @@ def account_lock(conn: Connection, account: str, timeout: float) -> Iterator[Non
     """Hold the account's advisory lock: runs of one account never interleave (runs of other
     accounts go on). Waits up to ``timeout`` seconds for a run already holding it, saying so
     once."""
-    wait_for_lock(
-        conn,
-        "try_lock",
-        (account,),
-        timeout,
-        f"another etl run holds the sync lock of account {account} on this database",
-    )
+    wait_for_lock(conn, "try_lock", (account,), timeout, held_by_another(account))
     try:
         yield
     finally:
         release_lock(conn, "unlock", (account,))
+
+
+@contextmanager
+def account_locks(
+    conn: Connection, accounts: Sequence[str], timeout: float
+) -> Iterator[dict[str, LockTimeoutError]]:
+    """Hold the advisory locks of several accounts (see :func:`account_lock`), tried with one
+    statement; a lock that another run holds is waited for as there, one after the other.
+    Yields the accounts whose lock was not taken in time, with their error."""
+    held = [key for key, taken in execute(conn, "try_locks", (list(accounts),)) if taken]
+    commit(conn)
+    missed: dict[str, LockTimeoutError] = {}
+    try:
+        for account in accounts:
+            if account not in held:
+                try:
+                    wait_for_lock(conn, "try_lock", (account,), timeout, held_by_another(account))
+                    held.append(account)
+                except LockTimeoutError as error:
+                    missed[account] = error
+        yield missed
+    finally:
+        release_lock(conn, "unlock_all", (held,))
+
+
+def held_by_another(account: str) -> str:
+    return f"another etl run holds the sync lock of account {account} on this database"
 
 
 @contextmanager
@@ -226,6 +244,19 @@ def ensure_account(conn: Connection, account: str) -> int:
     return account_id
 
 
+def ensure_accounts(conn: Connection, accounts: Sequence[str]) -> dict[str, int]:
+    """Each account's id by its key, in one statement, the accounts created (and committed) if
+    new."""
+    if not accounts:
+        return {}
+    ids = {
+        key: int(account_id)
+        for key, account_id in execute(conn, "ensure_accounts", (list(accounts),))
+    }
+    commit(conn)
+    return ids
+
+
 def account_id(conn: Connection, account: str) -> int | None:
     """The account's id, or None if no account has that key."""
     rows = execute(conn, "account_id", (account,))
@@ -246,22 +277,34 @@ def delete_account(conn: Connection, account_id: int) -> dict[str, int]:
     return {table: int(rows) for table, rows in json.loads(deleted).items() if rows}
 
 
-def start_run(
+@dataclass(frozen=True)
+class StartedRun:
+    """A run's new ledger row: its id, its sync time, and the days its entity was applied for
+    before it."""
+
+    account_id: int
+    run_id: int
+    synced_at: datetime
+    applied_days: list[str]
+
+
+def start_runs(
     conn: Connection,
-    account_id: int,
     day: str,
     entity: str,
-    synced_at: datetime,
-    forced: bool,
+    accounts: Sequence[tuple[int, datetime | None, bool]],
+    now: datetime,
     applying: int | None = None,
-) -> int:
-    """A new ledger row, 'running'. Any other 'running' row of the account belongs to a process
-    that died and is marked 'abandoned', except ``applying``: this process's run still applying
-    on another connection."""
-    params = (account_id, day, entity, synced_at, forced, applying)
-    run_id = execute(conn, "start_run", params)[0][0]
+) -> dict[int, StartedRun]:
+    """A new ledger row, 'running', for the run of the entity's ``day`` of each of ``accounts``
+    (account id, sync time or None, forced), in one statement, committed; by account id. A run
+    not given a sync time takes that of the day's first succeeded run of the entity, else
+    ``now``. Any other 'running' row of the account belongs to a process that died and is marked
+    'abandoned', except ``applying``: this process's run still applying on another connection."""
+    ids, synced, forced = (list(column) for column in zip(*accounts, strict=True))
+    rows = execute(conn, "start_runs", (ids, day, entity, synced, forced, now, applying))
     commit(conn)
-    return int(run_id)
+    return {int(a): StartedRun(int(a), int(r), at, list(days)) for a, r, at, days in rows}
 
 
 def record_unstarted_run(
@@ -346,11 +389,31 @@ class FileLedger:
         if self.pending:
             self._write(self._take_pending())
 
+    @staticmethod
+    def flush_together(conn: Connection, ledgers: Sequence[FileLedger]) -> None:
+        """Write every file the ledgers hold, of their runs alike, with one COPY, committed on
+        ``conn``. Should it fail, each ledger still holds its files."""
+        for ledger in ledgers:
+            ledger.wait()
+        held = [ledger for ledger in ledgers if ledger.pending]
+        if not held:
+            return
+        table = pa.concat_tables([ledger._pending_table() for ledger in held])
+        with wrapped("the ledger write"), conn.cursor() as cur:
+            cur.adbc_ingest("sync_run_files", table, mode="append", db_schema_name="etl")
+        commit(conn, "the ledger write")
+        for ledger in held:
+            ledger._take_pending()
+
     def _take_pending(self) -> pa.Table:
+        table = self._pending_table()
+        self.count += table.num_rows
+        self.pending = []
+        return table
+
+    def _pending_table(self) -> pa.Table:
         files, sizes, hashes = zip(*self.pending, strict=True)
         first = self.count
-        self.count += len(files)
-        self.pending = []
         return pa.table(
             [
                 pa.array([self.account_id] * len(files), pa.int64()),
@@ -375,41 +438,39 @@ class FileLedger:
 
 
 def run_file_hashes(
-    conn: Connection, account_id: int, run_id: int, files: list[str]
-) -> dict[str, str]:
-    """file -> sha256 as the run recorded it, for ``files``."""
-    if not files:
-        return {}
-    rows = execute(conn, "run_file_hashes", (account_id, run_id, files))
+    conn: Connection, wanted: Sequence[tuple[int, int, list[str]]]
+) -> dict[int, dict[str, str]]:
+    """run id -> file -> sha256 as the run recorded it, for each (account id, run id, files)
+    of ``wanted``, in one statement."""
+    asked = [(a, r, f) for a, r, files in wanted for f in files]
+    found: dict[int, dict[str, str]] = {run_id: {} for _, run_id, _ in wanted}
+    if not asked:
+        return found
+    accounts, runs, files = (list(column) for column in zip(*asked, strict=True))
+    for run_id, file, sha256 in execute(conn, "run_file_hashes", (accounts, runs, files)):
+        found[int(run_id)][file] = sha256
     commit(conn)
-    return dict(rows)
-
-
-def first_synced_at(conn: Connection, account_id: int, entity: str, day: str) -> datetime | None:
-    rows = execute(conn, "first_synced_at", (account_id, entity, day))
-    commit(conn)
-    return rows[0][0] if rows else None
-
-
-def applied_days(conn: Connection, account_id: int, entity: str) -> list[str]:
-    rows = execute(conn, "applied_days", (account_id, entity))
-    commit(conn)
-    return [r[0] for r in rows]
+    return found
 
 
 def record_seconds(
-    conn: Connection, account_id: int, run_id: int, seconds: dict[str, float]
-) -> None:
-    """Add the run's seconds per stage to its ledger row (``details.seconds``)."""
-    execute(conn, "record_seconds", (account_id, run_id, json.dumps(seconds)))
+    conn: Connection, runs: Sequence[tuple[int, int, dict[str, float]]]
+) -> dict[int, dict[str, Any]]:
+    """Add each applied run's seconds per stage (account id, run id, seconds) to its ledger row
+    (``details.seconds``), in one statement, committed; run id -> the row's counts."""
+    if not runs:
+        return {}
+    accounts = [account_id for account_id, _, _ in runs]
+    run_ids = [run_id for _, run_id, _ in runs]
+    seconds = [json.dumps(spent) for _, _, spent in runs]
+    rows = execute(conn, "record_seconds", (accounts, run_ids, seconds))
     commit(conn)
+    return {int(row[0]): run_counts(row[1:]) for row in rows}
 
 
-def run_counts(conn: Connection, account_id: int, run_id: int) -> dict[str, Any]:
-    staged, inserted, updated, unchanged, removed, quarantined, details = execute(
-        conn, "run_counts", (account_id, run_id)
-    )[0]
-    commit(conn)
+def run_counts(row: Sequence[Any]) -> dict[str, Any]:
+    """A ledger row's counts, and its details."""
+    staged, inserted, updated, unchanged, removed, quarantined, details = row
     return {
         "staged": staged,
         "inserted": inserted,
@@ -419,3 +480,13 @@ def run_counts(conn: Connection, account_id: int, run_id: int) -> dict[str, Any]
         "quarantined": quarantined,
         **json.loads(details or "{}"),
     }
+
+
+def by_account(table: pa.Table, account_ids: Sequence[int]) -> dict[int, pa.Table]:
+    """``table``'s rows by their ``account_id`` (that column left out), for each of
+    ``account_ids``."""
+    rest = table.drop_columns("account_id")
+    if len(account_ids) == 1:
+        return {account_ids[0]: rest}
+    column = table.column("account_id")
+    return {a: rest.filter(pc.equal(column, a)) for a in account_ids}

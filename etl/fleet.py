@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from etl import db, log
-from etl.account import account_session
+from etl.account import account_session, accounts_session
 from etl.errors import EtlError, Interrupted, RefusedError, UsageError
 
 ACCOUNT_KEY = re.compile(r"^(?!\.+$)[A-Za-z0-9._-]{1,64}$")  # SEMANTICS 10; never . or ..
@@ -323,25 +323,23 @@ def sync_task(conn: db.Connection, task: list[Job], settings: FleetSettings) -> 
     from etl.chunk import Member, sync_chunk
 
     started = time.perf_counter()
-    outcomes: dict[str, Outcome] = {}
+    options = settings.options
+    unstarted = (settings.day, settings.entities, options.synced_at, options.force)
+    keys = [job.key for job in task]
+    session = accounts_session(conn, keys, lock_timeout=settings.lock_timeout, unstarted=unstarted)
     members: list[Member] = []
-    with contextlib.ExitStack() as sessions:
-        for job in task:
-            options = settings.options
-            unstarted = (settings.day, settings.entities, options.synced_at, options.force)
-            session = account_session(
-                conn, job.key, lock_timeout=settings.lock_timeout, unstarted=unstarted
-            )
-            try:
-                with log.bound(account=job.key):
-                    account_id = sessions.enter_context(session)
-            except EtlError as error:
-                outcomes[job.key] = Outcome(job.key, "failed", message=str(error))
-                continue
-            options = replace(settings.options, data_dir=job.folder)
-            members.append(Member(job.key, account_id, options))
-        sync_chunk(conn, members, settings.day, settings.entities)
+    try:
+        with session as (ids, failed):
+            members = [
+                Member(job.key, ids[job.key], replace(options, data_dir=job.folder))
+                for job in task
+                if job.key in ids
+            ]
+            sync_chunk(conn, members, settings.day, settings.entities)
+    except EtlError as error:  # the database, before any run started (sync_chunk raises none)
+        return [Outcome(job.key, "failed", message=str(error)) for job in task]
     share = (time.perf_counter() - started) / len(task)
+    outcomes = {key: Outcome(key, "failed", message=str(error)) for key, error in failed.items()}
     for member in members:
         outcomes[member.key] = member_outcome(member, share)
     return [outcomes[job.key] for job in task]

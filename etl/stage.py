@@ -26,7 +26,7 @@ def stage_tables(
     transaction committed by the caller; returns the number of rows staged. ``on_rows`` hears of
     each batch as COPY takes it."""
     log = get_logger()
-    db.execute(conn, "clear_staging", (account_id, entity))
+    db.execute(conn, "clear_staging", ([account_id], entity))
     total = 0
     with db.wrapped("staging"), conn.cursor() as cur:
         for name, table in tables.items():
@@ -47,8 +47,7 @@ def stage_together(
 ) -> None:
     """Replace the staging rows of the entity of several accounts (account id -> its tables,
     all small) with one COPY per table, in one transaction committed by the caller."""
-    for account_id, _ in staged:
-        db.execute(conn, "clear_staging", (account_id, entity))
+    db.execute(conn, "clear_staging", ([account_id for account_id, _ in staged], entity))
     names = list(dict.fromkeys(name for _, tables in staged for name in tables))
     with db.wrapped("staging"), conn.cursor() as cur:
         for name in names:

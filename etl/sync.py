@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 
 from etl import BATCH_VALUES, db, faults, source, split
 from etl.apply import apply_run
@@ -211,7 +212,8 @@ class Sessions:
 
 @dataclass
 class EntityRun:
-    """One (entity, day) run under way: its connection, ledger row, input files and clock."""
+    """One (entity, day) run under way: its connection, ledger row, input files and clock, and
+    the days its entity was applied for before it started."""
 
     conn: db.Connection
     account_id: int
@@ -222,6 +224,7 @@ class EntityRun:
     watch: Stopwatch
     ledger: db.FileLedger
     log: Any
+    applied_days: list[str]
 
 
 def begin_run(
@@ -234,13 +237,36 @@ def begin_run(
     previous: Applying | None,
 ) -> EntityRun:
     """The run's ledger row ('running'), started while ``previous`` may still be applying."""
-    synced_at = options.synced_at or db.first_synced_at(conn, account_id, entity, day) or now
     applying = previous.run.run_id if previous is not None else None
-    run_id = db.start_run(conn, account_id, day, entity, synced_at, options.force, applying)
+    account = (account_id, options.synced_at, options.force)
+    started = db.start_runs(conn, day, entity, [account], now, applying)
+    return entity_run(conn, started[account_id], day, entity, options)
+
+
+def entity_run(
+    conn: db.Connection,
+    started: db.StartedRun,
+    day: str,
+    entity: str,
+    options: SyncOptions,
+    **context: Any,
+) -> EntityRun:
+    """The run under way whose ledger row ``started`` is; its log lines carry ``context``."""
     watch = Stopwatch(options.progress(f"{day} {entity}") if options.progress else None)
-    log = get_logger().bind(day=day, entity=entity, run_id=run_id)
-    ledger = db.FileLedger(conn, account_id, run_id)
-    return EntityRun(conn, account_id, entity, day, run_id, synced_at, watch, ledger, log)
+    log = get_logger().bind(**context, day=day, entity=entity, run_id=started.run_id)
+    ledger = db.FileLedger(conn, started.account_id, started.run_id)
+    return EntityRun(
+        conn,
+        started.account_id,
+        entity,
+        day,
+        started.run_id,
+        started.synced_at,
+        watch,
+        ledger,
+        log,
+        started.applied_days,
+    )
 
 
 def prepare_run(
@@ -258,13 +284,14 @@ def prepare_run(
         waits = plan_waits_for(run.entity, previous)
         with tempfile.TemporaryDirectory(prefix="etl-batches-", dir=options.spill_dir) as spill:
             try:
-                check_day_order(run.conn, run.account_id, run.entity, run.day, options.force)
+                check_day_order(run, options.force)
                 with run.watch.stage("list", "list files"):
                     inputs = list_inputs(options.data_dir, run.day, ENTITY_KINDS[run.entity], ahead)
                 faults.pause_point("decode", run.entity)
                 # the other core may be busy: with the previous apply, or reading ahead
                 alone = (previous is None or previous.thread is None) and not ahead.running()
                 decoded = decode_entity(run, inputs, Path(spill), ahead, options, split_ok=alone)
+                record_files(run)
                 if not waits:
                     plan_and_stage(run, decoded, inputs)
             finally:
@@ -303,9 +330,17 @@ def staged_tables(
     """The tables the run stages: the plan's, and its bad records with their text read again
     from their files."""
     with run.watch.stage("plan", "read bad records' text"):
-        hashes = db.run_file_hashes(run.conn, run.account_id, run.run_id, error_files(plan))
-        errors = attach_raw(plan, inputs, hashes)
-    return {**plan.tables, "stg_errors": Table(errors)}
+        wanted = [(run.account_id, run.run_id, error_files(plan))]
+        hashes = db.run_file_hashes(run.conn, wanted)[run.run_id]
+        return with_bad_records(plan, inputs, hashes)
+
+
+def with_bad_records(
+    plan: Plan, inputs: dict[str, Sequence[InputFile]], hashes: dict[str, str]
+) -> dict[str, Table]:
+    """The plan's tables, and its bad records with their text read again from their files
+    (``hashes``: the files' SHA-256 as the run recorded them)."""
+    return {**plan.tables, "stg_errors": Table(attach_raw(plan, inputs, hashes))}
 
 
 # What an entity's plan reads of what the steps before it store: the stored agents (roles'
@@ -401,16 +436,29 @@ def settle(applying: Applying | None, results: list[RunResult]) -> None:
 
 def finish_run(run: EntityRun) -> RunResult:
     """The applied run's seconds in the ledger, and its summary line."""
-    run.watch.progress.close()
-    try:  # the run is committed: a failure to read its figures back no longer fails it
-        db.record_seconds(run.conn, run.account_id, run.run_id, run.watch.seconds)
-        counts = db.run_counts(run.conn, run.account_id, run.run_id)  # the ledger's figures
+    return finish_runs(run.conn, [run])[0]
+
+
+def finish_runs(conn: db.Connection, runs: list[EntityRun]) -> list[RunResult]:
+    """The applied runs' seconds in the ledger (one statement on ``conn``), and each one's
+    summary line; their results, in order."""
+    for run in runs:
+        run.watch.progress.close()
+    try:  # the runs are committed: a failure to read their figures back no longer fails them
+        spent = [(run.account_id, run.run_id, run.watch.seconds) for run in runs]
+        counts = db.record_seconds(conn, spent)  # the ledger's figures
     except EtlError as error:
-        run.log.warning("ledger_figures_unread", message=str(error))
+        for run in runs:
+            run.log.warning("ledger_figures_unread", message=str(error))
         counts = {}
-    seconds = run.watch.seconds
-    run.log.info("synced", synced_at=run.synced_at.isoformat(), **{**counts, "seconds": seconds})
-    return RunResult(run.entity, run.day, run.run_id, counts, seconds)
+    results = []
+    for run in runs:
+        figures, seconds = counts.get(run.run_id, {}), run.watch.seconds
+        run.log.info(
+            "synced", synced_at=run.synced_at.isoformat(), **{**figures, "seconds": seconds}
+        )
+        results.append(RunResult(run.entity, run.day, run.run_id, figures, seconds))
+    return results
 
 
 def close_failed_run(run: EntityRun, error: BaseException) -> None:
@@ -433,20 +481,14 @@ def close_failed_run(run: EntityRun, error: BaseException) -> None:
         run.log.error("run_" + status, message=message)
 
 
-def check_day_order(
-    conn: db.Connection, account_id: int, entity: str, day: str, force: bool
-) -> None:
+def check_day_order(run: EntityRun, force: bool) -> None:
     """Refuse a day that sorts before the last day applied for the account's entity, unless
     forced."""
-    later = [
-        d
-        for d in db.applied_days(conn, account_id, entity)
-        if source.natural_key(d) > source.natural_key(day)
-    ]
+    later = [d for d in run.applied_days if source.natural_key(d) > source.natural_key(run.day)]
     if later and not force:
         last = max(later, key=source.natural_key)
         raise RefusedError(
-            f"{entity}: day {day} sorts before {last}, which is already applied; "
+            f"{run.entity}: day {run.day} sorts before {last}, which is already applied; "
             "re-apply an older day only with --force"
         )
 
@@ -541,8 +583,9 @@ def decode_entity(
     split_ok: bool = True,
 ) -> dict[str, Decoded]:
     """Decode the run's files (stage "decode", reading included), by record kind, each file
-    recorded in the ledger; a big folder on both cores if ``split_ok``. Decoded batches are
-    spilled to files in the folder ``spill``, which must outlive staging."""
+    added to the run's ledger (see :func:`record_files`); a big folder on both cores if
+    ``split_ok``. Decoded batches are spilled to files in the folder ``spill``, which must
+    outlive staging."""
 
     def on_file(digest: FileDigest) -> None:
         run.ledger.add(digest)
@@ -565,33 +608,48 @@ def decode_entity(
                 decoded[kind.name] = decode_files(
                     kind, files, on_file=on_file, spill=batches, batch_values=options.batch_values
                 )
-    run.ledger.flush()  # the connection is free for the plan
-    run.log.debug("read", files=run.ledger.count)
     return decoded
+
+
+def record_files(run: EntityRun) -> None:
+    """Every file the run read recorded in the ledger; the connection is free afterwards."""
+    run.ledger.flush()
+    run.log.debug("read", files=run.ledger.count)
 
 
 def plan_entity(
     conn: db.Connection, account_id: int, entity: str, decoded: dict[str, Decoded]
 ) -> Plan:
     """The entity's planned rows, checked against the ids the account stores now."""
-    return plan_day(entity, account_day(conn, account_id, entity, decoded))
+    return plan_day(entity, account_days(conn, entity, {account_id: decoded})[account_id])
 
 
-def account_day(
-    conn: db.Connection, account_id: int, entity: str, decoded: dict[str, Decoded]
-) -> AccountDay:
-    """The decoded records, with the ids the account stores that the entity's plan checks them
-    against."""
+def account_days(
+    conn: db.Connection, entity: str, decoded: dict[int, dict[str, Decoded]]
+) -> dict[int, AccountDay]:
+    """Each account's decoded records (``decoded``: by account id), with the ids the account
+    stores that the entity's plan checks them against, read for all the accounts at once."""
+    ids = list(decoded)
     if entity == "agents":
-        return AccountDay(decoded)
-    known_agents = db.fetch_column(conn, "known_agent_ids", (account_id,))
+        return {a: AccountDay(records) for a, records in decoded.items()}
+    agents = db.by_account(db.fetch_table(conn, "known_agent_ids", (ids,)), ids)
     if entity == "roles":
-        known_roles = db.fetch_column(conn, "known_role_ids", (account_id,))
+        roles = db.by_account(db.fetch_table(conn, "known_role_ids", (ids,)), ids)
         db.commit(conn)
-        return AccountDay(decoded, known_agents, known_roles=known_roles)
-    stored_groups = db.fetch_table(conn, "stored_groups", (account_id,))
+        return {
+            a: AccountDay(records, first_column(agents[a]), known_roles=first_column(roles[a]))
+            for a, records in decoded.items()
+        }
+    groups = db.by_account(db.fetch_table(conn, "stored_groups", (ids,)), ids)
     db.commit(conn)
-    return AccountDay(decoded, known_agents, stored_groups=stored_groups)
+    return {
+        a: AccountDay(records, first_column(agents[a]), stored_groups=groups[a])
+        for a, records in decoded.items()
+    }
+
+
+def first_column(table: pa.Table) -> pa.Array:
+    return table.column(0).combine_chunks()
 
 
 def error_files(plan: Plan) -> list[str]:

@@ -13,6 +13,13 @@ SELECT pg_try_advisory_lock(hashtextextended('etl.sync:' || $1, 0));
 -- name: unlock
 SELECT pg_advisory_unlock(hashtextextended('etl.sync:' || $1, 0));
 
+-- name: try_locks
+-- The sync locks of several accounts ($1: their keys) tried at once: which were taken.
+SELECT k, pg_try_advisory_lock(hashtextextended('etl.sync:' || k, 0)) FROM unnest($1::text[]) AS k;
+
+-- name: unlock_all
+SELECT pg_advisory_unlock(hashtextextended('etl.sync:' || k, 0)) FROM unnest($1::text[]) AS k;
+
 -- name: account_lock_held
 -- Whether a session holds the account's sync lock (a run of it is under way).
 SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks
@@ -39,6 +46,9 @@ SELECT set_config('lock_timeout', $1, true);
 
 -- name: ensure_account
 SELECT etl.ensure_account_v1($1);
+
+-- name: ensure_accounts
+SELECT k, etl.ensure_account_v1(k) FROM unnest($1::text[]) AS k;
 
 -- name: account_id
 SELECT account_id FROM etl.accounts WHERE account_key = $1;
@@ -73,17 +83,25 @@ SELECT now();
 -- name: delete_account
 SELECT etl.delete_account_v1($1)::text;
 
--- name: first_synced_at
-SELECT synced_at FROM etl.sync_runs
- WHERE account_id = $1 AND entity = $2 AND sync_day = $3 AND status = 'succeeded'
- ORDER BY run_id LIMIT 1;
-
--- name: applied_days
-SELECT DISTINCT sync_day FROM etl.sync_runs
- WHERE account_id = $1 AND entity = $2 AND status = 'succeeded';
-
--- name: start_run
-SELECT etl.start_run_v3($1, $2, $3, $4, $5, $6);
+-- name: start_runs
+-- A ledger row ('running') for the run of entity $3 of day $2 of each account of $1, with its
+-- sync time ($4: given, or NULL) and forced flag ($5); $6 is the sync time of an entity's first
+-- application, and $7 this process's run still applying on another connection (or NULL). Per
+-- account: its run's id, its sync time (the given one, else that of the day's first succeeded
+-- run of the entity, else $6), and the days the entity has been applied for.
+SELECT m.account_id,
+       etl.start_run_v3(m.account_id, $2, $3, s.synced_at, m.forced, $7) AS run_id,
+       s.synced_at,
+       ARRAY(SELECT DISTINCT r.sync_day FROM etl.sync_runs r
+              WHERE r.account_id = m.account_id AND r.entity = $3 AND r.status = 'succeeded')
+  FROM unnest($1::bigint[], $4::timestamptz[], $5::boolean[]) AS m(account_id, synced_at, forced)
+ CROSS JOIN LATERAL (
+       SELECT coalesce(m.synced_at,
+                       (SELECT r.synced_at FROM etl.sync_runs r
+                         WHERE r.account_id = m.account_id AND r.entity = $3
+                           AND r.sync_day = $2 AND r.status = 'succeeded'
+                         ORDER BY r.run_id LIMIT 1),
+                       $6::timestamptz) AS synced_at) s;
 
 -- name: record_unstarted_run
 SELECT etl.record_unstarted_run_v2($1, $2, $3, $4, $5, $6);
@@ -92,32 +110,40 @@ SELECT etl.record_unstarted_run_v2($1, $2, $3, $4, $5, $6);
 SELECT etl.end_run_v2($1, $2, $3, $4);
 
 -- name: run_file_hashes
-SELECT file, sha256 FROM etl.sync_run_files
- WHERE account_id = $1 AND run_id = $2 AND file = ANY ($3::text[]);
+-- The SHA-256 each run recorded for each file asked about ($1, $2, $3: account, run, file).
+SELECT f.run_id, f.file, f.sha256
+  FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS w(account_id, run_id, file)
+  JOIN etl.sync_run_files f
+    ON f.account_id = w.account_id AND f.run_id = w.run_id AND f.file = w.file;
 
 -- name: clear_staging
-SELECT etl.clear_staging_v2($1, $2);
+-- The staging rows of entity $2 of each account of $1 deleted.
+SELECT etl.clear_staging_v2(a, $2) FROM unnest($1::bigint[]) AS a;
 
 -- name: apply
 CALL etl.apply_sync_v3($1, $2, $3);
 
--- name: run_counts
-SELECT rows_staged, rows_inserted, rows_updated, rows_unchanged, rows_removed, rows_quarantined,
-       details::text
-  FROM etl.sync_runs WHERE account_id = $1 AND run_id = $2;
-
 -- name: record_seconds
-UPDATE etl.sync_runs SET details = coalesce(details, '{}') || jsonb_build_object('seconds', $3::jsonb)
- WHERE account_id = $1 AND run_id = $2;
+-- Each applied run's seconds per stage ($1, $2, $3: account, run, seconds as JSON) added to its
+-- ledger row (details.seconds); the row's counts returned.
+UPDATE etl.sync_runs r
+   SET details = coalesce(r.details, '{}') || jsonb_build_object('seconds', s.seconds::jsonb)
+  FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS s(account_id, run_id, seconds)
+ WHERE r.account_id = s.account_id AND r.run_id = s.run_id
+RETURNING r.run_id, r.rows_staged, r.rows_inserted, r.rows_updated, r.rows_unchanged,
+          r.rows_removed, r.rows_quarantined, r.details::text;
+
+-- The ids the accounts of $1 store, that a plan checks the day's records against.
 
 -- name: known_agent_ids
-SELECT agent_id FROM etl.agents WHERE account_id = $1;
+SELECT account_id, agent_id FROM etl.agents WHERE account_id = ANY ($1::bigint[]);
 
 -- name: known_role_ids
-SELECT role_id FROM etl.roles WHERE account_id = $1;
+SELECT account_id, role_id FROM etl.roles WHERE account_id = ANY ($1::bigint[]);
 
 -- name: stored_groups
-SELECT group_id, parent_group_id, present FROM etl.groups WHERE account_id = $1;
+SELECT account_id, group_id, parent_group_id, present FROM etl.groups
+ WHERE account_id = ANY ($1::bigint[]);
 
 -- name: schema_bookkept
 SELECT to_regclass('etl.schema_routines') IS NOT NULL;

@@ -184,7 +184,9 @@ def default_account(conn: db.Connection) -> int:
 
 def open_run(conn: db.Connection, day: str, entity: str, applying: int | None = None) -> int:
     """A 'running' ledger row of account ``default`` (created if new), as a run starts one."""
-    return db.start_run(conn, default_account(conn), day, entity, T(1), False, applying)
+    account_id = default_account(conn)
+    started = db.start_runs(conn, day, entity, [(account_id, T(1), False)], T(1), applying)
+    return started[account_id].run_id
 
 
 def write_day(data_dir: Path, day: str, **folders: Any) -> Path:

@@ -4,23 +4,25 @@ back into each account's own plan exactly."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
-from conftest import rows, state_alone
+from conftest import fresh_database, rows, state_alone, sync
 from replay import DUMPED_TABLES, dump_state
 
-from etl import ENTITIES, chunk, db, fleet, log, synth
-from etl.chunk import apart, defined_ids, plans_of
-from etl.decode import decode_files
+from etl import ENTITIES, chunk, db, fleet, joint_plan, log, synth
+from etl.decode import Decoded, decode_files
 from etl.errors import DatabaseError
+from etl.joint_plan import apart, defined_ids, plans_of
 from etl.migrate import migrate
 from etl.plan import AccountDay, Plan, plan_day
 from etl.records import AGENT, GROUP
 from etl.source import InputFile
-from etl.sync import SyncOptions
+from etl.sync import EntityRun, SyncOptions
 
 NO_GROUPS = pa.table(
     {"group_id": pa.array([], pa.int64()), "parent_group_id": pa.array([], pa.int64()),
@@ -146,7 +148,7 @@ def test_a_bug_in_one_accounts_plan_fails_that_account_only(
     fails with the bug's message in its ledger row and the other lands as its single-account
     run would."""
     two_accounts(tmp_path)
-    real_plan_day = chunk.plan_day
+    real_plan_day = joint_plan.plan_day
 
     def buggy(entity: str, day: AccountDay) -> Plan:
         """Fails for any plan of account one's agents: the joint plan, then its own."""
@@ -156,7 +158,7 @@ def test_a_bug_in_one_accounts_plan_fails_that_account_only(
                 raise RuntimeError("a bug")
         return real_plan_day(entity, day)
 
-    monkeypatch.setattr(chunk, "plan_day", buggy)
+    monkeypatch.setattr(joint_plan, "plan_day", buggy)
     conn = db.connect(database_url)
     try:
         assert sync_as_a_chunk(conn, database_url, tmp_path) == {
@@ -177,3 +179,276 @@ def test_a_bug_in_one_accounts_plan_fails_that_account_only(
     finally:
         conn.close()
     assert two == state_alone(tmp_path / "two", "day1")
+
+
+def accounts(folder: Path, keys: tuple[str, ...]) -> None:
+    """Small synthetic accounts of two days each, with bad records, each of its own ids."""
+    for number, key in enumerate(keys, 1):
+        world = synth.first_day(synth.account_scale(30), number, id_base=number * 10**7)
+        synth.generate_world(world, 2, number, folder / key, bad_rate=0.05)
+
+
+def state_of_runs(data_dir: Path, runs: list[tuple[str, int]]) -> str:
+    """An account's state after single-account runs (day, expected exit status) of
+    ``data_dir`` on a database of its own, synced at 2026-01-01T06:00Z."""
+    with fresh_database() as url:
+        for day, status in runs:
+            argv = ("--synced-at", "2026-01-01T06:00:00Z")
+            assert sync(url, day, *argv, data_dir=data_dir) == status, day
+        conn = db.connect(url)
+        try:
+            return dump_state(conn)
+        finally:
+            conn.close()
+
+
+def sync_task(
+    conn: db.Connection, url: str, folder: Path, day: str, keys: list[str], lock_timeout: float = 30
+) -> dict[str, tuple[str, str | None]]:
+    """The day of ``keys`` as one task of a fleet worker (a chunk, for more than one):
+    account -> (status, message)."""
+    log.configure(fmt="json", quiet=True)
+    options = SyncOptions(data_dir=folder, synced_at=datetime(2026, 1, 1, 6, tzinfo=UTC))
+    settings = fleet.FleetSettings(url, day, ENTITIES, options, lock_timeout, "json", False)
+    jobs = fleet.weigh(conn, folder, day, keys)
+    return {o.key: (o.status, o.message) for o in fleet.sync_task(conn, jobs, settings)}
+
+
+def test_each_member_of_a_chunk_ends_as_its_single_account_run(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A chunk of four on day1: "three" applied day2 already (refused for the day order),
+    "two" has a page cut short (failed), "one" and "four" land. Each member's tables, errors and
+    ledger rows (status, counts, files, messages, sync times) are its single-account runs'."""
+    keys = ("one", "two", "three", "four")
+    accounts(tmp_path, keys)
+    page = tmp_path / "two" / "sync-day1" / "agents" / "1.json"
+    page.write_bytes(page.read_bytes()[:50])
+    conn = db.connect(database_url)
+    try:
+        assert sync_task(conn, database_url, tmp_path, "day2", ["three"]) == {
+            "three": ("succeeded", None)
+        }
+        assert sync_task(conn, database_url, tmp_path, "day1", list(keys)) == {
+            "one": ("succeeded", None),
+            "two": (
+                "failed",
+                "sync-day1/agents/1.json: not valid JSON: input ends early, truncated at byte 50 "
+                "(end of file)",
+            ),
+            "three": (
+                "refused",
+                "agents: day day1 sorts before day2, which is already applied; re-apply an older "
+                "day only with --force",
+            ),
+            "four": ("succeeded", None),
+        }
+        assert rows(
+            conn,
+            "SELECT a.account_key, r.sync_day, r.entity, r.status, r.forced,"
+            " (SELECT count(*) FROM etl.sync_run_files f"
+            "   WHERE f.account_id = r.account_id AND f.run_id = r.run_id)"
+            " FROM etl.sync_runs r JOIN etl.accounts a USING (account_id)"
+            " ORDER BY a.account_key, r.run_id",
+        ) == [
+            ("four", "day1", "agents", "succeeded", False, 1),
+            ("four", "day1", "roles", "succeeded", False, 31),
+            ("four", "day1", "groups", "succeeded", False, 1),
+            ("one", "day1", "agents", "succeeded", False, 1),
+            ("one", "day1", "roles", "succeeded", False, 31),
+            ("one", "day1", "groups", "succeeded", False, 1),
+            ("three", "day2", "agents", "succeeded", False, 1),
+            ("three", "day2", "roles", "succeeded", False, 31),
+            ("three", "day2", "groups", "succeeded", False, 1),
+            ("three", "day1", "agents", "refused", False, 0),
+            ("two", "day1", "agents", "failed", False, 1),
+        ]
+        shared = {key: dump_state(conn, DUMPED_TABLES, key) for key in keys}
+    finally:
+        conn.close()
+    assert shared["one"] == state_of_runs(tmp_path / "one", [("day1", 0)])
+    assert shared["two"] == state_of_runs(tmp_path / "two", [("day1", 1)])
+    assert shared["three"] == state_of_runs(tmp_path / "three", [("day2", 0), ("day1", 1)])
+    assert shared["four"] == state_of_runs(tmp_path / "four", [("day1", 0)])
+
+
+def test_a_chunk_whose_joint_ledger_statements_fail_does_each_member_alone(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should the statement that starts every member's run, or the one that records every
+    member's files, fail, each member's is done on its own: both land as their single-account
+    runs."""
+    two_accounts(tmp_path)
+    real_start_runs = db.start_runs
+
+    def start_alone(
+        conn: db.Connection,
+        day: str,
+        entity: str,
+        accounts: list[tuple[int, datetime | None, bool]],
+        now: datetime,
+        applying: int | None = None,
+    ) -> dict[int, db.StartedRun]:
+        if len(accounts) > 1:
+            raise DatabaseError("database error during start runs: refused")
+        return real_start_runs(conn, day, entity, accounts, now, applying)
+
+    def refuse(*args: object) -> None:
+        raise DatabaseError("database error during the ledger write: refused")
+
+    monkeypatch.setattr(db, "start_runs", start_alone)
+    monkeypatch.setattr(db.FileLedger, "flush_together", refuse)
+    conn = db.connect(database_url)
+    try:
+        assert sync_as_a_chunk(conn, database_url, tmp_path) == {
+            "one": ("succeeded", None),
+            "two": ("succeeded", None),
+        }
+        shared = {key: dump_state(conn, DUMPED_TABLES, key) for key in ("one", "two")}
+    finally:
+        conn.close()
+    for key, state in shared.items():
+        assert state == state_alone(tmp_path / key, "day1"), key
+
+
+def test_ctrl_c_in_a_chunk_ends_every_started_run_as_interrupted(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the second member decodes: every member's agents run, started together,
+    ends 'interrupted' (the files read so far recorded), and KeyboardInterrupt goes on up."""
+    two_accounts(tmp_path)
+    real_decode = chunk.decode_entity
+    calls: list[int] = []
+
+    def decode(run: EntityRun, *args: Any, **kwargs: Any) -> dict[str, Decoded]:
+        calls.append(run.account_id)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_decode(run, *args, **kwargs)
+
+    monkeypatch.setattr(chunk, "decode_entity", decode)
+    conn = db.connect(database_url)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            sync_as_a_chunk(conn, database_url, tmp_path)
+        assert rows(
+            conn,
+            "SELECT a.account_key, r.entity, r.status, r.message,"
+            " (SELECT count(*) FROM etl.sync_run_files f"
+            "   WHERE f.account_id = r.account_id AND f.run_id = r.run_id)"
+            " FROM etl.sync_runs r JOIN etl.accounts a USING (account_id)"
+            " ORDER BY a.account_key, r.run_id",
+        ) == [
+            ("one", "agents", "interrupted", INTERRUPTED, 1),
+            ("two", "agents", "interrupted", INTERRUPTED, 0),
+        ]
+    finally:
+        conn.close()
+
+
+INTERRUPTED = "stopped by the user (Ctrl-C); nothing of it was applied"
+
+
+def test_runs_start_together_with_their_sync_times_and_applied_days(
+    conn: db.Connection,
+) -> None:
+    """One statement starts each account's run: a given sync time is kept, else the day's first
+    succeeded run's is taken, else the moment given; each with the days its entity was applied
+    for, and its forced flag."""
+    a, b, c = (db.ensure_account(conn, key) for key in ("a", "b", "c"))
+    t1, t2, now = (datetime(2026, 1, n, 6, tzinfo=UTC) for n in (1, 2, 9))
+    first = db.start_runs(conn, "day1", "agents", [(a, t1, False)], now)[a].run_id
+    rows(conn, "UPDATE etl.sync_runs SET status = 'succeeded' WHERE run_id = $1", (first,))
+    started = db.start_runs(
+        conn, "day1", "agents", [(a, None, False), (b, None, True), (c, t2, False)], now
+    )
+    assert {k: (s.synced_at, s.applied_days) for k, s in started.items()} == {
+        a: (t1, ["day1"]),
+        b: (now, []),
+        c: (t2, []),
+    }
+    assert rows(
+        conn,
+        "SELECT account_id, run_id, sync_day, entity, status, synced_at, forced"
+        " FROM etl.sync_runs WHERE run_id <> $1 ORDER BY account_id",
+        (first,),
+    ) == [
+        (a, started[a].run_id, "day1", "agents", "running", t1, False),
+        (b, started[b].run_id, "day1", "agents", "running", now, True),
+        (c, started[c].run_id, "day1", "agents", "running", t2, False),
+    ]
+
+
+def test_a_member_whose_lock_another_run_holds_fails_alone(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Another run holds account one's lock past the lock timeout: one fails, its entities
+    recorded as failed runs that never started, and two lands as its single-account run."""
+    two_accounts(tmp_path)
+    holder, conn = db.connect(database_url), db.connect(database_url)
+    try:
+        assert db.execute(holder, "try_lock", ("one",)) == [(True,)]
+        outcomes = sync_task(conn, database_url, tmp_path, "day1", ["one", "two"], lock_timeout=0)
+        held = (
+            "another etl run holds the sync lock of account one on this database; gave up after "
+            "0 s (see --lock-timeout)"
+        )
+        assert outcomes == {"one": ("failed", held), "two": ("succeeded", None)}
+        assert rows(
+            conn,
+            "SELECT a.account_key, r.entity, r.status, r.message FROM etl.sync_runs r"
+            " JOIN etl.accounts a USING (account_id) ORDER BY a.account_key, r.run_id",
+        ) == [
+            ("one", "agents", "failed", held),
+            ("one", "roles", "failed", held),
+            ("one", "groups", "failed", held),
+            ("two", "agents", "succeeded", None),
+            ("two", "roles", "succeeded", None),
+            ("two", "groups", "succeeded", None),
+        ]
+        assert db.execute(conn, "try_lock", ("two",)) == [(True,)]  # released
+        two = dump_state(conn, DUMPED_TABLES, "two")
+    finally:
+        holder.close()
+        conn.close()
+    assert two == state_alone(tmp_path / "two", "day1")
+
+
+def test_members_whose_files_are_recorded_a_batch_at_a_time_land_as_alone(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the file ledger writing every 2 files on a thread of its own while decoding goes
+    on (each write slowed down), the chunk's members, which share one connection, never write
+    on it at the same time, record their files in order and land as their single-account
+    runs."""
+    two_accounts(tmp_path)
+    writing: list[int] = []
+    overlaps: list[int] = []
+
+    class SmallBatches(db.FileLedger):
+        def __init__(self, conn: db.Connection, account_id: int, run_id: int) -> None:
+            super().__init__(conn, account_id, run_id, batch=2)
+
+        def _write(self, table: pa.Table, failures: list[BaseException] | None = None) -> None:
+            if id(self.conn) in writing:
+                overlaps.append(self.run_id)
+            writing.append(id(self.conn))
+            time.sleep(0.02)
+            try:
+                super()._write(table, failures)
+            finally:
+                writing.remove(id(self.conn))
+
+    monkeypatch.setattr(db, "FileLedger", SmallBatches)
+    conn = db.connect(database_url)
+    try:
+        assert sync_as_a_chunk(conn, database_url, tmp_path) == {
+            "one": ("succeeded", None),
+            "two": ("succeeded", None),
+        }
+        shared = {key: dump_state(conn, DUMPED_TABLES, key) for key in ("one", "two")}
+    finally:
+        conn.close()
+    assert overlaps == []
+    for key, state in shared.items():
+        assert state == state_alone(tmp_path / key, "day1"), key
