@@ -24,30 +24,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from etl import db, log
+from etl.bad_records import error_files, with_bad_records
 from etl.batches import Table
 from etl.decode import Decoded
 from etl.errors import EtlError
 from etl.joint_plan import plans_of
+from etl.overlap import Applying, ReadAhead
 from etl.plan import Plan
-from etl.source import InputFile
-from etl.stage import stage_tables, stage_together
-from etl.sync import (
-    ENTITY_KINDS,
-    Applying,
+from etl.run import (
     EntityRun,
-    ReadAhead,
     RunResult,
     SyncOptions,
-    account_days,
     check_day_order,
     close_failed_run,
-    decode_entity,
     entity_run,
-    error_files,
     finish_runs,
-    list_inputs,
-    with_bad_records,
 )
+from etl.source import InputFile
+from etl.stage import stage_tables, stage_together
+from etl.sync import ENTITY_KINDS, account_days, decode_entity, list_inputs
 
 
 @dataclass

@@ -51,7 +51,7 @@ def run_fleet(args: argparse.Namespace, entities: tuple[str, ...]) -> int:
     from etl import db, fleet
     from etl.migrate import migrate
     from etl.progress import FleetProgress
-    from etl.sync import SyncOptions
+    from etl.run import SyncOptions
 
     keys = fleet.parse_accounts(args.accounts) if args.accounts else None
     for key in keys or ():

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from etl import BATCH_VALUES, ENTITIES, __version__, faults, log, server
+from etl import BATCH_VALUES, ENTITIES, __version__, log, server
 from etl.cli_args import (
     add_account_option,
     add_database_options,
@@ -35,7 +35,7 @@ from etl.progress import Progress, TerminalProgress
 
 if TYPE_CHECKING:
     from etl import db
-    from etl.sync import SyncOptions
+    from etl.run import SyncOptions
 
 # What a sync needs beyond this module: polars, pyarrow and ADBC's DB-API layer come with them.
 # They are imported while the database is reached (see import_in_background).
@@ -155,10 +155,8 @@ def main_sync(argv: list[str]) -> int:
     elif args.accounts is not None or args.results is not None:
         parser.error("--accounts and --results go with --accounts-dir")
     log.configure(verbose=args.verbose, fmt=args.log_format)
-    gate = os.environ.get("ETL_TEST_PAUSE_GATE")
     try:
         default_account_and_data_dir(args)
-        faults.configure(os.environ.get("ETL_TEST_PAUSE_AT"), Path(gate) if gate else None)
         return run(args)
     except Interrupted as error:
         before = days_before(args)
@@ -233,7 +231,8 @@ def import_in_background(modules: tuple[str, ...]) -> threading.Thread:
 
 def run_on(conn: db.Connection, args: argparse.Namespace, entities: tuple[str, ...]) -> None:
     from etl.account import account_session
-    from etl.sync import SyncOptions, day_summary, sync_day
+    from etl.run import SyncOptions
+    from etl.sync import day_summary, sync_day
 
     options = SyncOptions(
         data_dir=args.data_dir,

@@ -114,7 +114,7 @@ def fleet_shard(
 ) -> dict[str, int]:
     """Sync ``accounts`` of the day on ``workers`` long-lived worker processes; the counts of
     how they ended (each account's own outcome is in the ledger)."""
-    from etl.sync import SyncOptions
+    from etl.run import SyncOptions
 
     url = database_url()
     conn = db.connect(url)

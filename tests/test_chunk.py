@@ -21,8 +21,8 @@ from etl.joint_plan import apart, defined_ids, plans_of
 from etl.migrate import migrate
 from etl.plan import AccountDay, Plan, plan_day
 from etl.records import AGENT, GROUP
+from etl.run import EntityRun, SyncOptions
 from etl.source import InputFile
-from etl.sync import EntityRun, SyncOptions
 
 NO_GROUPS = pa.table(
     {"group_id": pa.array([], pa.int64()), "parent_group_id": pa.array([], pa.int64()),

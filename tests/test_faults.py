@@ -33,6 +33,8 @@ from etl.cli import main
 from etl.log import mask_url
 from etl.migrate import migrate
 
+PAUSED_ETL = Path(__file__).parent / "paused_etl.py"  # etl with a pause at a point
+
 # The final state that a re-run reproduces exactly, run ids left out (a killed run uses some).
 COMPARABLE_QUERIES = (
     "SELECT agent_id, role_id, from_status, to_status, changed_at, sync_day"
@@ -63,8 +65,7 @@ def paused_run(
     """``python -m etl`` for ``day``, paused at ``at`` (POINT or POINT:ENTITY) until ``gate`` is
     removed; yields once it says it paused. Killed on the way out if still running."""
     gate.touch()
-    env = {"ETL_TEST_PAUSE_AT": at, "ETL_TEST_PAUSE_GATE": str(gate)}
-    with start_etl(url, day, *extra, env=env) as process:
+    with start_etl(url, day, *extra, pause=(at, gate)) as process:
         try:
             wait_for_event(process, '"event": "paused"')
             yield process
@@ -73,35 +74,44 @@ def paused_run(
                 process.kill()
 
 
-def etl_command(url: str, day: str, *extra: str) -> list[str]:
-    """``python -m etl`` for a fixture day, synced at T(n), logging JSON lines."""
+def etl_command(
+    url: str, day: str, *extra: str, pause: tuple[str, Path] | None = None
+) -> list[str]:
+    """``python -m etl`` for a fixture day, synced at T(n), logging JSON lines; with ``pause``
+    (POINT[:ENTITY], GATE), through tests/paused_etl.py."""
+    launcher = ["-m", "etl"] if pause is None else [str(PAUSED_ETL), pause[0], str(pause[1])]
     return [
         sys.executable,
-        "-m",
-        "etl",
+        *launcher,
         *("--day", day, "--data-dir", str(FIXTURES), "--database-url", url),
         *("--synced-at", T(int(day[3:])).isoformat(), "--log-format", "json", *extra),
     ]
 
 
 def start_etl(
-    url: str, day: str, *extra: str, env: dict[str, str] | None = None
+    url: str, day: str, *extra: str, pause: tuple[str, Path] | None = None
 ) -> subprocess.Popen[str]:
-    """etl as a separate process, its stderr piped, no ETL_ variable but those in ``env``."""
+    """etl as a separate process, its stderr piped, no ETL_ variable set."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
     return subprocess.Popen(
-        etl_command(url, day, *extra),
+        etl_command(url, day, *extra, pause=pause),
         cwd=ROOT,
-        env=clean | (env or {}),
+        env=clean,
         stderr=subprocess.PIPE,
         text=True,
     )
 
 
+_read: dict[int, list[str]] = {}  # a process's stderr lines read so far, by pid
+
+
 def wait_for_event(process: subprocess.Popen[str], marker: str) -> list[str]:
-    """Read the process's stderr up to a line holding ``marker``; fail if it ends first."""
+    """The process's stderr up to a line holding ``marker`` (one read before counts: two
+    threads may log in either order); fail if it ends first."""
     assert process.stderr is not None
-    seen = []
+    seen = _read.setdefault(process.pid, [])
+    if any(marker in line for line in seen):
+        return seen
     for line in process.stderr:
         seen.append(line)
         if marker in line:

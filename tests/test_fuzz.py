@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from etl import db
+from etl.bad_records import attach_raw
 from etl.cli import main
 from etl.decode import Decoded, decode_files
 from etl.errors import InputError
@@ -30,7 +31,6 @@ from etl.plan import Plan, plan_agents, plan_groups, plan_roles
 from etl.rawjson import element_spans
 from etl.records import AGENT, AGENT_DETAILS, GROUP, ROLE, RecordKind
 from etl.source import InputFile
-from etl.sync import attach_raw
 
 EXAMPLES = int(os.environ.get("ETL_FUZZ_EXAMPLES", "1000"))
 INVALID_UTF8 = "\x01INVALID-UTF8\x01"  # replaced by the bytes \xff\xfe once encoded

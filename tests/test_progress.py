@@ -10,7 +10,8 @@ from conftest import FIXTURES, default_account
 from etl import db
 from etl.cli_sync import terminal_progress
 from etl.progress import TerminalProgress
-from etl.sync import SyncOptions, sync_day
+from etl.run import SyncOptions
+from etl.sync import sync_day
 
 
 class Recorder:

@@ -13,7 +13,7 @@ from conftest import FIXTURES, rows, write_day
 from conftest import sync as run_cli
 from replay import dump_state, replay_days
 
-from etl import db, split, sync
+from etl import db, overlap, split
 from etl.decode import Decoded, decode_files
 from etl.errors import InputError
 from etl.pages import FileDigest
@@ -38,15 +38,15 @@ def test_split_decoding_replays_to_the_golden_state(
     """Every fixture day, each folder decoded in two processes, agent_details half of it read
     ahead while agents runs: exactly the golden state, error rows and ledger files included."""
     taken: list[str] = []
-    take = sync.ReadAhead.take
+    take = overlap.ReadAhead.take
 
-    def counted(self: sync.ReadAhead, kind: RecordKind) -> object:
+    def counted(self: overlap.ReadAhead, kind: RecordKind) -> object:
         part = take(self, kind)
         if part is not None:
             taken.append(kind.name)
         return part
 
-    monkeypatch.setattr(sync.ReadAhead, "take", counted)
+    monkeypatch.setattr(overlap.ReadAhead, "take", counted)
     replay_days(database_url, FIXTURES)
     assert dump_state(conn) == GOLDEN.read_text()
     assert len(taken) == len(list(FIXTURES.glob("sync-*"))) and set(taken) == {"agent_details"}

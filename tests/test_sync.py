@@ -33,12 +33,14 @@ from conftest import (
 from replay import FINAL_TABLES, STATE_TABLES, dump_state
 
 from etl import db, decode, records
+from etl.bad_records import attach_raw
 from etl.cli import main
 from etl.errors import InputError
 from etl.log import mask_url
 from etl.plan import plan_agents
+from etl.run import RunResult
 from etl.source import InputFile
-from etl.sync import RunResult, attach_raw, day_summary
+from etl.sync import day_summary
 
 ACCOUNT_ADMIN, ADMIN, SUPERVISOR, AGENT = 69000378065, 69000378066, 69000378067, 69000378068
 TICKET_COLLAB, ANALYTICS, BILLING = 69000447817, 69000449269, 69000500001

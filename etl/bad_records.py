@@ -1,0 +1,74 @@
+"""Bad records' exact text: read again from their files for the error rows, once the plan has
+named them, the files checked against the hashes the run recorded at the first read."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import polars as pl
+
+from etl import source
+from etl.batches import Table
+from etl.decode import iter_records
+from etl.errors import InputError
+from etl.pages import FileDigest
+from etl.plan import Plan
+from etl.records import RECORD_KINDS, RecordKind
+from etl.source import InputFile
+
+
+def with_bad_records(
+    plan: Plan, inputs: dict[str, Sequence[InputFile]], hashes: dict[str, str]
+) -> dict[str, Table]:
+    """The plan's tables, and its bad records with their text read again from their files
+    (``hashes``: the files' SHA-256 as the run recorded them)."""
+    return {**plan.tables, "stg_errors": Table(attach_raw(plan, inputs, hashes))}
+
+
+def error_files(plan: Plan) -> list[str]:
+    """The files that hold the plan's error records."""
+    return plan.errors.get_column("source_file").unique().sort().to_list()
+
+
+def attach_raw(
+    plan: Plan, inputs: dict[str, Sequence[InputFile]], hashes: dict[str, str]
+) -> pl.DataFrame:
+    """The plan's error rows, each with its record's exact JSON text, read again from its file
+    (one file at a time; ``hashes`` are the files' SHA-256 at the first read, and a file that
+    changed since is an InputError)."""
+    wanted = plan.errors.select("record_kind", "source_file", "record_index")
+    by_file = wanted.group_by("record_kind", "source_file", maintain_order=True).agg("record_index")
+    texts: dict[tuple[str, int], str] = {}
+    for kind_name, name, indexes in by_file.iter_rows():
+        file = source.file_named(inputs[kind_name], name)
+        texts.update(read_raw_texts(RECORD_KINDS[kind_name], file, set(indexes), hashes[name]))
+    positions = wanted.select("source_file", "record_index").iter_rows()
+    raw = [texts[position] for position in positions]
+    return plan.errors.select(
+        entity=pl.lit(plan.entity),
+        record_kind="record_kind",
+        error_type="error_type",
+        error_message="error_message",
+        field="field",
+        record_id="record_id",
+        source_file="source_file",
+        record_index="record_index",
+        raw_text=pl.Series(raw, dtype=pl.String),
+    )
+
+
+def read_raw_texts(
+    kind: RecordKind, file: InputFile, indexes: set[int], sha256: str
+) -> dict[tuple[str, int], str]:
+    """(file, index) -> the exact text of the records at ``indexes`` in ``file``."""
+    digest = FileDigest(file.name)
+    texts = {}
+    for index, _, raw in iter_records(kind, file, digest=digest):
+        if index in indexes:
+            texts[(file.name, index)] = bytes(raw).decode("utf-8", "backslashreplace")
+    if digest.sha256 != sha256:
+        raise InputError(
+            f"{file.name}: changed while this run read it (SHA-256 {sha256[:12]}... at first, "
+            f"{digest.sha256[:12]}... now); run the day again"
+        )
+    return texts
