@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from etl.errors import EtlError, InputError, UsageError
 
@@ -139,3 +140,19 @@ def check_day_exists(data_dir: Path, day: str) -> None:
     days = source.list_days(data_dir)
     there = f"the days there: {', '.join(days)}" if days else "it holds no sync-DAY folder"
     raise InputError(f"no day {day} in {data_dir} (no folder sync-{day}); {there}")
+
+
+def sync_options(args: argparse.Namespace, data_dir: Path, progress: Any = None) -> Any:
+    """The sync's options from the command line (``data_dir``: a data folder or accounts
+    folder); a SyncOptions, imported only now (it brings polars and pyarrow)."""
+    from etl.run import SyncOptions
+
+    return SyncOptions(
+        data_dir=data_dir,
+        synced_at=args.synced_at,
+        force=args.force,
+        allow_mass_removal=args.allow_mass_removal,
+        batch_values=args.batch_size,
+        progress=progress,
+        spill_dir=args.spill_dir,
+    )

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from etl import log
-from etl.cli_args import days_of
+from etl.cli_args import days_of, sync_options
 from etl.cli_db import resolve_database
 from etl.cli_hints import rerun_command
 from etl.errors import UsageError
@@ -51,7 +51,6 @@ def run_fleet(args: argparse.Namespace, entities: tuple[str, ...]) -> int:
     from etl import db, fleet
     from etl.migrate import migrate
     from etl.progress import FleetProgress
-    from etl.run import SyncOptions
 
     keys = fleet.parse_accounts(args.accounts) if args.accounts else None
     for key in keys or ():
@@ -68,14 +67,7 @@ def run_fleet(args: argparse.Namespace, entities: tuple[str, ...]) -> int:
     finally:
         db.close(conn)
     log_format = args.log_format or ("console" if sys.stderr.isatty() else "json")
-    options = SyncOptions(
-        data_dir=args.accounts_dir,
-        synced_at=args.synced_at,
-        force=args.force,
-        allow_mass_removal=args.allow_mass_removal,
-        batch_values=args.batch_size,
-        spill_dir=args.spill_dir,
-    )
+    options = sync_options(args, args.accounts_dir)
     settings = fleet.FleetSettings(
         url, args.day, entities, options, args.lock_timeout, log_format, args.verbose
     )

@@ -25,6 +25,7 @@ from etl.cli_args import (
     failed,
     parse_timestamp,
     positive_int,
+    sync_options,
 )
 from etl.cli_db import resolve_database
 from etl.cli_fleet import run_fleet_days
@@ -231,18 +232,9 @@ def import_in_background(modules: tuple[str, ...]) -> threading.Thread:
 
 def run_on(conn: db.Connection, args: argparse.Namespace, entities: tuple[str, ...]) -> None:
     from etl.account import account_session
-    from etl.run import SyncOptions
     from etl.sync import day_summary, sync_day
 
-    options = SyncOptions(
-        data_dir=args.data_dir,
-        synced_at=args.synced_at,
-        force=args.force,
-        allow_mass_removal=args.allow_mass_removal,
-        batch_values=args.batch_size,
-        progress=terminal_progress(args.log_format),
-        spill_dir=args.spill_dir,
-    )
+    options = sync_options(args, args.data_dir, progress=terminal_progress(args.log_format))
     unstarted = None if args.dry_run else (args.day, entities, args.synced_at, args.force)
     with account_session(
         conn,
