@@ -54,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit status: 0 success, 1 a failed or refused run, 2 a usage error.",
     )
     parser.add_argument(
-        "--day", required=True, help="the day to sync: folder sync-DAY of the data dir"
+        "--day",
+        required=True,
+        help="the day to sync (folder sync-DAY of the data dir), or FIRST..LAST: those days in "
+        "order, stopping at the first failure",
     )
     fleet = parser.add_argument_group(
         "a fleet", "one day of many accounts: account KEY reads ACCOUNTS_DIR/KEY/sync-DAY/"

@@ -128,6 +128,11 @@ def test_a_chunk_whose_joint_staging_fails_stages_each_account_alone(
         raise DatabaseError("database error during staging: the chunk's COPY failed")
 
     monkeypatch.setattr(chunk, "stage_together", refuse)
+    both_land_as_alone(database_url, tmp_path)
+
+
+def both_land_as_alone(database_url: str, tmp_path: Path) -> None:
+    """The two accounts, synced as a chunk, both succeed, each as its single-account run."""
     conn = db.connect(database_url)
     try:
         assert sync_as_a_chunk(conn, database_url, tmp_path) == {
@@ -298,17 +303,7 @@ def test_a_chunk_whose_joint_ledger_statements_fail_does_each_member_alone(
 
     monkeypatch.setattr(db, "start_runs", start_alone)
     monkeypatch.setattr(db.FileLedger, "flush_together", refuse)
-    conn = db.connect(database_url)
-    try:
-        assert sync_as_a_chunk(conn, database_url, tmp_path) == {
-            "one": ("succeeded", None),
-            "two": ("succeeded", None),
-        }
-        shared = {key: dump_state(conn, DUMPED_TABLES, key) for key in ("one", "two")}
-    finally:
-        conn.close()
-    for key, state in shared.items():
-        assert state == state_alone(tmp_path / key, "day1"), key
+    both_land_as_alone(database_url, tmp_path)
 
 
 def test_ctrl_c_in_a_chunk_ends_every_started_run_as_interrupted(

@@ -102,14 +102,11 @@ def start_etl(
     )
 
 
-_read: dict[int, list[str]] = {}  # a process's stderr lines read so far, by pid
-
-
 def wait_for_event(process: subprocess.Popen[str], marker: str) -> list[str]:
     """The process's stderr up to a line holding ``marker`` (one read before counts: two
     threads may log in either order); fail if it ends first."""
     assert process.stderr is not None
-    seen = _read.setdefault(process.pid, [])
+    seen: list[str] = process.__dict__.setdefault("lines_read", [])  # this process's, so far
     if any(marker in line for line in seen):
         return seen
     for line in process.stderr:
