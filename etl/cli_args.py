@@ -155,4 +155,5 @@ def sync_options(args: argparse.Namespace, data_dir: Path, progress: Any = None)
         batch_values=args.batch_size,
         progress=progress,
         spill_dir=args.spill_dir,
+        serial=args.serial,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -67,7 +68,8 @@ def run_fleet(args: argparse.Namespace, entities: tuple[str, ...]) -> int:
     finally:
         db.close(conn)
     log_format = args.log_format or ("console" if sys.stderr.isatty() else "json")
-    options = sync_options(args, args.accounts_dir)
+    # a worker is one core's work: the single-account speed-ups would take another's
+    options = dataclasses.replace(sync_options(args, args.accounts_dir), serial=True)
     settings = fleet.FleetSettings(
         url, args.day, entities, options, args.lock_timeout, log_format, args.verbose
     )

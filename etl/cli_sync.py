@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import importlib
 import os
@@ -139,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for a run's decoded batches, removed when each entity ends (env "
         "ETL_SPILL_DIR; default: the system's temporary folder, TMPDIR)",
     )
+    parser.add_argument(
+        "--serial",
+        action="store_true",
+        help="one thing at a time: no apply beside the next entity's reading, no decode worker "
+        "process, no background ledger writes; the same result, slower on big days",
+    )
     add_log_options(parser)
     parser.add_argument("--version", action="version", version=f"etl {__version__}")
     return parser
@@ -189,12 +196,13 @@ def run(args: argparse.Namespace) -> int:
     args.day = days[0]
     if len(days) > 1 and args.dry_run:
         raise UsageError("--dry-run takes one day, not a range")
-    loading = import_in_background(SYNC_MODULES)
+    loading = None if args.serial else import_in_background(SYNC_MODULES)
     try:
         url, _server = resolve_database(args)
         database = server.open_database(url)
     finally:
-        loading.join()  # also on failure: no import may be cut off by the interpreter's exit
+        if loading is not None:  # also on failure: no import may be cut off at exit
+            loading.join()
     try:
         from etl import db
     except BaseException:
@@ -250,7 +258,7 @@ def run_on(conn: db.Connection, args: argparse.Namespace, entities: tuple[str, .
             print(dry_run(conn, account_id, args.day, entities, options))
             return
         started = time.perf_counter()
-        results = sync_day(conn, account_id, args.day, entities, options, overlap=True)
+        results = sync_day(conn, account_id, args.day, entities, options)
     if options.progress is not None:  # a person at a terminal: a few lines to end with
         seconds = time.perf_counter() - started
         print(day_summary(args.day, results, seconds), file=sys.stderr)
@@ -277,5 +285,5 @@ def dry_run(
 
     log.get_logger().info("dry_run", day=day, note="every step is rolled back at the end")
     dryrun.take_snapshot(conn, account_id)
-    sync_day(conn, account_id, day, entities, options)
+    sync_day(conn, account_id, day, entities, dataclasses.replace(options, serial=True))
     return dryrun.diff_report(conn, account_id, day)

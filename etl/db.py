@@ -350,15 +350,26 @@ class FileLedger:
         ]
     )
 
-    def __init__(self, conn: Connection, account_id: int, run_id: int, batch: int = 10_000) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        account_id: int,
+        run_id: int,
+        batch: int = 10_000,
+        *,
+        background: bool = True,
+    ) -> None:
         self.conn, self.account_id, self.run_id, self.batch = conn, account_id, run_id, batch
+        self.background = background  # else a full batch is written at once, on this thread
         self.count = 0  # files taken into a batch so far
         self.pending: list[tuple[str, int, str]] = []
         self.writing: tuple[threading.Thread, list[BaseException]] | None = None
 
     def add(self, file: FileDigest) -> None:
         self.pending.append((file.name, file.bytes, file.sha256))
-        if len(self.pending) >= self.batch:
+        if len(self.pending) >= self.batch and not self.background:
+            self._write(self._take_pending())
+        elif len(self.pending) >= self.batch:
             self.wait()
             table = self._take_pending()
             failures: list[BaseException] = []

@@ -165,7 +165,7 @@ class ReadAhead:
         self.taken = False
 
     def __enter__(self) -> ReadAhead:
-        if "roles" not in self.entities[1:]:
+        if self.options.serial or "roles" not in self.entities[1:]:
             return self
         try:
             self.start()

@@ -27,6 +27,7 @@ class SyncOptions:
     progress: Callable[[str], Progress] | None = None  # a live line per entity (a terminal)
     batch_values: int = BATCH_VALUES  # records plus mapping elements per decoded batch
     spill_dir: Path | None = None  # where decoded batches go; None: the system's temp folder
+    serial: bool = False  # one thing at a time: none of etl/overlap.py's speed-ups (--serial)
 
 
 @dataclass
@@ -87,7 +88,7 @@ def entity_run(
     """The run under way whose ledger row ``started`` is; its log lines carry ``context``."""
     watch = Stopwatch(options.progress(f"{day} {entity}") if options.progress else None)
     log = get_logger().bind(**context, day=day, entity=entity, run_id=started.run_id)
-    ledger = db.FileLedger(conn, started.account_id, started.run_id)
+    ledger = db.FileLedger(conn, started.account_id, started.run_id, background=not options.serial)
     return EntityRun(
         conn,
         started.account_id,

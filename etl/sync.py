@@ -58,26 +58,24 @@ def sync_day(
     day: str,
     entities: tuple[str, ...],
     options: SyncOptions,
-    *,
-    overlap: bool = False,
 ) -> list[RunResult]:
     """Sync the given entities of the account's ``day`` in order; raises on the first one that
     fails.
 
-    With ``overlap``, each entity's apply runs on a thread of its own while the next entity
-    starts and reads its input on a second connection (the driver lets go of the GIL while the
-    server works). The next entity plans once that apply has committed if its plan reads what
-    that apply stores (roles after agents), else beside it (groups after roles); it is applied
-    only after that apply has committed, and not at all if it failed. Without, each entity is
-    done before the next begins: a dry run needs that, as its one uncommitted transaction lives
-    on ``conn`` alone.
+    Unless ``options.serial``, each entity's apply runs on a thread of its own while the next
+    entity starts and reads its input on a second connection (the driver lets go of the GIL
+    while the server works). The next entity plans once that apply has committed if its plan
+    reads what that apply stores (roles after agents), else beside it (groups after roles); it
+    is applied only after that apply has committed, and not at all if it failed. Serial, each
+    entity is done before the next begins: a dry run needs that, as its one uncommitted
+    transaction lives on ``conn`` alone.
 
     Entities applied for the first time share one sync time: the moment this run started."""
     now = datetime.now(UTC)
     started = time.perf_counter()
     results: list[RunResult] = []
     try:
-        run_entities(conn, account_id, day, entities, options, overlap, now, results)
+        run_entities(conn, account_id, day, entities, options, now, results)
     except KeyboardInterrupt:
         applied = [r.entity for r in results]
         under_way = next((e for e in entities if e not in applied), entities[-1])
@@ -124,14 +122,13 @@ def run_entities(
     day: str,
     entities: tuple[str, ...],
     options: SyncOptions,
-    overlap: bool,
     now: datetime,
     results: list[RunResult],
 ) -> None:
     """The entities in order, each result added to ``results`` once applied."""
     applying: Applying | None = None
     with ReadAhead(day, entities, options) as ahead, Sessions(conn) as sessions:
-        overlap = overlap and len(entities) > 1 and sessions.open_spare()
+        overlap = not options.serial and len(entities) > 1 and sessions.open_spare()
         for entity in entities:
             previous, applying = applying, None
             try:
@@ -183,7 +180,8 @@ def prepare_run(
                 hooks.reached("decode", run.entity)
                 # the other core may be busy: with the previous apply, or reading ahead
                 alone = (previous is None or previous.thread is None) and not ahead.running()
-                decoded = decode_entity(run, inputs, Path(spill), ahead, options, split_ok=alone)
+                split_ok = alone and not options.serial
+                decoded = decode_entity(run, inputs, Path(spill), ahead, options, split_ok=split_ok)
                 record_files(run)
                 if not waits:
                     plan_and_stage(run, decoded, inputs)
