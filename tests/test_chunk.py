@@ -421,8 +421,10 @@ def test_members_whose_files_are_recorded_a_batch_at_a_time_land_as_alone(
     overlaps: list[int] = []
 
     class SmallBatches(db.FileLedger):
-        def __init__(self, conn: db.Connection, account_id: int, run_id: int) -> None:
-            super().__init__(conn, account_id, run_id, batch=2)
+        def __init__(
+            self, conn: db.Connection, account_id: int, run_id: int, *, background: bool = True
+        ) -> None:
+            super().__init__(conn, account_id, run_id, batch=2, background=background)
 
         def _write(self, table: pa.Table, failures: list[BaseException] | None = None) -> None:
             if id(self.conn) in writing:

@@ -41,6 +41,7 @@ def test_a_sync_shows_each_stage_with_files_decoded_and_rows_staged(
         data_dir=FIXTURES,
         synced_at=datetime(2026, 1, 1, 6, tzinfo=UTC),
         progress=lambda title: Recorder(title, seen),
+        serial=True,  # each entity closed before the next begins
     )
     sync_day(conn, default_account(conn), "day1", ("agents", "roles"), options)
     assert seen == [
