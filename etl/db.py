@@ -26,10 +26,7 @@ from adbc_driver_manager import AdbcConnection, AdbcDatabase
 from adbc_driver_manager.dbapi import Connection as Connection
 
 from etl.errors import DatabaseError
-from etl.server import cancelled_by_user as cancelled_by_user
-from etl.server import driver_message as driver_message
-from etl.server import open_database
-from etl.server import wrapped as wrapped
+from etl.server import open_database, wrapped
 
 
 def sql_folder() -> Traversable:
