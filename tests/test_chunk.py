@@ -14,7 +14,7 @@ import pytest
 from conftest import fresh_database, rows, state_alone, sync
 from replay import DUMPED_TABLES, dump_state
 
-from etl import ENTITIES, chunk, db, fleet, joint_plan, ledger, log, run, synth
+from etl import ENTITIES, chunk, db, fleet, fleet_worker, joint_plan, ledger, log, run, synth
 from etl.decode import Decoded, decode_files
 from etl.errors import DatabaseError
 from etl.joint_plan import apart, defined_ids, plans_of
@@ -112,9 +112,9 @@ def sync_as_a_chunk(
     log.configure(fmt="json", quiet=True)  # not the stream an earlier test captured
     migrate(conn)
     options = SyncOptions(data_dir=folder, synced_at=datetime(2026, 1, 1, 6, tzinfo=UTC))
-    settings = fleet.FleetSettings(url, "day1", ENTITIES, options, 30, "json", False)
+    settings = fleet_worker.FleetSettings(url, "day1", ENTITIES, options, 30, "json", False)
     jobs = fleet.weigh(conn, folder, "day1", ["one", "two"])
-    return {o.key: (o.status, o.message) for o in fleet.sync_task(conn, jobs, settings)}
+    return {o.key: (o.status, o.message) for o in fleet_worker.sync_task(conn, jobs, settings)}
 
 
 def test_a_chunk_whose_joint_staging_fails_stages_each_account_alone(
@@ -214,9 +214,9 @@ def sync_task(
     account -> (status, message)."""
     log.configure(fmt="json", quiet=True)
     options = SyncOptions(data_dir=folder, synced_at=datetime(2026, 1, 1, 6, tzinfo=UTC))
-    settings = fleet.FleetSettings(url, day, ENTITIES, options, lock_timeout, "json", False)
+    settings = fleet_worker.FleetSettings(url, day, ENTITIES, options, lock_timeout, "json", False)
     jobs = fleet.weigh(conn, folder, day, keys)
-    return {o.key: (o.status, o.message) for o in fleet.sync_task(conn, jobs, settings)}
+    return {o.key: (o.status, o.message) for o in fleet_worker.sync_task(conn, jobs, settings)}
 
 
 def test_each_member_of_a_chunk_ends_as_its_single_account_run(
