@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 
 from etl import db, log
 from etl.errors import DatabaseError, EtlError, LockTimeoutError
+from etl.ledger import record_unstarted_run
+from etl.locks import account_lock, account_locks, schema_in_use
 from etl.log import get_logger
 from etl.migrate import migrate
 
@@ -31,12 +33,12 @@ def account_session(
     (day, entities, sync time, forced) its entities are recorded in the ledger as failed
     first, where the database has a ledger already."""
     try:
-        with db.account_lock(conn, account, lock_timeout):
+        with account_lock(conn, account, lock_timeout):
             if migrate_first:  # under the lock: a run waiting for it changes nothing at all
                 applied = migrate(conn, lock_timeout)
                 if applied:
                     get_logger().info("migrated", files=applied)
-            with db.schema_in_use(conn, lock_timeout):
+            with schema_in_use(conn, lock_timeout):
                 yield db.ensure_account(conn, account)
     except LockTimeoutError as error:
         if unstarted is not None:
@@ -58,14 +60,14 @@ def accounts_session(
     account: a lock not taken in time (its runs recorded in the ledger as failed, see
     :func:`record_unstarted`), or its id not to be had."""
     with (
-        db.account_locks(conn, accounts, lock_timeout) as timed_out,
+        account_locks(conn, accounts, lock_timeout) as timed_out,
         contextlib.ExitStack() as held,
     ):
         failed: dict[str, EtlError] = dict(timed_out)
         locked = [key for key in accounts if key not in failed]
         if locked:
             try:
-                held.enter_context(db.schema_in_use(conn, lock_timeout))
+                held.enter_context(schema_in_use(conn, lock_timeout))
             except LockTimeoutError as error:
                 failed.update(dict.fromkeys(locked, error))
                 locked = []
@@ -110,6 +112,6 @@ def record_unstarted(
     with contextlib.suppress(DatabaseError):
         account_id = db.ensure_account(conn, account)
         for entity in entities:
-            db.record_unstarted_run(
+            record_unstarted_run(
                 conn, account_id, day, entity, synced_at or datetime.now(UTC), forced, message
             )

@@ -8,6 +8,7 @@ import adbc_driver_manager
 
 from etl import db
 from etl.errors import DatabaseError, RefusedError
+from etl.server import cancelled_by_user, driver_message
 
 GUARD_REFUSED = "ET001"  # SQLSTATE raised by a safety guard in etl.apply_sync_v3
 
@@ -23,9 +24,9 @@ def apply_run(
     except adbc_driver_manager.Error as error:
         with contextlib.suppress(adbc_driver_manager.Error):  # a lost connection has no transaction
             conn.rollback()
-        if db.cancelled_by_user(error):
+        if cancelled_by_user(error):
             raise KeyboardInterrupt from error
-        message = db.driver_message(error)
+        message = driver_message(error)
         if getattr(error, "sqlstate", None) == GUARD_REFUSED:
             raise RefusedError(message) from error
         raise DatabaseError(f"database error during apply: {message}") from error

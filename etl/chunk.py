@@ -29,6 +29,7 @@ from etl.batches import Table
 from etl.decode import Decoded
 from etl.errors import EtlError
 from etl.joint_plan import plans_of
+from etl.ledger import FileLedger, run_file_hashes, start_runs
 from etl.overlap import Applying, ReadAhead
 from etl.plan import Plan
 from etl.run import (
@@ -137,14 +138,14 @@ def begin_runs(
     fail, each member's on its own (a member whose run cannot start gets the error)."""
     accounts = {m.account_id: (m.account_id, m.options.synced_at, m.options.force) for m in members}
     try:
-        started = db.start_runs(conn, day, entity, list(accounts.values()), now)
+        started = start_runs(conn, day, entity, list(accounts.values()), now)
     except Exception:
         with contextlib.suppress(EtlError):
             db.rollback(conn)
         started = {}
         for member in members:
             try:
-                started |= db.start_runs(conn, day, entity, [accounts[member.account_id]], now)
+                started |= start_runs(conn, day, entity, [accounts[member.account_id]], now)
             except EtlError as error:
                 member.error = error
     return [
@@ -183,7 +184,7 @@ def record_files(conn: db.Connection, pending: list[Prepared]) -> None:
     """The files every member's run read recorded with one COPY, committed; should that fail,
     each member's on its own (a member whose files cannot be recorded fails)."""
     try:
-        db.FileLedger.flush_together(conn, [ready.run.ledger for ready in pending])
+        FileLedger.flush_together(conn, [ready.run.ledger for ready in pending])
     except Exception:
         with contextlib.suppress(EtlError):
             db.rollback(conn)
@@ -210,7 +211,7 @@ def tables(
             for ready, plan in zip(pending, plans, strict=True)
             if not isinstance(plan, Exception)
         ]
-        hashes = db.run_file_hashes(conn, wanted)
+        hashes = run_file_hashes(conn, wanted)
     staged = []
     for ready, plan in zip(pending, plans, strict=True):
         rows = bad_records_of(ready, plan, hashes.get(ready.run.run_id, {}))

@@ -49,7 +49,7 @@ def run_fleet_days(args: argparse.Namespace, entities: tuple[str, ...]) -> int:
 def run_fleet(args: argparse.Namespace, entities: tuple[str, ...]) -> int:
     """``--accounts-dir``: the day of every account, on worker processes; a summary on stdout;
     exit 0 if every account succeeded, else 1 (130 after Ctrl-C)."""
-    from etl import db, fleet
+    from etl import db, fleet, fleet_report, fleet_worker
     from etl.migrate import migrate
     from etl.progress import FleetProgress
 
@@ -70,7 +70,7 @@ def run_fleet(args: argparse.Namespace, entities: tuple[str, ...]) -> int:
     log_format = args.log_format or ("console" if sys.stderr.isatty() else "json")
     # a worker is one core's work: the single-account speed-ups would take another's
     options = dataclasses.replace(sync_options(args, args.accounts_dir), serial=True)
-    settings = fleet.FleetSettings(
+    settings = fleet_worker.FleetSettings(
         url, args.day, entities, options, args.lock_timeout, log_format, args.verbose
     )
     on_terminal = log_format == "console" and sys.stderr.isatty()
@@ -78,9 +78,9 @@ def run_fleet(args: argparse.Namespace, entities: tuple[str, ...]) -> int:
     logger = log.get_logger()
     log.get_logger().info("fleet_started", day=args.day, accounts=len(jobs), workers=args.workers)
 
-    ended: list[fleet.Outcome] = []  # as they come: after Ctrl-C, those that ended
+    ended: list[fleet_report.Outcome] = []  # as they come: after Ctrl-C, those that ended
 
-    def on_outcome(outcome: fleet.Outcome) -> None:
+    def on_outcome(outcome: fleet_report.Outcome) -> None:
         ended.append(outcome)
         if progress is not None:
             progress.account_done(outcome.status == "succeeded", outcome.rows)
@@ -98,14 +98,14 @@ def run_fleet(args: argparse.Namespace, entities: tuple[str, ...]) -> int:
     seconds = time.perf_counter() - started
     if progress is not None:
         progress.close()
-    document = fleet.results_document(args.day, outcomes, seconds)
+    document = fleet_report.results_document(args.day, outcomes, seconds)
     if args.results is not None:
         args.results.write_text(json.dumps(document, indent=2) + "\n")
     totals = {k: document[k] for k in ("succeeded", "failed", "refused", "rows", "seconds")}
     logger.info("fleet_synced", day=args.day, accounts=len(jobs), **totals)
     if interrupted:
         print(f"interrupted: {len(outcomes)} of {len(jobs)} accounts ended", file=sys.stderr)
-    print(fleet.summary(args.day, outcomes, seconds))
+    print(fleet_report.summary(args.day, outcomes, seconds))
     if interrupted:
         return 130
     return 0 if all(o.status == "succeeded" for o in outcomes) else 1

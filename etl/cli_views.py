@@ -137,6 +137,7 @@ def delete_account(conn: db.Connection, key: str, yes: bool) -> str:
     """Delete the account ``key`` and every row it owns in one transaction, once confirmed
     (``yes``, or an answer on the terminal), while no run of it goes on."""
     from etl import db
+    from etl.locks import account_lock, schema_in_use
 
     account_id = db.account_id(conn, key)
     if account_id is None:
@@ -147,7 +148,7 @@ def delete_account(conn: db.Connection, key: str, yes: bool) -> str:
         answer = input(f"delete account {key} and all of its rows? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             return f"account {key} kept"
-    with db.account_lock(conn, key, timeout=0), db.schema_in_use(conn, timeout=10):
+    with account_lock(conn, key, timeout=0), schema_in_use(conn, timeout=10):
         deleted = db.delete_account(conn, account_id)
     rows = sum(deleted.values())
     log.get_logger().info("account_deleted", account=key, rows=rows, tables=deleted)

@@ -3,9 +3,9 @@
 The parent lists the accounts (``DIR/KEY/sync-DAY``), migrates the schema once and hands the
 accounts out largest first to N worker processes. Each worker imports etl once, keeps one
 connection, and syncs the accounts it is given one after the other, each as its own sync
-(:func:`sync_job`): its lock, its entity runs, its ledger rows, its guards. One account failing
-or being refused stops nothing else. Outcomes come back as each account ends, for the
-progress line, the summary and the results file.
+(:mod:`etl.fleet_worker`): its lock, its entity runs, its ledger rows, its guards. One account
+failing or being refused stops nothing else. Outcomes come back as each account ends, for the
+progress line, the summary and the results file (:mod:`etl.fleet_report`).
 """
 
 from __future__ import annotations
@@ -17,40 +17,18 @@ import os
 import queue
 import re
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
 from multiprocessing.context import SpawnProcess
 from pathlib import Path
 from typing import Any
 
-from etl import db, log
-from etl.account import account_session, accounts_session
-from etl.errors import EtlError, Interrupted, RefusedError, UsageError
+from etl import db
+from etl.errors import UsageError
+from etl.fleet_report import Outcome
+from etl.fleet_worker import FleetSettings, Job, worker_main
 
 ACCOUNT_KEY = re.compile(r"^(?!\.+$)[A-Za-z0-9._-]{1,64}$")  # SEMANTICS 10; never . or ..
 BYTES_PER_ROW = 150  # to weigh an account never synced by its input against one by its rows
-
-
-@dataclass(frozen=True)
-class Job:
-    """One account's day: its key, its folder (holding ``sync-DAY``), and how big it is."""
-
-    key: str
-    folder: Path
-    weight: int
-
-
-@dataclass
-class Outcome:
-    """How one account's day ended."""
-
-    key: str
-    status: str  # succeeded, failed or refused
-    rows: int = 0  # rows staged, pairs and members included
-    seconds: float = 0.0
-    message: str | None = None
-    entities: dict[str, str] = field(default_factory=dict)  # entity -> status, as far as it got
-    worker_rss_mb: int = 0  # the peak memory of the worker process that synced it, so far
 
 
 def find_accounts(accounts_dir: Path, day: str, keys: list[str] | None) -> list[str]:
@@ -100,19 +78,6 @@ def input_bytes(day_folder: Path) -> int:
             if folder.is_dir():
                 total += sum(f.stat().st_size for f in os.scandir(folder.path) if f.is_file())
     return total
-
-
-@dataclass(frozen=True)
-class FleetSettings:
-    """What every worker needs: where the database is, the day, and the sync's options."""
-
-    url: str
-    day: str
-    entities: tuple[str, ...]
-    options: Any  # sync.SyncOptions (imported by the workers, not by the command line)
-    lock_timeout: float
-    log_format: str
-    verbose: bool
 
 
 def run_fleet(
@@ -253,47 +218,6 @@ def stop(
             process.terminate()
 
 
-def worker_main(
-    number: int,
-    settings: FleetSettings,
-    tasks: multiprocessing.Queue[list[Job] | None],
-    results: multiprocessing.Queue[tuple[str, int, Any]],
-) -> None:
-    """A worker: one connection, then one task (an account, or a chunk of small ones) after
-    another until the stop sign."""
-    # On a terminal the parent shows progress and the summary: the workers keep quiet there.
-    quiet = settings.log_format == "console"
-    log.configure(verbose=settings.verbose, fmt=settings.log_format, quiet=quiet)
-    conn = db.connect(settings.url)
-    try:
-        while (task := tasks.get()) is not None:
-            results.put(("start", number, [job.key for job in task]))
-            try:
-                outcomes = sync_task(conn, task, settings)
-            except (KeyboardInterrupt, Interrupted):
-                for job in task:
-                    outcome = Outcome(job.key, "failed", message="interrupted")
-                    results.put(("done", number, asdict(outcome)))
-                return
-            for outcome in outcomes:
-                outcome.worker_rss_mb = log.peak_rss_kb() // 1024
-                results.put(("done", number, asdict(outcome)))
-            conn = connected(conn, settings.url)
-    finally:
-        db.close(conn)
-
-
-def connected(conn: db.Connection, url: str) -> db.Connection:
-    """``conn`` if it still answers, else a new connection (the server restarted, say)."""
-    try:
-        db.execute(conn, "server_version")
-        db.commit(conn)
-        return conn
-    except EtlError:
-        db.close(conn)
-        return db.connect(url)
-
-
 CHUNK_ACCOUNTS = 16  # small accounts taken through each entity together, at most
 SMALL = 20_000  # rows: an account of more is synced on its own
 
@@ -316,84 +240,6 @@ def in_tasks(jobs: list[Job]) -> list[list[Job]]:
     return tasks
 
 
-def sync_task(conn: db.Connection, task: list[Job], settings: FleetSettings) -> list[Outcome]:
-    """A task's accounts synced: one alone, a chunk together (:mod:`etl.chunk`)."""
-    if len(task) == 1:
-        return [sync_job(conn, task[0], settings)]
-    from etl.chunk import Member, sync_chunk
-
-    started = time.perf_counter()
-    options = settings.options
-    unstarted = (settings.day, settings.entities, options.synced_at, options.force)
-    keys = [job.key for job in task]
-    session = accounts_session(conn, keys, lock_timeout=settings.lock_timeout, unstarted=unstarted)
-    members: list[Member] = []
-    try:
-        with session as (ids, failed):
-            members = [
-                Member(job.key, ids[job.key], replace(options, data_dir=job.folder))
-                for job in task
-                if job.key in ids
-            ]
-            sync_chunk(conn, members, settings.day, settings.entities)
-    except EtlError as error:  # the database, before any run started (sync_chunk raises none)
-        return [Outcome(job.key, "failed", message=str(error)) for job in task]
-    share = (time.perf_counter() - started) / len(task)
-    outcomes = {key: Outcome(key, "failed", message=str(error)) for key, error in failed.items()}
-    for member in members:
-        outcomes[member.key] = member_outcome(member, share)
-    return [outcomes[job.key] for job in task]
-
-
-def member_outcome(member: Any, seconds: float) -> Outcome:
-    """How a chunk member's day ended (``seconds``: its share of the chunk's time)."""
-    error = member.error
-    if error is None:
-        rows = sum(staged_rows(result.counts) for result in member.results)
-        entities = {result.entity: "succeeded" for result in member.results}
-        return Outcome(member.key, "succeeded", rows, round(seconds, 3), entities=entities)
-    status = "refused" if isinstance(error, RefusedError) else "failed"
-    message = (
-        str(error) if isinstance(error, EtlError) else f"unexpected {type(error).__name__}: {error}"
-    )
-    return Outcome(member.key, status, seconds=round(seconds, 3), message=message)
-
-
-def sync_job(conn: db.Connection, job: Job, settings: FleetSettings) -> Outcome:
-    """One account's day, as its own sync would do it; how it ended."""
-    from etl.sync import sync_day
-
-    started = time.perf_counter()
-    options = replace(settings.options, data_dir=job.folder)
-    unstarted = (settings.day, settings.entities, options.synced_at, options.force)
-    with log.bound(account=job.key):
-        try:
-            with account_session(
-                conn, job.key, lock_timeout=settings.lock_timeout, unstarted=unstarted
-            ) as account_id:
-                results = sync_day(conn, account_id, settings.day, settings.entities, options)
-        except Interrupted:
-            raise  # the worker stops: its parent heard the same Ctrl-C
-        except EtlError as error:
-            status = "refused" if isinstance(error, RefusedError) else "failed"
-            seconds = time.perf_counter() - started
-            return Outcome(job.key, status, seconds=round(seconds, 3), message=str(error))
-        except Exception as error:  # a bug: the account fails, the fleet goes on
-            log.get_logger().exception("account_failed", account=job.key)
-            message = f"unexpected {type(error).__name__}: {error}"
-            return Outcome(job.key, "failed", message=message)
-    rows = sum(staged_rows(result.counts) for result in results)
-    entities = {result.entity: "succeeded" for result in results}
-    seconds = round(time.perf_counter() - started, 3)
-    return Outcome(job.key, "succeeded", rows=rows, seconds=seconds, entities=entities)
-
-
-def staged_rows(counts: dict[str, Any]) -> int:
-    """Rows a run staged: records, and the pairs and memberships they listed."""
-    keys = ("staged", "pairs_staged", "members_staged")
-    return sum(int(counts.get(key) or 0) for key in keys)
-
-
 def parse_accounts(text: str) -> list[str]:
     """``--accounts KEY,KEY,...`` or ``--accounts @FILE`` (one key a line, # comments)."""
     if text.startswith("@"):
@@ -408,48 +254,3 @@ def parse_accounts(text: str) -> list[str]:
     if not keys:
         raise UsageError(f"--accounts {text}: no account keys")
     return list(dict.fromkeys(keys))
-
-
-def summary(day: str, outcomes: Iterable[Outcome], seconds: float) -> str:
-    """A few lines for a person: counts, rate, the accounts that did not succeed with their
-    reason, and the commands that show more."""
-    outcomes = list(outcomes)
-    by_status: dict[str, list[Outcome]] = {"succeeded": [], "failed": [], "refused": []}
-    for outcome in outcomes:
-        by_status[outcome.status].append(outcome)
-    rows = sum(o.rows for o in outcomes)
-    rate = len(outcomes) / seconds if seconds else 0.0
-    lines = [
-        f"day {day}: {len(outcomes)} accounts in {seconds:.1f} s ({rate * 60:,.0f} a minute), "
-        f"{rows:,} rows staged",
-        f"  succeeded: {len(by_status['succeeded'])}",
-    ]
-    for status in ("failed", "refused"):
-        bad = by_status[status]
-        if not bad:
-            continue
-        lines.append(f"  {status}: {len(bad)}")
-        for outcome in sorted(bad, key=lambda o: o.key)[:10]:
-            reason = (outcome.message or "").splitlines()[0] if outcome.message else ""
-            lines.append(f"    {outcome.key}: {reason}")
-        if len(bad) > 10:
-            lines.append(f"    and {len(bad) - 10} more (see the results file, or etl accounts)")
-    not_succeeded = sorted(by_status["failed"] + by_status["refused"], key=lambda o: o.key)
-    if not_succeeded:
-        first = not_succeeded[0]
-        lines.append(
-            f"next: etl status --account {first.key}; etl errors --account {first.key} --day {day}"
-        )
-    return "\n".join(lines)
-
-
-def results_document(day: str, outcomes: list[Outcome], seconds: float) -> dict[str, Any]:
-    """The results file: the same as the summary, for a scheduler."""
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("succeeded", "failed", "refused")}
-    return {
-        "day": day,
-        "seconds": round(seconds, 3),
-        **counts,
-        "rows": sum(o.rows for o in outcomes),
-        "accounts": [asdict(o) for o in outcomes],
-    }

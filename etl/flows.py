@@ -31,7 +31,7 @@ from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
-from etl import ENTITIES, db, fleet, server
+from etl import ENTITIES, db, fleet, fleet_report, fleet_worker, server
 from etl.errors import UsageError
 from etl.migrate import migrate
 
@@ -93,7 +93,7 @@ def fleet_day(
             break
         get_run_logger().warning("retrying failed accounts: %s", ", ".join(sorted(retry)))
     seconds = time.perf_counter() - started
-    document = fleet.results_document(day, outcomes, seconds)
+    document = fleet_report.results_document(day, outcomes, seconds)
     report(day, outcomes, seconds)
     bad = len(outcomes) - document["succeeded"]
     if bad:
@@ -129,7 +129,7 @@ def fleet_shard(
         allow_mass_removal=allow_mass_removal,
     )
     entities = ENTITIES if entity == "all" else (entity,)
-    settings = fleet.FleetSettings(url, day, entities, options, LOCK_TIMEOUT, "json", False)
+    settings = fleet_worker.FleetSettings(url, day, entities, options, LOCK_TIMEOUT, "json", False)
     logger = get_run_logger()
     outcomes = fleet.run_fleet(settings, jobs, workers, lambda outcome: None)
     for outcome in outcomes:
@@ -139,7 +139,7 @@ def fleet_shard(
 
 
 @task(name="etl-shard")
-def run_shard(jobs: list[fleet.Job], args: dict[str, Any], deployment: str | None) -> None:
+def run_shard(jobs: list[fleet_worker.Job], args: dict[str, Any], deployment: str | None) -> None:
     """One shard: a run of the shard deployment on its work pool, or the shard flow here."""
     keys = [job.key for job in jobs]
     if deployment is None:
@@ -153,10 +153,10 @@ def run_shard(jobs: list[fleet.Job], args: dict[str, Any], deployment: str | Non
         get_run_logger().warning("shard %s ended %s", run.name, state)
 
 
-def split_shards(jobs: list[fleet.Job], count: int) -> list[list[fleet.Job]]:
+def split_shards(jobs: list[fleet_worker.Job], count: int) -> list[list[fleet_worker.Job]]:
     """``jobs`` (largest first) in at most ``count`` shards of about equal weight: each job goes
     to the lightest shard so far."""
-    shards: list[list[fleet.Job]] = [[] for _ in range(max(1, min(count, len(jobs))))]
+    shards: list[list[fleet_worker.Job]] = [[] for _ in range(max(1, min(count, len(jobs))))]
     weights = [0] * len(shards)
     for job in sorted(jobs, key=lambda job: (-job.weight, job.key)):
         lightest = weights.index(min(weights))
@@ -167,7 +167,7 @@ def split_shards(jobs: list[fleet.Job], count: int) -> list[list[fleet.Job]]:
 
 def read_outcomes(
     url: str, day: str, keys: list[str], entities: tuple[str, ...], since: datetime
-) -> list[fleet.Outcome]:
+) -> list[fleet_report.Outcome]:
     """Each account's outcome from the ledger: the last run of each entity of the day since the
     flow started. An entity that failed (or never ended) fails the account; else one refused
     refuses it; an account without every entity succeeded and no reason failed: not synced."""
@@ -185,11 +185,11 @@ def read_outcomes(
 
 def account_outcome(
     key: str, runs: dict[str, tuple[Any, ...]], entities: tuple[str, ...]
-) -> fleet.Outcome:
+) -> fleet_report.Outcome:
     statuses = {entity: run[0] for entity, run in runs.items()}
     rows = sum(int(run[2]) for run in runs.values())
     seconds = round(sum(run[3] or 0.0 for run in runs.values()), 3)
-    outcome = fleet.Outcome(key, "succeeded", rows=rows, seconds=seconds, entities=statuses)
+    outcome = fleet_report.Outcome(key, "succeeded", rows=rows, seconds=seconds, entities=statuses)
     for entity in entities:
         if entity not in runs:
             return replace(outcome, status="failed", message=f"not synced: no run of {entity}")
@@ -201,9 +201,9 @@ def account_outcome(
     return outcome
 
 
-def report(day: str, outcomes: list[fleet.Outcome], seconds: float) -> None:
+def report(day: str, outcomes: list[fleet_report.Outcome], seconds: float) -> None:
     """The summary in the flow's log, and as artifacts: the summary and a table of accounts."""
-    text = fleet.summary(day, outcomes, seconds)
+    text = fleet_report.summary(day, outcomes, seconds)
     get_run_logger().info(text)
     slug = "".join(c if c.isalnum() else "-" for c in day.lower())
     create_markdown_artifact(f"```\n{text}\n```", key=f"etl-fleet-{slug}", description=text)

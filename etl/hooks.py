@@ -1,6 +1,7 @@
 """Points of a run that may be watched from outside: at each, :func:`reached` calls the hooks
-added with :func:`add` -- none in a normal run. The test suite adds one that pauses a run at a
-point, to kill the process or break its connection right there (tests/paused_etl.py)."""
+added with :func:`add` -- none in a normal run. The test suite adds one that says when a run
+reaches each point and pauses it at one, to kill the process or break its connection right
+there, or to act once the run is known to be there (tests/paused_etl.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ POINTS = (
     "decode",  # input read and recorded in the ledger; nothing staged
     "stage",  # staging rows sent, their transaction not committed
     "apply",  # the procedure has run, its transaction not committed
+    "settle",  # about to wait for the entity's apply, on its own thread, to end
 )
 
 Hook = Callable[[str, str], None]  # (point, entity)

@@ -22,6 +22,7 @@ import hashlib
 
 from etl import db
 from etl.errors import DatabaseError, LockTimeoutError
+from etl.server import wrapped
 
 BASELINE = "001_baseline.sql"
 LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of a lock wait cut by lock_timeout
@@ -50,7 +51,7 @@ def migrate(conn: db.Connection, lock_timeout: float | None = None) -> list[str]
         db.commit(conn)
         return []
     try:
-        with db.wrapped("migrations"):
+        with wrapped("migrations"):
             take_migration_lock(conn, lock_timeout)
             db.run_script(conn, db.queries()["bootstrap_migrations"])
             applied = dict(db.execute(conn, "applied_migrations"))

@@ -116,6 +116,7 @@ class Applying:
         if self.thread is None:
             return
         try:
+            hooks.reached("settle", self.run.entity)
             self.thread.join()
         except KeyboardInterrupt:
             with contextlib.suppress(Exception):

@@ -14,6 +14,7 @@ from typing import Any
 
 from etl import BATCH_VALUES, db, source
 from etl.errors import EtlError, RefusedError
+from etl.ledger import FileLedger, StartedRun, end_run, record_seconds
 from etl.log import get_logger
 from etl.progress import NoProgress, Progress
 
@@ -72,14 +73,14 @@ class EntityRun:
     run_id: int
     synced_at: datetime
     watch: Stopwatch
-    ledger: db.FileLedger
+    ledger: FileLedger
     log: Any
     applied_days: list[str]
 
 
 def entity_run(
     conn: db.Connection,
-    started: db.StartedRun,
+    started: StartedRun,
     day: str,
     entity: str,
     options: SyncOptions,
@@ -88,7 +89,7 @@ def entity_run(
     """The run under way whose ledger row ``started`` is; its log lines carry ``context``."""
     watch = Stopwatch(options.progress(f"{day} {entity}") if options.progress else None)
     log = get_logger().bind(**context, day=day, entity=entity, run_id=started.run_id)
-    ledger = db.FileLedger(conn, started.account_id, started.run_id, background=not options.serial)
+    files = FileLedger(conn, started.account_id, started.run_id, background=not options.serial)
     return EntityRun(
         conn,
         started.account_id,
@@ -97,7 +98,7 @@ def entity_run(
         started.run_id,
         started.synced_at,
         watch,
-        ledger,
+        files,
         log,
         started.applied_days,
     )
@@ -115,7 +116,7 @@ def finish_runs(conn: db.Connection, runs: list[EntityRun]) -> list[RunResult]:
         run.watch.progress.close()
     try:  # the runs are committed: a failure to read their figures back no longer fails them
         spent = [(run.account_id, run.run_id, run.watch.seconds) for run in runs]
-        counts = db.record_seconds(conn, spent)  # the ledger's figures
+        counts = record_seconds(conn, spent)  # the ledger's figures
     except EtlError as error:
         for run in runs:
             run.log.warning("ledger_figures_unread", message=str(error))
@@ -145,7 +146,7 @@ def close_failed_run(run: EntityRun, error: BaseException) -> None:
     with contextlib.suppress(EtlError):  # if the database is gone, the next run marks it abandoned
         db.rollback(run.conn)
         run.ledger.flush()
-        db.end_run(run.conn, run.account_id, run.run_id, status, message)
+        end_run(run.conn, run.account_id, run.run_id, status, message)
     if is_etl or status == "interrupted":
         run.log.error("run_" + status, message=message)
 

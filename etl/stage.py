@@ -11,6 +11,7 @@ import pyarrow as pa
 from etl import db
 from etl.batches import Table
 from etl.log import get_logger
+from etl.server import wrapped
 
 SCHEMA = "etl"
 
@@ -28,7 +29,7 @@ def stage_tables(
     log = get_logger()
     db.execute(conn, "clear_staging", ([account_id], entity))
     total = 0
-    with db.wrapped("staging"), conn.cursor() as cur:
+    with wrapped("staging"), conn.cursor() as cur:
         for name, table in tables.items():
             counted = RowCount(on_rows)
             batches = arrow_batches(table, counted, account_id=account_id)
@@ -49,7 +50,7 @@ def stage_together(
     all small) with one COPY per table, in one transaction committed by the caller."""
     db.execute(conn, "clear_staging", ([account_id for account_id, _ in staged], entity))
     names = list(dict.fromkeys(name for _, tables in staged for name in tables))
-    with db.wrapped("staging"), conn.cursor() as cur:
+    with wrapped("staging"), conn.cursor() as cur:
         for name in names:
             frames = [
                 tables[name]

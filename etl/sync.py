@@ -21,6 +21,7 @@ from etl.bad_records import error_files, with_bad_records
 from etl.batches import Table
 from etl.decode import Decoded, decode_files
 from etl.errors import EtlError, Interrupted, RefusedError
+from etl.ledger import run_file_hashes, start_runs
 from etl.log import get_logger
 from etl.overlap import (
     Applying,
@@ -155,7 +156,7 @@ def begin_run(
     """The run's ledger row ('running'), started while ``previous`` may still be applying."""
     applying = previous.run.run_id if previous is not None else None
     account = (account_id, options.synced_at, options.force)
-    started = db.start_runs(conn, day, entity, [account], now, applying)
+    started = start_runs(conn, day, entity, [account], now, applying)
     return entity_run(conn, started[account_id], day, entity, options)
 
 
@@ -222,7 +223,7 @@ def staged_tables(
     from their files."""
     with run.watch.stage("plan", "read bad records' text"):
         wanted = [(run.account_id, run.run_id, error_files(plan))]
-        hashes = db.run_file_hashes(run.conn, wanted)[run.run_id]
+        hashes = run_file_hashes(run.conn, wanted)[run.run_id]
         return with_bad_records(plan, inputs, hashes)
 
 

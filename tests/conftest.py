@@ -19,7 +19,7 @@ import adbc_driver_postgresql.dbapi as pg
 import pytest
 from replay import dump_state
 
-from etl import db, embedded, log, server
+from etl import db, embedded, ledger, log, server
 from etl.cli import main
 from etl.migrate import migrate
 
@@ -185,7 +185,7 @@ def default_account(conn: db.Connection) -> int:
 def open_run(conn: db.Connection, day: str, entity: str, applying: int | None = None) -> int:
     """A 'running' ledger row of account ``default`` (created if new), as a run starts one."""
     account_id = default_account(conn)
-    started = db.start_runs(conn, day, entity, [(account_id, T(1), False)], T(1), applying)
+    started = ledger.start_runs(conn, day, entity, [(account_id, T(1), False)], T(1), applying)
     return started[account_id].run_id
 
 

@@ -14,7 +14,7 @@ import pytest
 from conftest import fresh_database, rows, state_alone, sync
 from replay import DUMPED_TABLES, dump_state
 
-from etl import ENTITIES, chunk, db, fleet, joint_plan, log, synth
+from etl import ENTITIES, chunk, db, fleet, fleet_worker, joint_plan, ledger, log, run, synth
 from etl.decode import Decoded, decode_files
 from etl.errors import DatabaseError
 from etl.joint_plan import apart, defined_ids, plans_of
@@ -112,9 +112,9 @@ def sync_as_a_chunk(
     log.configure(fmt="json", quiet=True)  # not the stream an earlier test captured
     migrate(conn)
     options = SyncOptions(data_dir=folder, synced_at=datetime(2026, 1, 1, 6, tzinfo=UTC))
-    settings = fleet.FleetSettings(url, "day1", ENTITIES, options, 30, "json", False)
+    settings = fleet_worker.FleetSettings(url, "day1", ENTITIES, options, 30, "json", False)
     jobs = fleet.weigh(conn, folder, "day1", ["one", "two"])
-    return {o.key: (o.status, o.message) for o in fleet.sync_task(conn, jobs, settings)}
+    return {o.key: (o.status, o.message) for o in fleet_worker.sync_task(conn, jobs, settings)}
 
 
 def test_a_chunk_whose_joint_staging_fails_stages_each_account_alone(
@@ -214,9 +214,9 @@ def sync_task(
     account -> (status, message)."""
     log.configure(fmt="json", quiet=True)
     options = SyncOptions(data_dir=folder, synced_at=datetime(2026, 1, 1, 6, tzinfo=UTC))
-    settings = fleet.FleetSettings(url, day, ENTITIES, options, lock_timeout, "json", False)
+    settings = fleet_worker.FleetSettings(url, day, ENTITIES, options, lock_timeout, "json", False)
     jobs = fleet.weigh(conn, folder, day, keys)
-    return {o.key: (o.status, o.message) for o in fleet.sync_task(conn, jobs, settings)}
+    return {o.key: (o.status, o.message) for o in fleet_worker.sync_task(conn, jobs, settings)}
 
 
 def test_each_member_of_a_chunk_ends_as_its_single_account_run(
@@ -284,7 +284,7 @@ def test_a_chunk_whose_joint_ledger_statements_fail_does_each_member_alone(
     member's files, fail, each member's is done on its own: both land as their single-account
     runs."""
     two_accounts(tmp_path)
-    real_start_runs = db.start_runs
+    real_start_runs = ledger.start_runs
 
     def start_alone(
         conn: db.Connection,
@@ -293,7 +293,7 @@ def test_a_chunk_whose_joint_ledger_statements_fail_does_each_member_alone(
         accounts: list[tuple[int, datetime | None, bool]],
         now: datetime,
         applying: int | None = None,
-    ) -> dict[int, db.StartedRun]:
+    ) -> dict[int, ledger.StartedRun]:
         if len(accounts) > 1:
             raise DatabaseError("database error during start runs: refused")
         return real_start_runs(conn, day, entity, accounts, now, applying)
@@ -301,8 +301,8 @@ def test_a_chunk_whose_joint_ledger_statements_fail_does_each_member_alone(
     def refuse(*args: object) -> None:
         raise DatabaseError("database error during the ledger write: refused")
 
-    monkeypatch.setattr(db, "start_runs", start_alone)
-    monkeypatch.setattr(db.FileLedger, "flush_together", refuse)
+    monkeypatch.setattr(chunk, "start_runs", start_alone)  # the joint statement
+    monkeypatch.setattr(ledger.FileLedger, "flush_together", refuse)
     both_land_as_alone(database_url, tmp_path)
 
 
@@ -352,9 +352,9 @@ def test_runs_start_together_with_their_sync_times_and_applied_days(
     for, and its forced flag."""
     a, b, c = (db.ensure_account(conn, key) for key in ("a", "b", "c"))
     t1, t2, now = (datetime(2026, 1, n, 6, tzinfo=UTC) for n in (1, 2, 9))
-    first = db.start_runs(conn, "day1", "agents", [(a, t1, False)], now)[a].run_id
+    first = ledger.start_runs(conn, "day1", "agents", [(a, t1, False)], now)[a].run_id
     rows(conn, "UPDATE etl.sync_runs SET status = 'succeeded' WHERE run_id = $1", (first,))
-    started = db.start_runs(
+    started = ledger.start_runs(
         conn, "day1", "agents", [(a, None, False), (b, None, True), (c, t2, False)], now
     )
     assert {k: (s.synced_at, s.applied_days) for k, s in started.items()} == {
@@ -420,7 +420,7 @@ def test_members_whose_files_are_recorded_a_batch_at_a_time_land_as_alone(
     writing: list[int] = []
     overlaps: list[int] = []
 
-    class SmallBatches(db.FileLedger):
+    class SmallBatches(ledger.FileLedger):
         def __init__(
             self, conn: db.Connection, account_id: int, run_id: int, *, background: bool = True
         ) -> None:
@@ -436,7 +436,7 @@ def test_members_whose_files_are_recorded_a_batch_at_a_time_land_as_alone(
             finally:
                 writing.remove(id(self.conn))
 
-    monkeypatch.setattr(db, "FileLedger", SmallBatches)
+    monkeypatch.setattr(run, "FileLedger", SmallBatches)  # where entity_run makes it
     conn = db.connect(database_url)
     try:
         assert sync_as_a_chunk(conn, database_url, tmp_path) == {

@@ -199,7 +199,10 @@ def test_command_line_reaches_the_database_before_the_heavy_imports() -> None:
     background import that overlaps the server start and the first connect; a top-level import
     of any of them would undo that overlap (about 0.1-0.2 s of every run)."""
     probe = "import sys, etl.cli; print(sorted(m for m in sys.modules if m in HEAVY))"
-    heavy = "HEAVY = {'polars', 'pyarrow', 'adbc_driver_manager.dbapi', 'etl.db', 'etl.sync'}"
+    heavy = (
+        "HEAVY = {'polars', 'pyarrow', 'adbc_driver_manager.dbapi', 'etl.db', 'etl.ledger',"
+        " 'etl.sync'}"
+    )
     result = subprocess.run(
         [sys.executable, "-c", f"{heavy}; {probe}"],
         cwd=ROOT,

@@ -1,6 +1,6 @@
 """Faults: a run killed or cut off from its database at each stage, and runs started at once.
 
-Each test runs etl as a separate process paused at a named point (``etl.faults``), then kills
+Each test runs etl as a separate process paused at a named point (``etl.hooks``), then kills
 it, breaks its connection, or starts a second run beside it.
 """
 
@@ -10,8 +10,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from etl.log import mask_url
 from etl.migrate import migrate
 
 PAUSED_ETL = Path(__file__).parent / "paused_etl.py"  # etl with a pause at a point
+EVENT_DEADLINE = 60.0  # seconds: an event awaited longer is one that will not come
 
 # The final state that a re-run reproduces exactly, run ids left out (a killed run uses some).
 COMPARABLE_QUERIES = (
@@ -102,19 +104,38 @@ def start_etl(
     )
 
 
-def wait_for_event(process: subprocess.Popen[str], marker: str) -> list[str]:
-    """The process's stderr up to a line holding ``marker`` (one read before counts: two
-    threads may log in either order); fail if it ends first."""
+def wait_for_event(process: subprocess.Popen[str], *markers: str) -> list[str]:
+    """The process's stderr up to a line holding every one of ``markers`` (one read before
+    counts: two threads may log in either order); fail if it ends first, or is killed at the
+    deadline (which only bounds a failure: a paused run would otherwise wait ten minutes)."""
     assert process.stderr is not None
     seen: list[str] = process.__dict__.setdefault("lines_read", [])  # this process's, so far
-    if any(marker in line for line in seen):
+    if any(all(marker in line for marker in markers) for line in seen):
         return seen
-    for line in process.stderr:
-        seen.append(line)
-        if marker in line:
-            return seen
+    deadline = threading.Timer(EVENT_DEADLINE, process.kill)
+    deadline.start()
+    try:
+        for line in process.stderr:
+            seen.append(line)
+            if all(marker in line for marker in markers):
+                return seen
+    finally:
+        deadline.cancel()
     process.wait()
-    pytest.fail(f"exited {process.returncode} before {marker}:\n{''.join(seen)}")
+    pytest.fail(f"exited {process.returncode} before {markers}:\n{''.join(seen)}")
+
+
+def wait_for_point(process: subprocess.Popen[str], point: str, entity: str) -> None:
+    """Wait until the paused etl says its run of ``entity`` reached ``point`` (etl.hooks)."""
+    wait_for_event(process, '"event": "reached"', f'"at": "{point}"', f'"entity": "{entity}"')
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Poll ``condition`` until it holds; fail after 30 s (the deadline only bounds a failure)."""
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within 30 s"
+        time.sleep(0.02)
 
 
 def ledger(conn: db.Connection, day: str) -> list[tuple[object, ...]]:
@@ -169,9 +190,7 @@ CUT_AT = [
 
 def wait_for_ledger(conn: db.Connection, day: str, count: int) -> None:
     """Wait until ``day`` has ``count`` ledger rows (runs of the paused process starting)."""
-    deadline = time.monotonic() + 30
-    while len(ledger(conn, day)) < count and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: len(ledger(conn, day)) >= count, f"{count} ledger rows of {day}")
 
 
 @pytest.mark.parametrize(("at", "stage", "unfinished"), CUT_AT)
@@ -263,12 +282,11 @@ def sync_day1_without_groups_staging(url: str, conn: db.Connection) -> None:
     conn.commit()
 
 
-def wait_for_groups_staging(conn: db.Connection) -> None:
-    """Wait until the paused run's groups step has committed its staging rows."""
-    deadline = time.monotonic() + 30
-    while rows(conn, "SELECT count(*) FROM etl.stg_groups") == [(0,)]:
-        assert time.monotonic() < deadline, "groups never staged"
-        time.sleep(0.02)
+def wait_for_groups_staging(process: subprocess.Popen[str], conn: db.Connection) -> None:
+    """Wait until the paused run's groups step has committed its staging rows and waits for
+    roles' apply (paused before its commit) to end."""
+    wait_for_point(process, "settle", "roles")
+    assert rows(conn, "SELECT count(*) FROM etl.stg_groups") != [(0,)]
 
 
 def test_groups_stage_while_roles_applies_and_apply_after_it(
@@ -280,16 +298,13 @@ def test_groups_stage_while_roles_applies_and_apply_after_it(
     before = rows(conn, MEMBERS)
     gate = tmp_path / "gate"
     with paused_run(database_url, "day2", "apply:roles", gate) as process:
-        wait_for_groups_staging(conn)
+        wait_for_groups_staging(process, conn)
         assert ledger(conn, "day2") == [
             ("agents", "succeeded"),
             ("roles", "running"),
             ("groups", "running"),
         ]
-        for _ in range(20):  # and it stays unapplied while roles' apply is open
-            assert ledger(conn, "day2")[2] == ("groups", "running")
-            assert rows(conn, MEMBERS) == before
-            time.sleep(0.05)
+        assert rows(conn, MEMBERS) == before  # groups waits, unapplied, for roles' commit
         gate.unlink()
         _, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
@@ -311,7 +326,7 @@ def test_groups_staged_beside_a_failing_roles_apply_is_not_applied(
     before = rows(conn, MEMBERS)
     gate = tmp_path / "gate"
     with paused_run(database_url, "day2", "apply:roles", gate) as process:
-        wait_for_groups_staging(conn)
+        wait_for_groups_staging(process, conn)
         cut = rows(
             conn,
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
@@ -502,9 +517,7 @@ def test_ctrl_c_while_the_server_works_on_a_statement(
                 "SELECT count(*) FROM pg_stat_activity"
                 " WHERE query LIKE 'CALL etl.apply_sync%' AND wait_event_type = 'Lock'"
             )
-            deadline = time.monotonic() + 30
-            while rows(conn, waiting) == [(0,)] and time.monotonic() < deadline:
-                time.sleep(0.02)
+            wait_until(lambda: rows(conn, waiting) != [(0,)], "the apply waiting for its lock")
             assert rows(conn, waiting) == [(1,)]
             process.send_signal(signal.SIGINT)
             _, err = process.communicate(timeout=60)

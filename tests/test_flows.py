@@ -15,7 +15,7 @@ from conftest import rows, state_alone
 from replay import DUMPED_TABLES, dump_state
 
 from etl import db, synth
-from etl.fleet import Job
+from etl.fleet_worker import Job
 
 pytest.importorskip("prefect", reason="the extra etl[prefect] is not installed")
 

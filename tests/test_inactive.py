@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from etl import db
 from etl.cli import main
 from etl.errors import DatabaseError
+from etl.server import wrapped
 
 AGENTS = (1, 2, 3, 4)
 GROUPS = tuple(range(1, 11))
@@ -178,13 +179,13 @@ def test_active_member_counts_follow_changes_made_outside_etl(conn: db.Connectio
     never_change = (
         r"agent ids never change \(agent 1 of account 1 would become agent 9 of account 1\)"
     )
-    with pytest.raises(DatabaseError, match=never_change), db.wrapped("the test"):
+    with pytest.raises(DatabaseError, match=never_change), wrapped("the test"):
         rows(conn, "UPDATE etl.agents SET agent_id = 9 WHERE agent_id = 1")
     db.rollback(conn)
 
     rows(conn, "UPDATE etl.group_active_members SET active_members = -1 WHERE group_id = 11")
     below_zero = r"active-member counts below zero \(groups 11\)"
-    with pytest.raises(DatabaseError, match=below_zero), db.wrapped("the test"):
+    with pytest.raises(DatabaseError, match=below_zero), wrapped("the test"):
         rows(
             conn,
             "SELECT etl.refresh_group_inactive_v1("

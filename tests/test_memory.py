@@ -5,6 +5,10 @@ column (the many fields etl does not store) cost no memory however many there ar
 records go to disk in batches, and the plan works on one batch at a time. Each test runs etl in
 a child process that reports its own peak RSS, and compares a big day with a small day of the
 same shape.
+
+The child runs ``--serial`` with ``MALLOC_ARENA_MAX=2``: one thread does all the work (no
+apply or ledger thread, no read-ahead or decode worker, no spare connection), so the peak is
+the plain path's own and glibc does not add an arena per thread that happened to allocate.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import rows
 
 from bench.scale import run_day
@@ -21,9 +26,16 @@ FILLER = "x" * 2_000  # an unstored field, as the real API's pages are full of t
 FIRST_ID = 90_000_000_000
 
 
+@pytest.fixture(autouse=True)
+def few_arenas(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The measured children allocate from at most two malloc arenas."""
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+
+
 def peak_rss_mb(url: str, data_dir: Path, entity: str) -> int:
-    """Sync day1 of ``data_dir`` for one entity in a child process; its peak RSS in MB."""
-    return int(run_day(url, data_dir, "day1", "--entity", entity)["peak_rss_mb"])
+    """Sync day1 of ``data_dir`` for one entity, serially, in a child process; its peak RSS in
+    MB."""
+    return int(run_day(url, data_dir, "day1", "--entity", entity, "--serial")["peak_rss_mb"])
 
 
 def agent(n: int) -> dict[str, object]:

@@ -12,6 +12,7 @@ from conftest import open_run, rows
 from etl import db
 from etl.batches import Table
 from etl.errors import DatabaseError
+from etl.ledger import FileLedger
 from etl.pages import FileDigest
 from etl.stage import RowCount, arrow_batches
 
@@ -45,7 +46,7 @@ def test_the_file_ledger_writes_full_batches_behind_and_the_rest_on_flush(
     """Full batches are written by a background thread, the rest by flush; every file is
     recorded once, in the order it was added."""
     open_run(conn, "d1", "agents")
-    ledger = db.FileLedger(conn, 1, 1, batch=2)
+    ledger = FileLedger(conn, 1, 1, batch=2)
     for n in range(5):
         ledger.add(FileDigest(f"{n}.json", n, f"h{n}"))
     ledger.wait()
@@ -66,7 +67,7 @@ def test_a_failed_background_ledger_write_is_raised_by_the_next_wait(
     """A batch the database refuses (here a NUL in a file name) fails in the background thread;
     the error reaches the caller at its next wait, as a DatabaseError naming the write."""
     open_run(conn, "d1", "agents")
-    ledger = db.FileLedger(conn, 1, 1, batch=1)
+    ledger = FileLedger(conn, 1, 1, batch=1)
     ledger.add(FileDigest("bad\x00.json", 1, "h"))
     with pytest.raises(DatabaseError) as raised:
         ledger.wait()
@@ -84,7 +85,7 @@ def test_an_interrupted_ledger_wait_waits_again_next_time(
     """Ctrl-C during a wait leaves the batch being written known to the ledger: the failing
     run's next wait joins it before the connection is used again."""
     open_run(conn, "d1", "agents")
-    ledger = db.FileLedger(conn, 1, 1, batch=1)
+    ledger = FileLedger(conn, 1, 1, batch=1)
     release = threading.Event()
     write = ledger._write
 

@@ -1,0 +1,158 @@
+"""A fleet's worker process: it imports etl once, keeps one connection, and syncs the tasks it
+is given (an account alone, or a chunk of small ones) one after the other until the stop sign;
+each account as its own sync would do it (:func:`sync_job`), and how each ended goes back to
+the parent as it ends."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from etl import db, log
+from etl.account import account_session, accounts_session
+from etl.errors import EtlError, Interrupted, RefusedError
+from etl.fleet_report import Outcome
+
+
+@dataclass(frozen=True)
+class Job:
+    """One account's day: its key, its folder (holding ``sync-DAY``), and how big it is."""
+
+    key: str
+    folder: Path
+    weight: int
+
+
+@dataclass(frozen=True)
+class FleetSettings:
+    """What every worker needs: where the database is, the day, and the sync's options."""
+
+    url: str
+    day: str
+    entities: tuple[str, ...]
+    options: Any  # sync.SyncOptions (imported by the workers, not by the command line)
+    lock_timeout: float
+    log_format: str
+    verbose: bool
+
+
+def worker_main(
+    number: int,
+    settings: FleetSettings,
+    tasks: multiprocessing.Queue[list[Job] | None],
+    results: multiprocessing.Queue[tuple[str, int, Any]],
+) -> None:
+    """A worker: one connection, then one task (an account, or a chunk of small ones) after
+    another until the stop sign."""
+    # On a terminal the parent shows progress and the summary: the workers keep quiet there.
+    quiet = settings.log_format == "console"
+    log.configure(verbose=settings.verbose, fmt=settings.log_format, quiet=quiet)
+    conn = db.connect(settings.url)
+    try:
+        while (task := tasks.get()) is not None:
+            results.put(("start", number, [job.key for job in task]))
+            try:
+                outcomes = sync_task(conn, task, settings)
+            except (KeyboardInterrupt, Interrupted):
+                for job in task:
+                    outcome = Outcome(job.key, "failed", message="interrupted")
+                    results.put(("done", number, asdict(outcome)))
+                return
+            for outcome in outcomes:
+                outcome.worker_rss_mb = log.peak_rss_kb() // 1024
+                results.put(("done", number, asdict(outcome)))
+            conn = connected(conn, settings.url)
+    finally:
+        db.close(conn)
+
+
+def connected(conn: db.Connection, url: str) -> db.Connection:
+    """``conn`` if it still answers, else a new connection (the server restarted, say)."""
+    try:
+        db.execute(conn, "server_version")
+        db.commit(conn)
+        return conn
+    except EtlError:
+        db.close(conn)
+        return db.connect(url)
+
+
+def sync_task(conn: db.Connection, task: list[Job], settings: FleetSettings) -> list[Outcome]:
+    """A task's accounts synced: one alone, a chunk together (:mod:`etl.chunk`)."""
+    if len(task) == 1:
+        return [sync_job(conn, task[0], settings)]
+    from etl.chunk import Member, sync_chunk
+
+    started = time.perf_counter()
+    options = settings.options
+    unstarted = (settings.day, settings.entities, options.synced_at, options.force)
+    keys = [job.key for job in task]
+    session = accounts_session(conn, keys, lock_timeout=settings.lock_timeout, unstarted=unstarted)
+    members: list[Member] = []
+    try:
+        with session as (ids, failed):
+            members = [
+                Member(job.key, ids[job.key], replace(options, data_dir=job.folder))
+                for job in task
+                if job.key in ids
+            ]
+            sync_chunk(conn, members, settings.day, settings.entities)
+    except EtlError as error:  # the database, before any run started (sync_chunk raises none)
+        return [Outcome(job.key, "failed", message=str(error)) for job in task]
+    share = (time.perf_counter() - started) / len(task)
+    outcomes = {key: Outcome(key, "failed", message=str(error)) for key, error in failed.items()}
+    for member in members:
+        outcomes[member.key] = member_outcome(member, share)
+    return [outcomes[job.key] for job in task]
+
+
+def member_outcome(member: Any, seconds: float) -> Outcome:
+    """How a chunk member's day ended (``seconds``: its share of the chunk's time)."""
+    error = member.error
+    if error is None:
+        rows = sum(staged_rows(result.counts) for result in member.results)
+        entities = {result.entity: "succeeded" for result in member.results}
+        return Outcome(member.key, "succeeded", rows, round(seconds, 3), entities=entities)
+    status = "refused" if isinstance(error, RefusedError) else "failed"
+    message = (
+        str(error) if isinstance(error, EtlError) else f"unexpected {type(error).__name__}: {error}"
+    )
+    return Outcome(member.key, status, seconds=round(seconds, 3), message=message)
+
+
+def sync_job(conn: db.Connection, job: Job, settings: FleetSettings) -> Outcome:
+    """One account's day, as its own sync would do it; how it ended."""
+    from etl.sync import sync_day
+
+    started = time.perf_counter()
+    options = replace(settings.options, data_dir=job.folder)
+    unstarted = (settings.day, settings.entities, options.synced_at, options.force)
+    with log.bound(account=job.key):
+        try:
+            with account_session(
+                conn, job.key, lock_timeout=settings.lock_timeout, unstarted=unstarted
+            ) as account_id:
+                results = sync_day(conn, account_id, settings.day, settings.entities, options)
+        except Interrupted:
+            raise  # the worker stops: its parent heard the same Ctrl-C
+        except EtlError as error:
+            status = "refused" if isinstance(error, RefusedError) else "failed"
+            seconds = time.perf_counter() - started
+            return Outcome(job.key, status, seconds=round(seconds, 3), message=str(error))
+        except Exception as error:  # a bug: the account fails, the fleet goes on
+            log.get_logger().exception("account_failed", account=job.key)
+            message = f"unexpected {type(error).__name__}: {error}"
+            return Outcome(job.key, "failed", message=message)
+    rows = sum(staged_rows(result.counts) for result in results)
+    entities = {result.entity: "succeeded" for result in results}
+    seconds = round(time.perf_counter() - started, 3)
+    return Outcome(job.key, "succeeded", rows=rows, seconds=seconds, entities=entities)
+
+
+def staged_rows(counts: dict[str, Any]) -> int:
+    """Rows a run staged: records, and the pairs and memberships they listed."""
+    keys = ("staged", "pairs_staged", "members_staged")
+    return sum(int(counts.get(key) or 0) for key in keys)
