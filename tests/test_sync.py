@@ -858,6 +858,100 @@ def test_a_first_load_leaves_planner_statistics(database_url: str, conn: db.Conn
     ]
 
 
+def first_load_day(data_dir: Path, day: str, cut: bool) -> None:
+    """A day of 40 agents, 6 roles and 12 groups, with held ids (a quarantined role, agent
+    details record and group) and skipped elements (an unknown agent, an unknown role). With
+    ``cut``, every valid list of roles or members keeps only its first id: a part of the day."""
+
+    def ids(values: list[int]) -> list[int]:
+        return values[:1] if cut else values
+
+    details: dict[str, Any] = {
+        f"{n}.json": {"id": n, "role_ids": ids([101 + (n * k) % 6 for k in (1, 2, 5)])}
+        for n in range(1, 36)
+    }
+    details["9.json"] = {"id": 9, "role_ids": "x"}  # held: its pairs stay as they were
+    roles: list[dict[str, Any]] = [{"id": 100 + n, "name": f"r{n}"} for n in range(1, 6)]
+    roles[4]["agent_ids"] = ids([3, 9, 99, 1, 2])  # 9 held, 99 unknown
+    roles.append({"id": 106, "name": ""})  # held
+    groups: list[dict[str, Any]] = [
+        {
+            "id": 200 + k,
+            "name": f"g{k}",
+            "parent_group_id": 999 if k == 11 else (200 + k // 2 if k > 1 else None),
+            "agent_ids": ids([(k * 7 + j * 3) % 40 + 1 for j in range(k % 5 + 2)]),
+        }
+        for k in range(1, 12)
+    ]
+    groups[3]["agent_ids"] = ids([7, 99, 8, 12])  # inactive agents and an unknown one
+    groups[9]["agent_ids"] = []
+    groups.append({"id": 212, "name": ""})  # held
+    write_day(
+        data_dir,
+        day,
+        agents={
+            "1.json": [
+                {"id": n, "deactivated": n == 7, "contact": {"active": n != 8, "name": f"a{n}"}}
+                for n in range(1, 41)
+            ]
+        },
+        agent_details=details,
+        roles={"1.json": roles},
+        admin_groups={"1.json": groups},
+    )
+
+
+def test_a_first_load_ends_where_the_diff_ends(
+    database_url: str, conn: db.Connection, tmp_path: Path
+) -> None:
+    """A first load inserts the staged pairs and memberships straight (nothing is stored, so all
+    are new); it ends in exactly the state the diff reaches when the same day arrives after a
+    day that stored a part of it, synced at the same time: every row, the history but for the
+    day that logged it, and the active-member counts."""
+    first_load_day(tmp_path / "first", "day2", cut=False)
+    first_load_day(tmp_path / "later", "day1", cut=True)
+    first_load_day(tmp_path / "later", "day2", cut=False)
+    at = ("--synced-at", T(2).isoformat())
+    assert sync(database_url, "day2", "--account", "first", *at, data_dir=tmp_path / "first") == 0
+    assert sync(database_url, "day1", "--account", "later", *at, data_dir=tmp_path / "later") == 0
+    stored = rows(
+        conn,
+        "SELECT (SELECT count(*) FROM etl.group_membership WHERE account_id = a.account_id),"
+        " (SELECT count(*) FROM etl.agent_role_mapping WHERE account_id = a.account_id)"
+        " FROM etl.accounts a WHERE account_key = 'later'",
+    )
+    assert stored == [(10, 29)]  # so day2 of account later goes through the diff
+    assert sync(database_url, "day2", "--account", "later", *at, data_dir=tmp_path / "later") == 0
+
+    tables = ("agents", "roles", "agent_role_mapping", "groups", "group_membership")
+    first = dump_state(conn, tables, account="first")
+    assert first == dump_state(conn, tables, account="later")
+    assert first.count("\n") == 5 + 40 + 5 + 65 + 11 + 38  # headers, then rows
+
+    def history(account: str) -> list[tuple[Any, ...]]:
+        return rows(
+            conn,
+            "SELECT agent_id, role_id, from_status, to_status, changed_at, sync_day"
+            " FROM etl.agent_role_history h JOIN etl.accounts a USING (account_id)"
+            " WHERE a.account_key = $1 ORDER BY history_id",
+            (account,),
+        )
+
+    def counts(account: str) -> list[tuple[Any, ...]]:
+        return rows(
+            conn,
+            "SELECT group_id, active_members FROM etl.group_active_members c"
+            " JOIN etl.accounts a USING (account_id) WHERE a.account_key = $1 ORDER BY 1",
+            (account,),
+        )
+
+    assert history("first") == sorted(history("first"))  # in (agent, role) order
+    assert sorted(h[:5] for h in history("first")) == sorted(h[:5] for h in history("later"))
+    assert {h[5] for h in history("first")} == {"day2"}
+    assert counts("first") == counts("later")
+    assert counts("first")  # the counts of a first load are there too
+
+
 def test_statistics_follow_a_growing_fleet(database_url: str, tmp_path: Path) -> None:
     """Statistics taken when one account filled a table would plan every later account as
     empty: a step whose tables have changed by more rows than they held at their last analyze

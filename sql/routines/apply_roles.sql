@@ -4,6 +4,10 @@
 -- quarantined role, are left as they were. The guard counts the assigned pairs that would turn
 -- removed.
 --
+-- A first load (no pair of the account stored) inserts the snapshot's pairs as they are, in
+-- key order, each with its history row: with nothing stored, every pair of the snapshot is new
+-- and none is reassigned or removed, which is what the transitions would find.
+--
 -- Without nested loops: the statistics of staging and of the pairs' statuses lag behind a day's
 -- changes (a status the table had none of is estimated at one row), and a nested loop over a
 -- misjudged side turns a day's transitions quadratic; the hash joins cost what the account's
@@ -91,59 +95,85 @@ BEGIN
       FROM etl.agent_role_mapping
      WHERE account_id = v_account AND status = 'assigned';
 
-    WITH held_agent AS (
-        SELECT record_id AS agent_id FROM etl.stg_held_ids
-         WHERE account_id = v_account AND entity = 'roles' AND record_kind = 'agent_details'
-    ), held_role AS (
-        SELECT record_id AS role_id FROM etl.stg_held_ids
-         WHERE account_id = v_account AND entity = 'roles' AND record_kind = 'role'
-    ), snapshot AS (
-        SELECT s.agent_id, s.role_id
-          FROM etl.stg_agent_roles s
-         WHERE s.account_id = v_account
-           AND s.agent_id NOT IN (SELECT agent_id FROM held_agent)
-           AND s.role_id NOT IN (SELECT role_id FROM held_role)
-    ), reassigned AS (
-        UPDATE etl.agent_role_mapping m
-           SET status = 'assigned', assigned_at = r.synced_at, removed_at = NULL
-          FROM snapshot s
-         WHERE m.account_id = v_account AND m.agent_id = s.agent_id AND m.role_id = s.role_id
-           AND m.status = 'removed'
-        RETURNING m.agent_id, m.role_id, 'removed' AS from_status, 'assigned' AS to_status
-    ), added AS (
-        INSERT INTO etl.agent_role_mapping (account_id, agent_id, role_id, status, assigned_at)
-        SELECT v_account, s.agent_id, s.role_id, 'assigned', r.synced_at
-          FROM snapshot s
-         WHERE NOT EXISTS (SELECT 1 FROM etl.agent_role_mapping m
-                            WHERE m.account_id = v_account AND m.agent_id = s.agent_id
-                              AND m.role_id = s.role_id)
-        RETURNING agent_id, role_id, NULL AS from_status, 'assigned' AS to_status
-    ), removed AS (
-        UPDATE etl.agent_role_mapping m
-           SET status = 'removed', removed_at = r.synced_at
-         WHERE m.account_id = v_account AND m.status = 'assigned'
-           AND NOT EXISTS (SELECT 1 FROM etl.stg_agent_roles s
-                            WHERE s.account_id = v_account AND s.agent_id = m.agent_id
-                              AND s.role_id = m.role_id)
-           AND m.agent_id NOT IN (SELECT agent_id FROM held_agent)
-           AND m.role_id NOT IN (SELECT role_id FROM held_role)
-        RETURNING m.agent_id, m.role_id, 'assigned' AS from_status, 'removed' AS to_status
-    ), changes AS (
-        SELECT * FROM reassigned UNION ALL SELECT * FROM added UNION ALL SELECT * FROM removed
-    ), logged AS (
+    IF NOT EXISTS (SELECT 1 FROM etl.agent_role_mapping WHERE account_id = v_account) THEN
+        WITH added AS (
+            INSERT INTO etl.agent_role_mapping (account_id, agent_id, role_id, status,
+                                                assigned_at)
+            SELECT v_account, s.agent_id, s.role_id, 'assigned', r.synced_at
+              FROM etl.stg_agent_roles s
+             WHERE s.account_id = v_account
+               AND s.agent_id NOT IN (SELECT h.record_id FROM etl.stg_held_ids h
+                                       WHERE h.account_id = v_account AND h.entity = 'roles'
+                                         AND h.record_kind = 'agent_details')
+               AND s.role_id NOT IN (SELECT h.record_id FROM etl.stg_held_ids h
+                                      WHERE h.account_id = v_account AND h.entity = 'roles'
+                                        AND h.record_kind = 'role')
+             ORDER BY s.agent_id, s.role_id
+            RETURNING agent_id, role_id
+        )
         INSERT INTO etl.agent_role_history (account_id, agent_id, role_id, from_status,
                                             to_status, changed_at, sync_day, run_id)
-        SELECT v_account, agent_id, role_id, from_status, to_status, r.synced_at, r.sync_day,
-               r.run_id
-          FROM changes
-         ORDER BY agent_id, role_id
-        RETURNING from_status, to_status
-    )
-    SELECT count(*) FILTER (WHERE from_status IS NULL),
-           count(*) FILTER (WHERE from_status = 'removed'),
-           count(*) FILTER (WHERE to_status = 'removed')
-      INTO v_new, v_reassigned, v_removed
-      FROM logged;
+        SELECT v_account, agent_id, role_id, NULL, 'assigned', r.synced_at, r.sync_day, r.run_id
+          FROM added
+         ORDER BY agent_id, role_id;
+        GET DIAGNOSTICS v_new = ROW_COUNT;
+        v_reassigned := 0;
+        v_removed := 0;
+    ELSE
+        WITH held_agent AS (
+            SELECT record_id AS agent_id FROM etl.stg_held_ids
+             WHERE account_id = v_account AND entity = 'roles' AND record_kind = 'agent_details'
+        ), held_role AS (
+            SELECT record_id AS role_id FROM etl.stg_held_ids
+             WHERE account_id = v_account AND entity = 'roles' AND record_kind = 'role'
+        ), snapshot AS (
+            SELECT s.agent_id, s.role_id
+              FROM etl.stg_agent_roles s
+             WHERE s.account_id = v_account
+               AND s.agent_id NOT IN (SELECT agent_id FROM held_agent)
+               AND s.role_id NOT IN (SELECT role_id FROM held_role)
+        ), reassigned AS (
+            UPDATE etl.agent_role_mapping m
+               SET status = 'assigned', assigned_at = r.synced_at, removed_at = NULL
+              FROM snapshot s
+             WHERE m.account_id = v_account AND m.agent_id = s.agent_id AND m.role_id = s.role_id
+               AND m.status = 'removed'
+            RETURNING m.agent_id, m.role_id, 'removed' AS from_status, 'assigned' AS to_status
+        ), added AS (
+            INSERT INTO etl.agent_role_mapping (account_id, agent_id, role_id, status, assigned_at)
+            SELECT v_account, s.agent_id, s.role_id, 'assigned', r.synced_at
+              FROM snapshot s
+             WHERE NOT EXISTS (SELECT 1 FROM etl.agent_role_mapping m
+                                WHERE m.account_id = v_account AND m.agent_id = s.agent_id
+                                  AND m.role_id = s.role_id)
+            RETURNING agent_id, role_id, NULL AS from_status, 'assigned' AS to_status
+        ), removed AS (
+            UPDATE etl.agent_role_mapping m
+               SET status = 'removed', removed_at = r.synced_at
+             WHERE m.account_id = v_account AND m.status = 'assigned'
+               AND NOT EXISTS (SELECT 1 FROM etl.stg_agent_roles s
+                                WHERE s.account_id = v_account AND s.agent_id = m.agent_id
+                                  AND s.role_id = m.role_id)
+               AND m.agent_id NOT IN (SELECT agent_id FROM held_agent)
+               AND m.role_id NOT IN (SELECT role_id FROM held_role)
+            RETURNING m.agent_id, m.role_id, 'assigned' AS from_status, 'removed' AS to_status
+        ), changes AS (
+            SELECT * FROM reassigned UNION ALL SELECT * FROM added UNION ALL SELECT * FROM removed
+        ), logged AS (
+            INSERT INTO etl.agent_role_history (account_id, agent_id, role_id, from_status,
+                                                to_status, changed_at, sync_day, run_id)
+            SELECT v_account, agent_id, role_id, from_status, to_status, r.synced_at, r.sync_day,
+                   r.run_id
+              FROM changes
+             ORDER BY agent_id, role_id
+            RETURNING from_status, to_status
+        )
+        SELECT count(*) FILTER (WHERE from_status IS NULL),
+               count(*) FILTER (WHERE from_status = 'removed'),
+               count(*) FILTER (WHERE to_status = 'removed')
+          INTO v_new, v_reassigned, v_removed
+          FROM logged;
+    END IF;
     IF v_removed * 2 > v_assigned AND NOT p_allow_mass_removal THEN
         RAISE EXCEPTION 'mass removal refused: % of % assigned agent-role pairs would be removed',
                         v_removed, v_assigned
