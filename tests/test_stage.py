@@ -72,7 +72,9 @@ def test_accounts_staged_together_whose_columns_polars_typed_apart(conn: db.Conn
         (t.frame().schema["field"], t.frame().schema["record_id"]) for t in (a_errors, b_errors)
     ]
     assert typed == [(pl.Null, pl.Int64), (pl.String, pl.Null)]
-    b_held = pl.DataFrame({"entity": ["agents"], "record_kind": ["agent"], "record_id": [8, 9]})
+    b_held = pl.DataFrame(
+        {"entity": ["agents"] * 2, "record_kind": ["agent"] * 2, "record_id": [8, 9]}
+    )
     stage_together(
         conn,
         "agents",
