@@ -27,7 +27,19 @@ def with_bad_records(
 
 def error_files(plan: Plan) -> list[str]:
     """The files that hold the plan's error records."""
-    return plan.errors.get_column("source_file").unique().sort().to_list()
+    return sorted(set(plan.errors.get_column("source_file").to_list()))
+
+
+# stg_errors' columns taken from the plan's error rows, between the entity and the raw text
+ERROR_COLUMNS = (
+    "record_kind",
+    "error_type",
+    "error_message",
+    "field",
+    "record_id",
+    "source_file",
+    "record_index",
+)
 
 
 def attach_raw(
@@ -35,25 +47,25 @@ def attach_raw(
 ) -> pl.DataFrame:
     """The plan's error rows, each with its record's exact JSON text, read again from its file
     (one file at a time; ``hashes`` are the files' SHA-256 at the first read, and a file that
-    changed since is an InputError)."""
-    wanted = plan.errors.select("record_kind", "source_file", "record_index")
-    by_file = wanted.group_by("record_kind", "source_file", maintain_order=True).agg("record_index")
+    changed since is an InputError). A plan has a handful of error rows: they are gathered in
+    Python, and the frame is put together from the plan's columns without a query."""
+    errors = plan.errors
+    kinds = errors.get_column("record_kind").to_list()
+    files = errors.get_column("source_file").to_list()
+    positions = list(zip(files, errors.get_column("record_index").to_list(), strict=True))
+    by_file: dict[tuple[str, str], set[int]] = {}
+    for kind_name, (name, index) in zip(kinds, positions, strict=True):
+        by_file.setdefault((kind_name, name), set()).add(index)
     texts: dict[tuple[str, int], str] = {}
-    for kind_name, name, indexes in by_file.iter_rows():
+    for (kind_name, name), indexes in by_file.items():
         file = source.file_named(inputs[kind_name], name)
-        texts.update(read_raw_texts(RECORD_KINDS[kind_name], file, set(indexes), hashes[name]))
-    positions = wanted.select("source_file", "record_index").iter_rows()
-    raw = [texts[position] for position in positions]
-    return plan.errors.select(
-        entity=pl.lit(plan.entity),
-        record_kind="record_kind",
-        error_type="error_type",
-        error_message="error_message",
-        field="field",
-        record_id="record_id",
-        source_file="source_file",
-        record_index="record_index",
-        raw_text=pl.Series(raw, dtype=pl.String),
+        texts.update(read_raw_texts(RECORD_KINDS[kind_name], file, indexes, hashes[name]))
+    return pl.DataFrame(
+        [
+            pl.Series("entity", [plan.entity] * errors.height, dtype=pl.String),
+            *(errors.get_column(c) for c in ERROR_COLUMNS),
+            pl.Series("raw_text", [texts[p] for p in positions], dtype=pl.String),
+        ]
     )
 
 

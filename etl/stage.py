@@ -47,21 +47,29 @@ def stage_together(
     conn: db.Connection, entity: str, staged: list[tuple[int, dict[str, Table]]]
 ) -> None:
     """Replace the staging rows of the entity of several accounts (account id -> its tables,
-    all small) with one COPY per table, in one transaction committed by the caller."""
+    all small) with one COPY per table, in one transaction committed by the caller. Each
+    account's rows go as its own Arrow batches, its id added; a column that an account's plan
+    left without a type (all null: polars' Null) takes the type the other accounts give it."""
     db.execute(conn, "clear_staging", ([account_id for account_id, _ in staged], entity))
     names = list(dict.fromkeys(name for _, tables in staged for name in tables))
     with wrapped("staging"), conn.cursor() as cur:
         for name in names:
-            frames = [
-                tables[name]
-                .frame()
-                .select(pl.lit(account_id, pl.Int64).alias("account_id"), pl.all())
+            parts = [
+                with_account_id(frame.to_arrow(), account_id)
                 for account_id, tables in staged
                 if name in tables
+                for frame in tables[name].frames()
+                if frame.height
             ]
-            rows = pl.concat(frames, how="vertical_relaxed")
-            if rows.height:
-                cur.adbc_ingest(name, rows.to_arrow(), mode="append", db_schema_name=SCHEMA)
+            if parts:
+                rows = pa.concat_tables(parts, promote_options="default")  # Null -> the type
+                cur.adbc_ingest(name, rows, mode="append", db_schema_name=SCHEMA)
+
+
+def with_account_id(rows: pa.Table, account_id: int) -> pa.Table:
+    """``rows`` with the account's id as their first column."""
+    ids = pa.repeat(pa.scalar(account_id, pa.int64()), rows.num_rows)
+    return rows.add_column(0, "account_id", ids)
 
 
 BATCH_ROWS = 65_536  # rows converted to Arrow at a time

@@ -15,6 +15,7 @@ from conftest import fresh_database, rows, state_alone, sync
 from replay import DUMPED_TABLES, dump_state
 
 from etl import ENTITIES, chunk, db, fleet, fleet_worker, joint_plan, ledger, log, run, synth
+from etl.batches import Table
 from etl.decode import Decoded, decode_files
 from etl.errors import DatabaseError
 from etl.joint_plan import apart, defined_ids, plans_of
@@ -144,6 +145,58 @@ def both_land_as_alone(database_url: str, tmp_path: Path) -> None:
         conn.close()
     for key, state in shared.items():
         assert state == state_alone(tmp_path / key, "day1"), key
+
+
+def test_a_member_whose_rows_the_chunks_copy_refuses_fails_alone(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Account one's agents come to staging with an agent twice (a bug): the chunk's one COPY
+    is refused, each member is then staged on its own, one fails with the database's message
+    in its ledger row, and two lands as its single-account run."""
+    two_accounts(tmp_path)
+    real_with_bad_records = chunk.with_bad_records
+
+    def twice(plan: Plan, *args: Any) -> dict[str, Table]:
+        tables = real_with_bad_records(plan, *args)
+        if plan.entity == "agents":
+            agents = tables["stg_agents"].frame()
+            if agents.get_column("agent_id").min() < synth.FIRST_AGENT + 2 * 10**7:
+                tables["stg_agents"] = Table(agents, agents.head(1))
+        return tables
+
+    monkeypatch.setattr(chunk, "with_bad_records", twice)
+    conn = db.connect(database_url)
+    try:
+        outcomes = sync_as_a_chunk(conn, database_url, tmp_path)
+        refused = outcomes["one"][1]
+        assert outcomes == {"one": ("failed", refused), "two": ("succeeded", None)}
+        assert refused is not None and refused.startswith("database error during staging: "), (
+            refused
+        )
+        assert 'duplicate key value violates unique constraint "stg_agents_pkey"' in refused
+        assert rows(
+            conn,
+            "SELECT a.account_key, r.entity, r.status, r.message FROM etl.sync_runs r"
+            " JOIN etl.accounts a USING (account_id) ORDER BY a.account_key, r.run_id",
+        ) == [
+            ("one", "agents", "failed", refused),
+            ("two", "agents", "succeeded", None),
+            ("two", "roles", "succeeded", None),
+            ("two", "groups", "succeeded", None),
+        ]
+        staged_by_account = (
+            "SELECT a.account_key, count(*) FROM etl.{} s"
+            " JOIN etl.accounts a USING (account_id) GROUP BY 1 ORDER BY 1"
+        )
+        # one's refused rows left nothing staged; two's staged agents are the agents it stores
+        assert rows(conn, staged_by_account.format("stg_agents")) == rows(
+            conn, staged_by_account.format("agents")
+        )
+        assert [key for key, _ in rows(conn, staged_by_account.format("agents"))] == ["two"]
+        two = dump_state(conn, DUMPED_TABLES, "two")
+    finally:
+        conn.close()
+    assert two == state_alone(tmp_path / "two", "day1")
 
 
 def test_a_bug_in_one_accounts_plan_fails_that_account_only(

@@ -14,7 +14,7 @@ from etl.batches import Table
 from etl.errors import DatabaseError
 from etl.ledger import FileLedger
 from etl.pages import FileDigest
-from etl.stage import RowCount, arrow_batches
+from etl.stage import RowCount, arrow_batches, stage_tables, stage_together
 
 
 def test_arrow_batches_stream_the_table_in_order() -> None:
@@ -34,6 +34,76 @@ def test_arrow_batches_stream_the_table_in_order() -> None:
 def test_arrow_batches_of_an_empty_table() -> None:
     empty = Table(pl.DataFrame({"agent_id": []}, schema={"agent_id": pl.Int64}))
     assert [b.num_rows for b in arrow_batches(empty)] == []
+
+
+def errors_of(**columns: list[object]) -> Table:
+    """stg_errors rows of agents, polars choosing the type of each column given (a column of
+    only None: Null)."""
+    count = len(columns["raw_text"])
+    return Table(
+        pl.DataFrame(
+            {
+                "entity": ["agents"] * count,
+                "record_kind": ["agent"] * count,
+                "error_type": ["VALIDATION_ERROR"] * count,
+                "error_message": [f"$[{n}].name: bad" for n in range(count)],
+                **columns,
+                "source_file": ["1.json"] * count,
+                "record_index": pl.Series(range(count), dtype=pl.Int32),
+            }
+        )
+    )
+
+
+def test_accounts_staged_together_whose_columns_polars_typed_apart(conn: db.Connection) -> None:
+    """One COPY per table for several accounts: each row gets its account's id, a column polars
+    typed Null for one account (all None) goes in beside another's values, an account without
+    rows for a table adds none; the entity's earlier staging rows of those accounts are
+    replaced, another account's and another entity's kept."""
+    a, b, c = (db.ensure_account(conn, key) for key in ("a", "b", "c"))
+    held = pl.DataFrame({"entity": ["agents"], "record_kind": ["agent"], "record_id": [1]})
+    for account_id in (a, c):
+        stage_tables(conn, account_id, "agents", {"stg_held_ids": Table(held)})
+    stage_tables(
+        conn, a, "groups", {"stg_held_ids": Table(held.with_columns(entity=pl.lit("groups")))}
+    )
+    a_errors = errors_of(field=[None, None], record_id=[3, None], raw_text=["{}", "[1]"])
+    b_errors = errors_of(field=["name"], record_id=[None], raw_text=['{"id": 7}'])
+    typed = [
+        (t.frame().schema["field"], t.frame().schema["record_id"]) for t in (a_errors, b_errors)
+    ]
+    assert typed == [(pl.Null, pl.Int64), (pl.String, pl.Null)]
+    b_held = pl.DataFrame(
+        {"entity": ["agents"] * 2, "record_kind": ["agent"] * 2, "record_id": [8, 9]}
+    )
+    stage_together(
+        conn,
+        "agents",
+        [
+            (a, {"stg_errors": a_errors, "stg_held_ids": Table(held.clear())}),
+            (b, {"stg_errors": b_errors, "stg_held_ids": Table(b_held.head(1), b_held.tail(1))}),
+        ],
+    )
+    assert rows(
+        conn,
+        "SELECT account_id, entity, record_kind, error_type, error_message, field, record_id,"
+        " source_file, record_index, raw_text FROM etl.stg_errors ORDER BY 1, record_index",
+    ) == [
+        (a, "agents", "agent", "VALIDATION_ERROR", "$[0].name: bad", None, 3, "1.json", 0, "{}"),
+        (a, "agents", "agent", "VALIDATION_ERROR", "$[1].name: bad", None, None, "1.json", 1,
+         "[1]"),
+        (b, "agents", "agent", "VALIDATION_ERROR", "$[0].name: bad", "name", None, "1.json", 0,
+         '{"id": 7}'),
+    ]  # fmt: skip
+    assert rows(
+        conn,
+        "SELECT account_id, entity, record_kind, record_id FROM etl.stg_held_ids ORDER BY 1, 2, 4",
+    ) == [
+        (a, "groups", "agent", 1),
+        (b, "agents", "agent", 8),
+        (b, "agents", "agent", 9),
+        (c, "agents", "agent", 1),
+    ]
 
 
 def ledger_files(conn: db.Connection) -> list[tuple[object, ...]]:
