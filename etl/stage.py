@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from itertools import chain
+from typing import TypeVar
 
 import polars as pl
 import pyarrow as pa
@@ -66,7 +67,10 @@ def stage_together(
                 cur.adbc_ingest(name, rows, mode="append", db_schema_name=SCHEMA)
 
 
-def with_account_id(rows: pa.Table, account_id: int) -> pa.Table:
+Rows = TypeVar("Rows", pa.Table, pa.RecordBatch)
+
+
+def with_account_id(rows: Rows, account_id: int) -> Rows:
     """``rows`` with the account's id as their first column."""
     ids = pa.repeat(pa.scalar(account_id, pa.int64()), rows.num_rows)
     return rows.add_column(0, "account_id", ids)
@@ -112,7 +116,4 @@ def _batches(
         for part in frame.iter_slices(rows):
             count.add(part.height)
             for batch in part.to_arrow().to_batches():
-                if account_id is not None:
-                    ids = pa.repeat(pa.scalar(account_id, pa.int64()), batch.num_rows)
-                    batch = batch.add_column(0, "account_id", ids)
-                yield batch
+                yield batch if account_id is None else with_account_id(batch, account_id)
