@@ -67,15 +67,12 @@ def run_day(url: str, folder: Path, day: str, *extra: str) -> dict[str, Any]:
     seconds = dict.fromkeys(STAGES, 0.0)
     rows = 0
     changed = 0
-    worker_kb = 0
     work = 0.0
     for line in result.stderr.splitlines():
         if line.startswith("peak_rss_kb"):
             peak_kb = int(line.split()[1])
         elif '"event": "day_synced"' in line:  # the sync's own time: its stages overlap
             work = json.loads(line)["seconds"]
-        elif '"event": "decode_split"' in line:  # a folder decoded with a worker process
-            worker_kb = max(worker_kb, json.loads(line)["worker_peak_rss_kb"])
         elif '"event": "synced"' in line:
             event = json.loads(line)
             for stage, spent in event["seconds"].items():
@@ -89,7 +86,6 @@ def run_day(url: str, folder: Path, day: str, *extra: str) -> dict[str, Any]:
         "rows": rows,
         "changed": changed,
         "peak_rss_mb": peak_kb // 1024,
-        "worker_peak_rss_mb": worker_kb // 1024,  # 0: no folder was big enough to split
     }
 
 
@@ -174,7 +170,6 @@ def print_day(day: str, f: dict[str, Any]) -> None:
     print(
         f"{day}: {stages} | work {f['work_s']:.2f} s, wall {f['wall_s']:.2f} s,"
         f" {f['rows']} rows, {f['rows_per_s']} rows/s, peak RSS {f['peak_rss_mb']} MB"
-        f" (decode worker {f['worker_peak_rss_mb']} MB)"
         f" | floor {f['floor']['total_s']:.2f} s (read {f['floor']['read_s']:.2f},"
         f" decode {f['floor']['decode_s']:.2f}, load {f['floor']['load_s']:.2f})"
         f" | etl/floor {f['ratio_to_floor']}",

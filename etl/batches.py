@@ -69,16 +69,6 @@ class Records:
             self.writer = None
         self.first = None
 
-    def persist(self) -> None:
-        """Write the records to the spill file even if they fit in one batch (another process
-        reads that file)."""
-        assert self.spill is not None
-        if not self.spilled:
-            with pa.ipc.new_file(str(self.spill), self.schema) as writer:
-                for frame in self.frames:
-                    writer.write_table(frame.to_arrow().cast(self.schema))
-            self.spilled, self.frames = True, []
-
     def batches(self) -> Iterator[pl.DataFrame]:
         if not self.spilled:
             yield from self.frames
@@ -209,21 +199,6 @@ class RowBatches:
             self._move(rest)
             rest, size = [], 0
         self.pending, self.values = rest, size
-
-    def add_spilled(self, path: Path) -> None:
-        """Add the batches another process decoded into the Arrow IPC file ``path``, after the
-        rows so far, their ordinals moved on to follow them."""
-        if self.pending:
-            self._move(self.pending)
-            self.pending, self.values = [], 0
-        ordinal = self.schema.get_field_index("ordinal")
-        with pa.OSFile(str(path)) as file:
-            reader = pa.ipc.open_file(file)
-            for index in range(reader.num_record_batches):
-                batch = reader.get_batch(index)
-                start, self.count = self.count, self.count + batch.num_rows
-                ordinals = pa.array(range(start, self.count), pa.int64())
-                self.records.add(batch.set_column(ordinal, "ordinal", ordinals))
 
     def close(self) -> Records:
         """Move the last rows out; the records are complete."""

@@ -30,7 +30,7 @@ from etl.decode import Decoded
 from etl.errors import EtlError
 from etl.joint_plan import plans_of
 from etl.ledger import FileLedger, run_file_hashes, start_runs
-from etl.overlap import Applying, ReadAhead
+from etl.overlap import Applying
 from etl.plan import Plan
 from etl.run import (
     EntityRun,
@@ -157,8 +157,8 @@ def begin_runs(
 
 def read(ready: Prepared, spill: Path) -> bool:
     """The member's day order checked and its input listed and decoded (its batches under
-    ``spill``), any batch of its files written meanwhile done with; whether that went well (if
-    not, the run is closed and the member's error set)."""
+    ``spill``); whether that went well (if not, the run is closed and the member's error
+    set)."""
     member, run = ready.member, ready.run
     with log.bound(account=member.key):
         try:
@@ -169,11 +169,7 @@ def read(ready: Prepared, spill: Path) -> bool:
                 )
             folder = spill / str(member.account_id)
             folder.mkdir()
-            nothing_ahead = ReadAhead(run.day, (), member.options)
-            ready.decoded = decode_entity(
-                run, ready.inputs, folder, nothing_ahead, member.options, split_ok=False
-            )
-            run.ledger.wait()  # a batch of files still being written holds the connection
+            ready.decoded = decode_entity(run, ready.inputs, folder, member.options)
         except BaseException as error:
             fail(member, run, error)
             return False

@@ -7,10 +7,8 @@ import argparse
 import contextlib
 import dataclasses
 import gc
-import importlib
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,10 +36,6 @@ from etl.progress import Progress, TerminalProgress
 if TYPE_CHECKING:
     from etl import db
     from etl.run import SyncOptions
-
-# What a sync needs beyond this module: polars, pyarrow and ADBC's DB-API layer come with them.
-# They are imported while the database is reached (see import_in_background).
-SYNC_MODULES = ("etl.db", "etl.account", "etl.sync", "etl.dryrun")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--serial",
         action="store_true",
-        help="one thing at a time: no apply beside the next entity's reading, no decode worker "
-        "process, no background ledger writes; the same result, slower on big days",
+        help="one thing at a time: no apply beside the next entity's reading; the same "
+        "result, slower on big days",
     )
     add_log_options(parser)
     parser.add_argument("--version", action="version", version=f"etl {__version__}")
@@ -196,13 +190,8 @@ def run(args: argparse.Namespace) -> int:
     args.day = days[0]
     if len(days) > 1 and args.dry_run:
         raise UsageError("--dry-run takes one day, not a range")
-    loading = None if args.serial else import_in_background(SYNC_MODULES)
-    try:
-        url, _server = resolve_database(args)
-        database = server.open_database(url)
-    finally:
-        if loading is not None:  # also on failure: no import may be cut off at exit
-            loading.join()
+    url, _server = resolve_database(args)
+    database = server.open_database(url)
     try:
         from etl import db
     except BaseException:
@@ -221,24 +210,6 @@ def run(args: argparse.Namespace) -> int:
     finally:
         db.close(conn)
     return 0
-
-
-def import_in_background(modules: tuple[str, ...]) -> threading.Thread:
-    """Import ``modules`` on another thread, started now; join it before using them.
-
-    Importing polars, pyarrow and ADBC's DB-API layer holds the GIL for about 0.5 s, while
-    starting the embedded server and the driver's first connect mostly wait without it, so the
-    two overlap. A module that fails to import here is imported again, and fails with its
-    error, where it is used."""
-
-    def load() -> None:
-        with contextlib.suppress(Exception):
-            for name in modules:
-                importlib.import_module(name)
-
-    thread = threading.Thread(target=load, name="etl-imports", daemon=True)
-    thread.start()
-    return thread
 
 
 def run_on(conn: db.Connection, args: argparse.Namespace, entities: tuple[str, ...]) -> None:

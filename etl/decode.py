@@ -78,8 +78,7 @@ def decode_files(
 def in_read_order(errors: list[RecordError]) -> list[RecordError]:
     """The errors by file, in the order a folder's files are read (the natural order of their
     names), then by record; a record's own errors in the order found. A bad timestamp is
-    found when its batch is built, after the errors of later records: this puts it back, so
-    that one pass and a split decode list the same errors alike."""
+    found when its batch is built, after the errors of later records: this puts it back."""
     return sorted(errors, key=lambda e: (natural_key(e.source_file), e.record_index))
 
 

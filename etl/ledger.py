@@ -4,7 +4,6 @@ etl.sync_run_files, and what earlier runs recorded (file hashes, counts)."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -72,12 +71,7 @@ def end_run(conn: Connection, account_id: int, run_id: int, status: str, message
 
 class FileLedger:
     """Records a run's input files in etl.sync_run_files as they are read, a batch at a time
-    (each batch committed), so that a day of a million files never sits in memory.
-
-    A full batch is written by a background thread while decoding goes on: the driver releases
-    the GIL, so the server's COPY runs on the other core instead of stopping the decoder. The
-    connection is the caller's: call :meth:`wait` (or
-    :meth:`flush`) before using it for anything else."""
+    (each batch committed), so that a day of a million files never sits in memory."""
 
     SCHEMA = pa.schema(
         [
@@ -96,47 +90,18 @@ class FileLedger:
         account_id: int,
         run_id: int,
         batch: int = 10_000,
-        *,
-        background: bool = True,
     ) -> None:
         self.conn, self.account_id, self.run_id, self.batch = conn, account_id, run_id, batch
-        self.background = background  # else a full batch is written at once, on this thread
         self.count = 0  # files taken into a batch so far
         self.pending: list[tuple[str, int, str]] = []
-        self.writing: tuple[threading.Thread, list[BaseException]] | None = None
 
     def add(self, file: FileDigest) -> None:
         self.pending.append((file.name, file.bytes, file.sha256))
-        if len(self.pending) >= self.batch and not self.background:
+        if len(self.pending) >= self.batch:
             self._write(self._take_pending())
-        elif len(self.pending) >= self.batch:
-            self.wait()
-            table = self._take_pending()
-            failures: list[BaseException] = []
-            thread = threading.Thread(
-                target=self._write, args=(table, failures), name="etl-ledger", daemon=True
-            )
-            self.writing = (thread, failures)  # before it starts: wait() must always see it
-            try:
-                thread.start()
-            except BaseException:
-                self.writing = None
-                raise
-
-    def wait(self) -> None:
-        """Wait for the batch being written, if any; raise its failure. Interrupted (Ctrl-C),
-        the batch is still being written, and the next call waits for it again."""
-        if self.writing is None:
-            return
-        thread, failures = self.writing
-        thread.join()
-        self.writing = None
-        if failures:
-            raise failures[0]
 
     def flush(self) -> None:
-        """Write every file added so far; the connection is free afterwards."""
-        self.wait()
+        """Write every file added so far."""
         if self.pending:
             self._write(self._take_pending())
 
@@ -144,8 +109,6 @@ class FileLedger:
     def flush_together(conn: Connection, ledgers: Sequence[FileLedger]) -> None:
         """Write every file the ledgers hold, of their runs alike, with one COPY, committed on
         ``conn``. Should it fail, each ledger still holds its files."""
-        for ledger in ledgers:
-            ledger.wait()
         held = [ledger for ledger in ledgers if ledger.pending]
         if not held:
             return
@@ -177,15 +140,10 @@ class FileLedger:
             schema=self.SCHEMA,
         )
 
-    def _write(self, table: pa.Table, failures: list[BaseException] | None = None) -> None:
-        try:
-            with wrapped("the ledger write"), self.conn.cursor() as cur:
-                cur.adbc_ingest("sync_run_files", table, mode="append", db_schema_name="etl")
-            commit(self.conn, "the ledger write")
-        except BaseException as error:
-            if failures is None:
-                raise
-            failures.append(error)
+    def _write(self, table: pa.Table) -> None:
+        with wrapped("the ledger write"), self.conn.cursor() as cur:
+            cur.adbc_ingest("sync_run_files", table, mode="append", db_schema_name="etl")
+        commit(self.conn, "the ledger write")
 
 
 def run_file_hashes(

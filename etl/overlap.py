@@ -1,24 +1,18 @@
-"""The speed machinery of a single account's sync, each piece only a speed-up with the plain
-path beside it (``--serial`` turns it all off): an entity's apply on a thread of its own while
-the next entity reads its input on a spare connection, and the roles step's agent_details
-folder read ahead by a worker process from the start of the sync."""
+"""The speed-up of a single account's sync, with the plain path beside it (``--serial`` turns
+it off): an entity's apply on a thread of its own while the next entity reads its input on a
+spare connection."""
 
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import threading
-from collections.abc import Sequence
-from pathlib import Path
 
-from etl import db, hooks, source, split
+from etl import db, hooks
 from etl.apply import apply_run
 from etl.errors import EtlError
 from etl.log import get_logger
 from etl.progress import NoProgress
-from etl.records import AGENT_DETAILS, RecordKind
-from etl.run import EntityRun, RunResult, SyncOptions, close_failed_run, finish_run
-from etl.source import InputFile
+from etl.run import EntityRun, RunResult, close_failed_run, finish_run
 
 
 class Sessions:
@@ -144,71 +138,3 @@ def settle(applying: Applying | None, results: list[RunResult]) -> None:
     results.append(finish_run(applying.run))
     if interrupted is not None:
         raise interrupted
-
-
-class ReadAhead:
-    """The second half of the day's agent_details folder decoded by a worker process from the
-    start of a sync that runs roles after other entities: one file per agent makes it the
-    slowest folder to decode (200,000 files: 4.1 s on one core), and the agents step before it
-    leaves a core free for much of its time; the roles run decodes the first half and joins
-    the worker's. Nothing of it reaches the database before the roles run takes it; unless
-    taken, the worker is stopped at the end. Anything but a folder that cannot be listed
-    (which the roles run reports) only costs the read-ahead."""
-
-    KIND = AGENT_DETAILS
-
-    def __init__(self, day: str, entities: tuple[str, ...], options: SyncOptions) -> None:
-        self.day, self.entities, self.options = day, entities, options
-        self.files: source.FolderFiles | None = None
-        self.first: source.FolderFiles | None = None  # the part this process decodes
-        self.part: split.SecondPart | None = None
-        self.folder: tempfile.TemporaryDirectory[str] | None = None
-        self.taken = False
-
-    def __enter__(self) -> ReadAhead:
-        if self.options.serial or "roles" not in self.entities[1:]:
-            return self
-        try:
-            self.start()
-        except EtlError:  # the folder cannot be listed: the roles run says so in its turn
-            self.__exit__()
-        except Exception as error:  # only a speed-up lost: roles reads the folder itself
-            self.__exit__()
-            get_logger().warning("read_ahead_skipped", reason=f"{type(error).__name__}: {error}")
-        return self
-
-    def start(self) -> None:
-        files = source.list_files(self.options.data_dir, self.day, self.KIND.folder)
-        if not split.worth_reading_ahead(files):
-            return
-        self.folder = tempfile.TemporaryDirectory(prefix="etl-ahead-", dir=self.options.spill_dir)
-        spill = Path(self.folder.name) / f"{self.KIND.name}.arrow"
-        first, second = files.split(len(files) // 2)
-        self.part = split.SecondPart(
-            self.KIND, second, spill, batch_values=self.options.batch_values
-        )
-        self.files, self.first = files, first
-
-    def __exit__(self, *exc: object) -> None:
-        if self.part is not None:
-            self.part.stop()
-        if self.folder is not None:
-            self.folder.cleanup()
-        self.files = self.first = self.part = self.folder = None
-
-    def running(self) -> bool:
-        """Whether the worker is still decoding (or sending its result)."""
-        return self.part is not None and self.part.running()
-
-    def listed(self) -> dict[str, Sequence[InputFile]]:
-        """The listing the worker decodes, by record kind (none if no worker started)."""
-        return {} if self.files is None else {self.KIND.name: self.files}
-
-    def take(self, kind: RecordKind) -> tuple[source.FolderFiles, split.SecondPart] | None:
-        """For ``kind``'s folder, if read ahead and not taken yet: the part left to decode
-        here, and the worker on the rest, which whoever takes it waits for and stops (the end
-        of the sync stops it again, which does nothing then)."""
-        if kind is not self.KIND or self.part is None or self.first is None or self.taken:
-            return None
-        self.taken = True
-        return self.first, self.part

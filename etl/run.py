@@ -89,7 +89,7 @@ def entity_run(
     """The run under way whose ledger row ``started`` is; its log lines carry ``context``."""
     watch = Stopwatch(options.progress(f"{day} {entity}") if options.progress else None)
     log = get_logger().bind(**context, day=day, entity=entity, run_id=started.run_id)
-    files = FileLedger(conn, started.account_id, started.run_id, background=not options.serial)
+    files = FileLedger(conn, started.account_id, started.run_id)
     return EntityRun(
         conn,
         started.account_id,
@@ -141,8 +141,6 @@ def close_failed_run(run: EntityRun, error: BaseException) -> None:
     status = "refused" if isinstance(error, RefusedError) else "failed"
     if isinstance(error, KeyboardInterrupt):
         status, message = "interrupted", "stopped by the user (Ctrl-C); nothing of it was applied"
-    with contextlib.suppress(EtlError):  # a batch whose write failed is lost with the run
-        run.ledger.wait()  # the connection is free again
     with contextlib.suppress(EtlError):  # if the database is gone, the next run marks it abandoned
         db.rollback(run.conn)
         run.ledger.flush()

@@ -1,9 +1,8 @@
 """Reaching the database server: which server a command uses, the driver's handle on a URL,
 and the driver's errors in etl's terms (the embedded server: etl.embedded).
 
-Only light modules are imported here (ADBC's driver manager without its DB-API layer), so that
-the command line can start the server and the driver's first connect while polars, pyarrow and
-the DB-API layer are still being imported (see ``cli_sync.import_in_background``).
+Only light modules are imported here (ADBC's driver manager without its DB-API layer): the
+command line imports polars, pyarrow and the DB-API layer only for the commands that use them.
 """
 
 from __future__ import annotations

@@ -114,13 +114,6 @@ class FolderFiles(Sequence[InputFile]):
         for start in range(0, len(self.names), 4096):
             yield from map(self._file, self.names.slice(start, 4096).to_pylist())
 
-    def split(self, at: int) -> tuple[FolderFiles, FolderFiles]:
-        """The files before ``at`` and the rest, as two listings of the same folder."""
-        return (
-            FolderFiles(self.root, self.folder, self.names.slice(0, at)),
-            FolderFiles(self.root, self.folder, self.names.slice(at)),
-        )
-
     def read_pages(self, limit: int) -> Iterator[tuple[str, bytes | InputFile]]:
         """Like :func:`read_pages`, with names opened relative to the open folder."""
         try:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from etl import db, hooks, source, split
+from etl import db, hooks, source
 from etl.bad_records import error_files, with_bad_records
 from etl.batches import Table
 from etl.decode import Decoded, decode_files
@@ -25,7 +25,6 @@ from etl.ledger import run_file_hashes, start_runs
 from etl.log import get_logger
 from etl.overlap import (
     Applying,
-    ReadAhead,
     Sessions,
     plan_waits_for,
     settle,
@@ -128,14 +127,14 @@ def run_entities(
 ) -> None:
     """The entities in order, each result added to ``results`` once applied."""
     applying: Applying | None = None
-    with ReadAhead(day, entities, options) as ahead, Sessions(conn) as sessions:
+    with Sessions(conn) as sessions:
         overlap = not options.serial and len(entities) > 1 and sessions.open_spare()
         for entity in entities:
             previous, applying = applying, None
             try:
                 conn_free = sessions.free(previous)
                 run = begin_run(conn_free, account_id, day, entity, options, now, previous)
-                prepare_run(run, options, ahead, previous, results)
+                prepare_run(run, options, previous, results)
             finally:
                 settle(previous, results)  # at the latest; its failure is raised first
             background = overlap and entity != entities[-1]
@@ -163,7 +162,6 @@ def begin_run(
 def prepare_run(
     run: EntityRun,
     options: SyncOptions,
-    ahead: ReadAhead,
     previous: Applying | None,
     results: list[RunResult],
 ) -> None:
@@ -177,12 +175,9 @@ def prepare_run(
             try:
                 check_day_order(run, options.force)
                 with run.watch.stage("list", "list files"):
-                    inputs = list_inputs(options.data_dir, run.day, ENTITY_KINDS[run.entity], ahead)
+                    inputs = list_inputs(options.data_dir, run.day, ENTITY_KINDS[run.entity])
                 hooks.reached("decode", run.entity)
-                # the other core may be busy: with the previous apply, or reading ahead
-                alone = (previous is None or previous.thread is None) and not ahead.running()
-                split_ok = alone and not options.serial
-                decoded = decode_entity(run, inputs, Path(spill), ahead, options, split_ok=split_ok)
+                decoded = decode_entity(run, inputs, Path(spill), options)
                 record_files(run)
                 if not waits:
                     plan_and_stage(run, decoded, inputs)
@@ -228,30 +223,18 @@ def staged_tables(
 
 
 def list_inputs(
-    data_dir: Path, day: str, kinds: tuple[RecordKind, ...], ahead: ReadAhead | None = None
+    data_dir: Path, day: str, kinds: tuple[RecordKind, ...]
 ) -> dict[str, Sequence[InputFile]]:
-    """Every input file of the entity, by record kind, unread; all folders are checked first.
-    A folder ``ahead`` reads keeps the listing it was given."""
-    early = ahead.listed() if ahead is not None else {}
-    return {
-        k.name: early[k.name] if k.name in early else source.list_files(data_dir, day, k.folder)
-        for k in kinds
-    }
+    """Every input file of the entity, by record kind, unread; all folders are checked first."""
+    return {k.name: source.list_files(data_dir, day, k.folder) for k in kinds}
 
 
 def decode_entity(
-    run: EntityRun,
-    inputs: dict[str, Sequence[InputFile]],
-    spill: Path,
-    ahead: ReadAhead,
-    options: SyncOptions,
-    *,
-    split_ok: bool = True,
+    run: EntityRun, inputs: dict[str, Sequence[InputFile]], spill: Path, options: SyncOptions
 ) -> dict[str, Decoded]:
     """Decode the run's files (stage "decode", reading included), by record kind, each file
-    added to the run's ledger (see :func:`record_files`); a big folder on both cores if
-    ``split_ok``. Decoded batches are spilled to files in the folder ``spill``, which must
-    outlive staging."""
+    added to the run's ledger (see :func:`record_files`). Decoded batches are spilled to files
+    in the folder ``spill``, which must outlive staging."""
 
     def on_file(digest: FileDigest) -> None:
         run.ledger.add(digest)
@@ -261,19 +244,13 @@ def decode_entity(
     for kind in ENTITY_KINDS[run.entity]:
         files = inputs[kind.name]
         with run.watch.stage("decode", f"decode {kind.folder} files", len(files)):
-            batches = spill / f"{kind.name}.arrow"
-            # read ahead (a worker on part of it since the sync began), else maybe split now
-            parts: tuple[source.FolderFiles, source.FolderFiles | split.SecondPart] | None
-            parts = ahead.take(kind) or (split.split_parts(files) if split_ok else None)
-            if parts is not None:
-                first, second = parts
-                decoded[kind.name] = split.decode_split(
-                    kind, first, second, batches, on_file=on_file, batch_values=options.batch_values
-                )
-            else:
-                decoded[kind.name] = decode_files(
-                    kind, files, on_file=on_file, spill=batches, batch_values=options.batch_values
-                )
+            decoded[kind.name] = decode_files(
+                kind,
+                files,
+                on_file=on_file,
+                spill=spill / f"{kind.name}.arrow",
+                batch_values=options.batch_values,
+            )
     return decoded
 
 

@@ -25,6 +25,5 @@ def test_bench_at_scale_s_reports_every_day_and_a_harmless_rerun(
     for figures in report["days"].values():
         assert set(figures["stages_s"]) == set(STAGES)
         assert figures["peak_rss_mb"] > 0
-        assert figures["worker_peak_rss_mb"] == 0  # S has no folder big enough to split
         assert set(figures["floor"]) == {"read_s", "decode_s", "load_s", "total_s"}
         assert figures["floor"]["total_s"] > 0

@@ -9,7 +9,7 @@ import pytest
 from conftest import FIXTURES
 from replay import STATE_TABLES, dump_state, replay_days
 
-from etl import db, source, split
+from etl import db, source
 from etl.cli import main
 
 GOLDEN = Path(__file__).parent / "golden" / "replay.txt"
@@ -34,8 +34,8 @@ def test_batches_of_two_records_replay_to_the_same_state(
 def test_the_serial_path_replays_to_the_same_state(
     database_url: str, conn: db.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """--serial is the reference path: one thing at a time, no thread, no second connection
-    and no decode worker started, and still exactly the golden state."""
+    """--serial is the reference path: one thing at a time, no thread and no second
+    connection started, and still exactly the golden state."""
     started: list[str] = []
     start = threading.Thread.start
 
@@ -44,14 +44,10 @@ def test_the_serial_path_replays_to_the_same_state(
         start(thread)
 
     def refused(*args: object, **kwargs: object) -> None:
-        raise AssertionError("a serial sync opened a second connection or a decode worker")
+        raise AssertionError("a serial sync opened a second connection")
 
     monkeypatch.setattr(threading.Thread, "start", recorded)
     monkeypatch.setattr(db, "clone", refused)
-    monkeypatch.setattr(split.SecondPart, "__init__", refused)
-    monkeypatch.setattr(split, "MIN_FILES", 1)  # every folder would be split if it could
-    monkeypatch.setattr(split, "MIN_BYTES", 1)
-    monkeypatch.setattr(split, "worth_reading_ahead", lambda files: True)
     replay_days(database_url, FIXTURES, "--serial")
     assert [name for name in started if name.startswith("etl-")] == []
     assert dump_state(conn) == GOLDEN.read_text()

@@ -3,8 +3,6 @@ behind the decoder."""
 
 from __future__ import annotations
 
-import threading
-
 import polars as pl
 import pytest
 from conftest import open_run, rows
@@ -110,16 +108,15 @@ def ledger_files(conn: db.Connection) -> list[tuple[object, ...]]:
     return rows(conn, "SELECT file_index, file, bytes, sha256 FROM etl.sync_run_files ORDER BY 1")
 
 
-def test_the_file_ledger_writes_full_batches_behind_and_the_rest_on_flush(
+def test_the_file_ledger_writes_full_batches_as_they_fill_and_the_rest_on_flush(
     conn: db.Connection,
 ) -> None:
-    """Full batches are written by a background thread, the rest by flush; every file is
-    recorded once, in the order it was added."""
+    """A full batch is written when it fills, the rest by flush; every file is recorded once,
+    in the order it was added."""
     open_run(conn, "d1", "agents")
     ledger = FileLedger(conn, 1, 1, batch=2)
     for n in range(5):
         ledger.add(FileDigest(f"{n}.json", n, f"h{n}"))
-    ledger.wait()
     assert ledger_files(conn) == [
         (0, "0.json", 0, "h0"),
         (1, "1.json", 1, "h1"),
@@ -128,55 +125,20 @@ def test_the_file_ledger_writes_full_batches_behind_and_the_rest_on_flush(
     ]
     ledger.flush()
     assert ledger_files(conn)[4:] == [(4, "4.json", 4, "h4")]
-    assert ledger.writing is None and ledger.pending == [] and ledger.count == 5
+    assert ledger.pending == [] and ledger.count == 5
 
 
-def test_a_failed_background_ledger_write_is_raised_by_the_next_wait(
+def test_a_refused_ledger_write_is_raised_by_the_add_that_fills_its_batch(
     conn: db.Connection,
 ) -> None:
-    """A batch the database refuses (here a NUL in a file name) fails in the background thread;
-    the error reaches the caller at its next wait, as a DatabaseError naming the write."""
+    """A batch the database refuses (here a NUL in a file name) raises a DatabaseError naming
+    the write from the add that filled it; the ledger goes on after a rollback."""
     open_run(conn, "d1", "agents")
     ledger = FileLedger(conn, 1, 1, batch=1)
-    ledger.add(FileDigest("bad\x00.json", 1, "h"))
     with pytest.raises(DatabaseError) as raised:
-        ledger.wait()
+        ledger.add(FileDigest("bad\x00.json", 1, "h"))
     assert str(raised.value).startswith("database error during the ledger write: ")
-    assert ledger.writing is None
     db.rollback(conn)
     ledger.add(FileDigest("good.json", 2, "g"))
     ledger.flush()
     assert ledger_files(conn) == [(1, "good.json", 2, "g")]
-
-
-def test_an_interrupted_ledger_wait_waits_again_next_time(
-    conn: db.Connection, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Ctrl-C during a wait leaves the batch being written known to the ledger: the failing
-    run's next wait joins it before the connection is used again."""
-    open_run(conn, "d1", "agents")
-    ledger = FileLedger(conn, 1, 1, batch=1)
-    release = threading.Event()
-    write = ledger._write
-
-    def slow_write(*args: object) -> None:
-        release.wait()
-        write(*args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(ledger, "_write", slow_write)
-    ledger.add(FileDigest("a.json", 1, "h"))
-    assert ledger.writing is not None
-    thread = ledger.writing[0]
-
-    def interrupted_join(timeout: float | None = None) -> None:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(thread, "join", interrupted_join)
-    with pytest.raises(KeyboardInterrupt):
-        ledger.wait()
-    assert ledger.writing is not None and ledger.writing[0] is thread
-    monkeypatch.undo()
-    release.set()
-    ledger.wait()
-    assert ledger.writing is None
-    assert ledger_files(conn) == [(0, "a.json", 1, "h")]
