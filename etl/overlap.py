@@ -65,6 +65,9 @@ def wait_for_previous(run: EntityRun, previous: Applying | None, results: list[R
     settle(previous, results)
 
 
+HEARD_WITHIN = 0.05  # seconds: how soon the main thread, waiting for an apply, hears Ctrl-C
+
+
 class Applying:
     """A run's apply: at once, or on a thread of its own (``background``) while the next
     entity reads its input (and plans and stages it, for groups); :func:`settle` waits for
@@ -75,6 +78,7 @@ class Applying:
         self.error: BaseException | None = None
         self.thread: threading.Thread | None = None
         self.settled = False  # waited for, and its result or failure taken
+        self.done = threading.Event()  # the apply has ended, committed or failed
         if not background:
             self.apply(allow_mass_removal)
             return
@@ -102,6 +106,8 @@ class Applying:
                 db.commit(run.conn, "apply")
         except BaseException as error:
             self.error = error
+        finally:
+            self.done.set()
 
     def wait(self) -> None:
         """Wait for the apply's thread to end. Ctrl-C (only the main thread hears it) cancels
@@ -111,14 +117,25 @@ class Applying:
             return
         try:
             hooks.reached("settle", self.run.entity)
-            self.thread.join()
+            self.wait_for_done()
         except KeyboardInterrupt:
             with contextlib.suppress(Exception):
                 self.run.conn.adbc_cancel()
-            while self.thread.is_alive():
+            self.run.log.warning("interrupted_waiting_for_apply")
+            while not self.done.is_set():
                 with contextlib.suppress(KeyboardInterrupt):
-                    self.thread.join()
+                    self.wait_for_done()
             raise
+        finally:
+            self.thread.join()  # the apply has ended: the thread only returns
+
+    def wait_for_done(self) -> None:
+        """Wait for the apply to end, in short waits: Ctrl-C may land on any thread (the
+        driver's and the libraries' too), and one that lands elsewhere does not wake a wait
+        without a timeout. (Not ``Thread.join``: one that Ctrl-C interrupts marks the thread
+        stopped while it still runs, Python 3.11.)"""
+        while not self.done.wait(HEARD_WITHIN):
+            pass
 
 
 def settle(applying: Applying | None, results: list[RunResult]) -> None:

@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -175,6 +176,14 @@ def rows(conn: db.Connection, sql: str, params: tuple[Any, ...] = ()) -> list[tu
         result = cur.fetchall()
     conn.commit()
     return result
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Poll ``condition`` until it holds; fail after 30 s (the deadline only bounds a failure)."""
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within 30 s"
+        time.sleep(0.02)
 
 
 def default_account(conn: db.Connection) -> int:

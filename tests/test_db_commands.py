@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import adbc_driver_postgresql.dbapi as pg
 import pytest
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, ROOT, wait_until
 
 from etl import embedded, server
 from etl.cli import main
@@ -42,6 +42,12 @@ def etl(home: Path, *argv: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
+
+
+def fetch(connection: pg.Connection, sql: str) -> list[tuple[object, ...]]:
+    with connection.cursor() as cur:
+        cur.execute(sql)
+        return cur.fetchall()
 
 
 @pytest.fixture
@@ -112,14 +118,27 @@ def test_a_command_never_stops_a_server_it_did_not_start(home: Path) -> None:
     assert etl(home, "sync", "--day", "day1", "--data-dir", str(FIXTURES)).returncode == 0
     assert etl(home, "tree").returncode == 0
     assert embedded.running_url(folder) is not None
-    # two commands at once on it: the last to leave does not stop it either
-    slow = subprocess.Popen(
-        [*ETL, "psql", "-c", "SELECT pg_sleep(2)"],
-        cwd=ROOT,
-        env=etl_environment(home),
-        stdout=subprocess.DEVNULL,
-    )
-    assert etl(home, "status").returncode == 0
+    # two commands at once on it: the last to leave does not stop it either. The first waits
+    # in its query for a lock held here until the second has ended.
+    url = embedded.running_url(folder)
+    assert url is not None
+    holder = pg.connect(url, autocommit=True)
+    try:
+        with holder.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(7)")
+            cur.fetchall()
+        slow = subprocess.Popen(
+            [*ETL, "psql", "-c", "SELECT pg_advisory_lock(7)"],
+            cwd=ROOT,
+            env=etl_environment(home),
+            stdout=subprocess.DEVNULL,
+        )
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'"
+        wait_until(lambda: fetch(holder, waiting) != [(0,)], "psql waiting for the lock")
+        assert etl(home, "status").returncode == 0
+        assert slow.poll() is None  # still in its query: status left first
+    finally:
+        holder.close()  # lets psql's query through
     assert slow.wait(timeout=60) == 0
     assert embedded.running_url(folder) is not None
 

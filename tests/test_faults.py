@@ -11,8 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from conftest import (
     rows,
     sync,
     sync_days,
+    wait_until,
 )
 from replay import dump_state
 
@@ -130,14 +130,6 @@ def wait_for_point(process: subprocess.Popen[str], point: str, entity: str) -> N
     wait_for_event(process, '"event": "reached"', f'"at": "{point}"', f'"entity": "{entity}"')
 
 
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    """Poll ``condition`` until it holds; fail after 30 s (the deadline only bounds a failure)."""
-    deadline = time.monotonic() + 30
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within 30 s"
-        time.sleep(0.02)
-
-
 def ledger(conn: db.Connection, day: str) -> list[tuple[object, ...]]:
     return rows(
         conn,
@@ -231,27 +223,19 @@ def test_connection_dropped_mid_stage_fails_cleanly(
 def test_ctrl_c_while_an_apply_runs_in_the_background(
     tmp_path: Path, template_url: str, database_url: str, conn: db.Connection
 ) -> None:
-    """Ctrl-C while agents applies on its own thread and roles has started beside it: etl waits
-    for that apply to end (its connection is the thread's until then), closes roles as
-    interrupted and stops with one line and exit status 130; agents' commit stands, and a
-    re-run leaves a clean run's state."""
+    """Ctrl-C while agents applies on its own thread and roles has started beside it: etl hears
+    it at once, waits for that apply to end (its connection is the thread's until then), closes
+    roles as interrupted and stops with one line and exit status 130; agents' commit stands,
+    and a re-run leaves a clean run's state."""
     sync_days(database_url, "day1")
     gate = tmp_path / "gate"
-    roles_files = (
-        "SELECT count(*) FROM etl.sync_run_files JOIN etl.sync_runs USING (run_id)"
-        " WHERE sync_day = 'day2' AND entity = 'roles'"
-    )
     with paused_run(database_url, "day2", "apply:agents", gate) as process:
-        deadline = time.monotonic() + 30
-        while rows(conn, roles_files) == [(0,)] and time.monotonic() < deadline:
-            time.sleep(0.02)
-        # roles has read its input; past that commit etl only waits for the apply. (A SIGINT
-        # that lands inside a driver call on the main thread cancels that call instead, and
-        # is lost if the call has already finished: ADBC's own handler.)
-        time.sleep(0.3)
+        # roles has read its input and waits for agents' apply before it plans
+        wait_for_point(process, "settle", "agents")
         process.send_signal(signal.SIGINT)
-        time.sleep(0.3)
-        assert process.poll() is None  # still waiting for the apply
+        wait_for_event(process, '"event": "interrupted_waiting_for_apply"', '"entity": "agents"')
+        assert process.poll() is None  # still waiting for the apply, paused before its commit
+        assert ledger(conn, "day2") == [("agents", "running"), ("roles", "running")]
         gate.unlink()
         _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
