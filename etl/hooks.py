@@ -11,7 +11,8 @@ POINTS = (
     "decode",  # input read and recorded in the ledger; nothing staged
     "stage",  # staging rows sent, their transaction not committed
     "apply",  # the procedure has run, its transaction not committed
-    "settle",  # about to wait for the entity's apply, on its own thread, to end
+    "settle",  # about to wait for the entity's apply, on its own thread, to end (again after
+    # each Ctrl-C heard meanwhile)
 )
 
 Hook = Callable[[str, str], None]  # (point, entity)

@@ -110,24 +110,38 @@ class Applying:
             self.done.set()
 
     def wait(self) -> None:
-        """Wait for the apply's thread to end. Ctrl-C (only the main thread hears it) cancels
-        the statement in the server, as it does for an apply on the main thread, and still
-        waits: the connection is the thread's until it ends."""
+        """Wait for the apply's thread to end. Ctrl-C cancels the statement in the server, as
+        it does for an apply on the main thread, and still waits (a second Ctrl-C too): the
+        connection is the thread's until it ends."""
         if self.thread is None:
             return
+        interrupted: KeyboardInterrupt | None = None
         try:
             hooks.reached("settle", self.run.entity)
             self.wait_for_done()
-        except KeyboardInterrupt:
-            with contextlib.suppress(Exception):
-                self.run.conn.adbc_cancel()
-            self.run.log.warning("interrupted_waiting_for_apply")
+        except KeyboardInterrupt as error:
+            interrupted = error
+        if interrupted is not None:
+            self.heard_ctrl_c()
             while not self.done.is_set():
-                with contextlib.suppress(KeyboardInterrupt):
+                try:
+                    hooks.reached("settle", self.run.entity)
                     self.wait_for_done()
-            raise
-        finally:
+                except KeyboardInterrupt:
+                    self.heard_ctrl_c()
+        try:
             self.thread.join()  # the apply has ended: the thread only returns
+        except KeyboardInterrupt as error:
+            interrupted = interrupted or error
+        if interrupted is not None:
+            raise interrupted
+
+    def heard_ctrl_c(self) -> None:
+        """Cancel the apply's statement in the server, and say so (a Ctrl-C landing meanwhile
+        changes nothing)."""
+        with contextlib.suppress(Exception, KeyboardInterrupt):
+            self.run.conn.adbc_cancel()
+            self.run.log.warning("interrupted_waiting_for_apply")
 
     def wait_for_done(self) -> None:
         """Wait for the apply to end, in short waits: Ctrl-C may land on any thread (the

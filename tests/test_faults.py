@@ -104,20 +104,25 @@ def start_etl(
     )
 
 
-def wait_for_event(process: subprocess.Popen[str], *markers: str) -> list[str]:
-    """The process's stderr up to a line holding every one of ``markers`` (one read before
-    counts: two threads may log in either order); fail if it ends first, or is killed at the
-    deadline (which only bounds a failure: a paused run would otherwise wait ten minutes)."""
+def wait_for_event(process: subprocess.Popen[str], *markers: str, count: int = 1) -> list[str]:
+    """The process's stderr up to the ``count``-th line holding every one of ``markers`` (lines
+    read before count: two threads may log in either order); fail if it ends first, or is
+    killed at the deadline (which only bounds a failure: a paused run would otherwise wait ten
+    minutes)."""
     assert process.stderr is not None
     seen: list[str] = process.__dict__.setdefault("lines_read", [])  # this process's, so far
-    if any(all(marker in line for marker in markers) for line in seen):
+
+    def found() -> bool:
+        return sum(all(marker in line for marker in markers) for line in seen) >= count
+
+    if found():
         return seen
     deadline = threading.Timer(EVENT_DEADLINE, process.kill)
     deadline.start()
     try:
         for line in process.stderr:
             seen.append(line)
-            if all(marker in line for marker in markers):
+            if all(marker in line for marker in markers) and found():
                 return seen
     finally:
         deadline.cancel()
@@ -233,7 +238,12 @@ def test_ctrl_c_while_an_apply_runs_in_the_background(
         # roles has read its input and waits for agents' apply before it plans
         wait_for_point(process, "settle", "agents")
         process.send_signal(signal.SIGINT)
-        wait_for_event(process, '"event": "interrupted_waiting_for_apply"', '"entity": "agents"')
+        heard = '"event": "interrupted_waiting_for_apply"', '"entity": "agents"'
+        wait_for_event(process, *heard)
+        wait_for_event(process, '"at": "settle"', '"entity": "agents"', count=2)
+        process.send_signal(signal.SIGINT)  # a second Ctrl-C: still waits
+        wait_for_event(process, *heard, count=2)
+        wait_for_event(process, '"at": "settle"', '"entity": "agents"', count=3)
         assert process.poll() is None  # still waiting for the apply, paused before its commit
         assert ledger(conn, "day2") == [("agents", "running"), ("roles", "running")]
         gate.unlink()
