@@ -135,17 +135,6 @@ class FolderFiles(Sequence[InputFile]):
         finally:
             os.close(folder)
 
-    def sizes(self) -> list[int]:
-        """Each file's size in bytes (0 for one that cannot be read: its reading says why)."""
-        try:
-            folder = os.open(self.root / self.folder, os.O_RDONLY)
-        except OSError:
-            return [0] * len(self.names)
-        try:
-            return [_size(base, folder) for base in self.names.to_pylist()]
-        finally:
-            os.close(folder)
-
     def named(self, name: str) -> InputFile:
         """The file whose :attr:`InputFile.name` is ``name``, without a search."""
         if not name.startswith(self.folder):
@@ -194,13 +183,6 @@ def read_open(fd: int, limit: int) -> bytes | None:
         parts.append(part)
         size += len(part)
     return None
-
-
-def _size(name: str, folder: int) -> int:
-    try:
-        return os.stat(name, dir_fd=folder).st_size
-    except OSError:
-        return 0
 
 
 def file_named(files: Sequence[InputFile], name: str) -> InputFile:

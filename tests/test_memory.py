@@ -7,8 +7,8 @@ a child process that reports its own peak RSS, and compares a big day with a sma
 same shape.
 
 The child runs ``--serial`` with ``MALLOC_ARENA_MAX=2``: one thread does all the work (no
-apply or ledger thread, no read-ahead or decode worker, no spare connection), so the peak is
-the plain path's own and glibc does not add an arena per thread that happened to allocate.
+apply thread, no spare connection), so the peak is the plain path's own and glibc does not add
+an arena per thread that happened to allocate.
 """
 
 from __future__ import annotations
