@@ -74,7 +74,10 @@ BEGIN
     -- groups keep theirs. On a first load that is every staged pair added, inserted below.
     -- Otherwise one pass over both sets finds the pairs to add and to remove; each stored pair
     -- to remove comes with its row's ctid, by which it is deleted below.
-    v_first_load := NOT EXISTS (SELECT 1 FROM etl.group_membership WHERE account_id = v_account);
+    -- (min() reads the first key of the account's index range: one probe in any plan, where
+    -- NOT EXISTS took a generic plan's sequential scan through every other account's rows.)
+    v_first_load := (SELECT min(group_id) FROM etl.group_membership
+                      WHERE account_id = v_account) IS NULL;
     IF v_first_load THEN
         v_members_removed := 0;
     ELSE

@@ -95,7 +95,8 @@ BEGIN
       FROM etl.agent_role_mapping
      WHERE account_id = v_account AND status = 'assigned';
 
-    IF NOT EXISTS (SELECT 1 FROM etl.agent_role_mapping WHERE account_id = v_account) THEN
+    -- A first load: min() is one probe of the key's index (see apply_groups_v1).
+    IF (SELECT min(agent_id) FROM etl.agent_role_mapping WHERE account_id = v_account) IS NULL THEN
         WITH added AS (
             INSERT INTO etl.agent_role_mapping (account_id, agent_id, role_id, status,
                                                 assigned_at)
