@@ -21,7 +21,9 @@ LANGUAGE sql AS $$
 $$;
 
 -- group_membership: +1 for each pair added with an active agent, -1 for each one removed.
--- Pairs are counted against the agents as they are when the statement ends.
+-- Pairs are counted against the agents as they are when the statement ends. Only the agents of
+-- the statement's accounts are read (ANY of them): without it the planner may hash every
+-- account's agents for one account's pairs, a cost that grows with the fleet.
 CREATE FUNCTION etl.count_active_members_v1()
 RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -36,6 +38,7 @@ BEGIN
           FROM added_pairs m
           JOIN etl.agents a ON a.account_id = m.account_id AND a.agent_id = m.agent_id
          WHERE a.active
+           AND a.account_id = ANY (ARRAY(SELECT DISTINCT account_id FROM added_pairs))
          GROUP BY m.account_id, m.group_id
         ON CONFLICT (account_id, group_id)
         DO UPDATE SET active_members = c.active_members + excluded.active_members;
@@ -46,6 +49,7 @@ BEGIN
           FROM removed_pairs m
           JOIN etl.agents a ON a.account_id = m.account_id AND a.agent_id = m.agent_id
          WHERE a.active
+           AND a.account_id = ANY (ARRAY(SELECT DISTINCT account_id FROM removed_pairs))
          GROUP BY m.account_id, m.group_id
         ON CONFLICT (account_id, group_id)
         DO UPDATE SET active_members = c.active_members + excluded.active_members;
