@@ -81,9 +81,11 @@ CREATE TRIGGER count_cleared_pairs_v1
 CREATE FUNCTION etl.add_to_active_members_v2(p_account_ids bigint[], p_agent_ids bigint[],
                                              p_change integer)
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql  -- which keeps the plan for the session (a SQL function's body was planned
+                  -- again at every call from a trigger)
 SET random_page_cost = 1.1
 AS $$
+BEGIN
     INSERT INTO etl.group_active_members AS c (account_id, group_id, active_members)
     SELECT m.account_id, m.group_id, p_change * count(*)
       FROM unnest(p_account_ids, p_agent_ids) f (account_id, agent_id)
@@ -91,6 +93,7 @@ AS $$
      GROUP BY m.account_id, m.group_id
     ON CONFLICT (account_id, group_id)
     DO UPDATE SET active_members = c.active_members + excluded.active_members;
+END
 $$;
 
 CREATE FUNCTION etl.count_agent_flips_v1()

@@ -131,16 +131,21 @@ $$;
 -- Whether the table has changed by more rows than it held at its last analyze (the changes
 -- other transactions reported since, and this transaction's own), and no vacuum or analyze
 -- (autovacuum's, say) holds it now.
+-- (PL/pgSQL keeps the query's plan for the session; as a SQL function called from PL/pgSQL its
+-- body, two progress views and all, was planned again at every call: 0.9 ms an apply.)
 CREATE FUNCTION etl.outgrew_statistics_v1(p_table regclass)
 RETURNS boolean
-LANGUAGE sql STABLE AS $$
-    SELECT pg_stat_get_mod_since_analyze(c.oid) + pg_stat_get_xact_tuples_inserted(c.oid)
-           + pg_stat_get_xact_tuples_updated(c.oid) + pg_stat_get_xact_tuples_deleted(c.oid)
-           > greatest(c.reltuples, 0)
-           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_progress_vacuum v
-                            WHERE v.relid = c.oid)
-           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_progress_analyze a
-                            WHERE a.relid = c.oid)
-      FROM pg_catalog.pg_class c
-     WHERE c.oid = p_table;
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        SELECT pg_stat_get_mod_since_analyze(c.oid) + pg_stat_get_xact_tuples_inserted(c.oid)
+               + pg_stat_get_xact_tuples_updated(c.oid) + pg_stat_get_xact_tuples_deleted(c.oid)
+               > greatest(c.reltuples, 0)
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_progress_vacuum v
+                                WHERE v.relid = c.oid)
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_progress_analyze a
+                                WHERE a.relid = c.oid)
+          FROM pg_catalog.pg_class c
+         WHERE c.oid = p_table);
+END
 $$;
