@@ -4,7 +4,8 @@ A run reads one file at a time and big pages a chunk at a time, so input bytes t
 column (the many fields etl does not store) cost no memory however many there are; decoded
 records go to disk in batches, and the plan works on one batch at a time. Each test runs etl in
 a child process that reports its own peak RSS, and compares a big day with a small day of the
-same shape.
+same shape. Each limit is at least 33 MB above the difference measured; three runs of each
+varied by at most 9 MB.
 
 The child runs ``--serial`` with ``MALLOC_ARENA_MAX=2``: one thread does all the work (no
 apply thread, no spare connection), so the peak is the plain path's own and glibc does not add
@@ -66,8 +67,9 @@ def write_detail_files(data_dir: Path, count: int) -> None:
 def test_a_100_mb_page_costs_no_more_memory_than_its_records(
     tmp_path: Path, database_url: str, conn: db.Connection
 ) -> None:
-    """A 100 MB agents page of 50,000 agents peaks within 100 MB of a 1 MB page of 500 agents:
-    the page is read 8 MB at a time, and the records' kept columns are a few MB."""
+    """A 100 MB agents page of 50,000 agents peaks within 100 MB of a 1 MB page of 500 agents
+    (67 MB in each of three runs on 2026-12-06): the page is read 8 MB at a time, and the
+    records' kept columns are a few MB."""
     write_agents_page(tmp_path / "small", 500)
     small = peak_rss_mb(database_url, tmp_path / "small", "agents")
     size = write_agents_page(tmp_path / "big", 50_000)
@@ -80,8 +82,9 @@ def test_a_100_mb_page_costs_no_more_memory_than_its_records(
 def test_50_000_files_cost_no_more_memory_than_their_records(
     tmp_path: Path, database_url: str, conn: db.Connection
 ) -> None:
-    """50,000 agent_details files (100 MB) peak within 100 MB of 500 such files: each file is
-    read, hashed and decoded on its own, and its ledger entry leaves memory in batches."""
+    """50,000 agent_details files (100 MB) peak within 100 MB of 500 such files (56-59 MB in
+    three runs on 2026-12-06): each file is read, hashed and decoded on its own, and its ledger
+    entry leaves memory in batches."""
     write_agents_page(tmp_path / "agents", 50_000)
     peak_rss_mb(database_url, tmp_path / "agents", "agents")
     write_detail_files(tmp_path / "small", 500)
@@ -116,8 +119,8 @@ def write_groups(data_dir: Path, groups: int, members: int, agents: int) -> None
 def test_half_a_million_memberships_cost_integers_not_strings(
     tmp_path: Path, database_url: str, conn: db.Connection
 ) -> None:
-    """500,000 memberships (1,000 groups of 500 agents) peak within 100 MB of 5,000 (43 MB
-    measured): exploded mapping elements are (record, group, agent) integers, and only the few
+    """500,000 memberships (1,000 groups of 500 agents) peak within 100 MB of 5,000 (34-36 MB
+    in three runs on 2026-12-06): exploded mapping elements are (record, group, agent) integers, and only the few
     reported ones get a file and JSON path. When every element carried its file and paths as
     strings and known ids were a semi join, the big day took 249 MB more."""
     write_agents_page(tmp_path / "agents", 10_000)
@@ -145,7 +148,8 @@ def write_agent_pages(data_dir: Path, count: int) -> None:
 def test_more_records_cost_no_more_memory_once_batches_are_full(
     tmp_path: Path, database_url: str, conn: db.Connection
 ) -> None:
-    """800,000 agents peak within 50 MB of 200,000 (16 MB measured; both days fill many
+    """800,000 agents peak within 50 MB of 200,000 (7-16 MB in three runs on 2026-12-06; both
+    days fill many
     batches): decoded batches wait on disk, and only an id per record is held at once, to find
     duplicates. While a day's records stayed in memory as one frame, the big day took 119 MB
     more."""
