@@ -22,34 +22,40 @@ $$;
 
 -- group_membership: +1 for each pair added with an active agent, -1 for each one removed.
 -- Pairs are counted against the agents as they are when the statement ends. Only the agents of
--- the statement's accounts are read (ANY of them): without it the planner may hash every
--- account's agents for one account's pairs, a cost that grows with the fleet.
+-- the statement's accounts are read, named by value (a parameter the planner sees): without it
+-- the planner may hash every account's agents for one small account's pairs, a cost that grows
+-- with the fleet; with them named by a subquery instead, one big account's first load probed
+-- its agents one pair at a time.
 CREATE FUNCTION etl.count_active_members_v1()
 RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_accounts bigint[];
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         DELETE FROM etl.group_active_members;
         RETURN NULL;
     END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        v_accounts := ARRAY(SELECT DISTINCT account_id FROM added_pairs);
         INSERT INTO etl.group_active_members AS c (account_id, group_id, active_members)
         SELECT m.account_id, m.group_id, count(*)
           FROM added_pairs m
           JOIN etl.agents a ON a.account_id = m.account_id AND a.agent_id = m.agent_id
          WHERE a.active
-           AND a.account_id = ANY (ARRAY(SELECT DISTINCT account_id FROM added_pairs))
+           AND a.account_id = ANY (v_accounts)
          GROUP BY m.account_id, m.group_id
         ON CONFLICT (account_id, group_id)
         DO UPDATE SET active_members = c.active_members + excluded.active_members;
     END IF;
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        v_accounts := ARRAY(SELECT DISTINCT account_id FROM removed_pairs);
         INSERT INTO etl.group_active_members AS c (account_id, group_id, active_members)
         SELECT m.account_id, m.group_id, -count(*)
           FROM removed_pairs m
           JOIN etl.agents a ON a.account_id = m.account_id AND a.agent_id = m.agent_id
          WHERE a.active
-           AND a.account_id = ANY (ARRAY(SELECT DISTINCT account_id FROM removed_pairs))
+           AND a.account_id = ANY (v_accounts)
          GROUP BY m.account_id, m.group_id
         ON CONFLICT (account_id, group_id)
         DO UPDATE SET active_members = c.active_members + excluded.active_members;
