@@ -116,18 +116,14 @@ class Applying:
         if self.thread is None:
             return
         interrupted: KeyboardInterrupt | None = None
-        try:
-            hooks.reached("settle", self.run.entity)
-            self.wait_for_done()
-        except KeyboardInterrupt as error:
-            interrupted = error
-        if interrupted is not None:
-            self.heard_ctrl_c()
-            while not self.done.is_set():
-                try:
-                    hooks.reached("settle", self.run.entity)
-                    self.wait_for_done()
-                except KeyboardInterrupt:
+        while True:  # every step inside the try, so that no Ctrl-C leaves before the apply ends
+            try:
+                hooks.reached("settle", self.run.entity)
+                self.wait_for_done()
+                break
+            except KeyboardInterrupt as error:
+                interrupted = interrupted or error
+                with contextlib.suppress(KeyboardInterrupt):
                     self.heard_ctrl_c()
         try:
             self.thread.join()  # the apply has ended: the thread only returns

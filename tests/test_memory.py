@@ -120,9 +120,10 @@ def test_half_a_million_memberships_cost_integers_not_strings(
     tmp_path: Path, database_url: str, conn: db.Connection
 ) -> None:
     """500,000 memberships (1,000 groups of 500 agents) peak within 100 MB of 5,000 (34-36 MB
-    in three runs on 2026-12-06): exploded mapping elements are (record, group, agent) integers, and only the few
-    reported ones get a file and JSON path. When every element carried its file and paths as
-    strings and known ids were a semi join, the big day took 249 MB more."""
+    in three runs on 2026-12-06): exploded mapping elements are (record, group, agent)
+    integers, and only the few reported ones get a file and JSON path. When every element
+    carried its file and paths as strings and known ids were a semi join, the big day took
+    249 MB more."""
     write_agents_page(tmp_path / "agents", 10_000)
     peak_rss_mb(database_url, tmp_path / "agents", "agents")
     write_groups(tmp_path / "small", 10, 500, 10_000)
@@ -149,10 +150,9 @@ def test_more_records_cost_no_more_memory_once_batches_are_full(
     tmp_path: Path, database_url: str, conn: db.Connection
 ) -> None:
     """800,000 agents peak within 50 MB of 200,000 (7-16 MB in three runs on 2026-12-06; both
-    days fill many
-    batches): decoded batches wait on disk, and only an id per record is held at once, to find
-    duplicates. While a day's records stayed in memory as one frame, the big day took 119 MB
-    more."""
+    days fill many batches): decoded batches wait on disk, and only an id per record is held
+    at once, to find duplicates. While a day's records stayed in memory as one frame, the big
+    day took 119 MB more."""
     write_agent_pages(tmp_path / "small", 200_000)
     small = peak_rss_mb(database_url, tmp_path / "small", "agents")
     write_agent_pages(tmp_path / "big", 800_000)
