@@ -24,6 +24,12 @@ from etl.records import AGENT, GROUP
 from etl.run import EntityRun, SyncOptions
 from etl.source import InputFile
 
+# Every run's account, entity, status and message, by account and in run order.
+RUNS_BY_ACCOUNT = (
+    "SELECT a.account_key, r.entity, r.status, r.message FROM etl.sync_runs r"
+    " JOIN etl.accounts a USING (account_id) ORDER BY a.account_key, r.run_id"
+)
+
 NO_GROUPS = pa.table(
     {"group_id": pa.array([], pa.int64()), "parent_group_id": pa.array([], pa.int64()),
      "present": pa.array([], pa.bool_())}
@@ -173,11 +179,7 @@ def test_a_member_whose_rows_the_chunks_copy_refuses_fails_alone(
             refused
         )
         assert 'duplicate key value violates unique constraint "stg_agents_pkey"' in refused
-        assert rows(
-            conn,
-            "SELECT a.account_key, r.entity, r.status, r.message FROM etl.sync_runs r"
-            " JOIN etl.accounts a USING (account_id) ORDER BY a.account_key, r.run_id",
-        ) == [
+        assert rows(conn, RUNS_BY_ACCOUNT) == [
             ("one", "agents", "failed", refused),
             ("two", "agents", "succeeded", None),
             ("two", "roles", "succeeded", None),
@@ -222,11 +224,7 @@ def test_a_bug_in_one_accounts_plan_fails_that_account_only(
             "one": ("failed", "unexpected RuntimeError: a bug"),
             "two": ("succeeded", None),
         }
-        assert rows(
-            conn,
-            "SELECT a.account_key, r.entity, r.status, r.message FROM etl.sync_runs r"
-            " JOIN etl.accounts a USING (account_id) ORDER BY a.account_key, r.run_id",
-        ) == [
+        assert rows(conn, RUNS_BY_ACCOUNT) == [
             ("one", "agents", "failed", "unexpected RuntimeError: a bug"),
             ("two", "agents", "succeeded", None),
             ("two", "roles", "succeeded", None),
@@ -441,11 +439,7 @@ def test_a_member_whose_lock_another_run_holds_fails_alone(
             "0 s (see --lock-timeout)"
         )
         assert outcomes == {"one": ("failed", held), "two": ("succeeded", None)}
-        assert rows(
-            conn,
-            "SELECT a.account_key, r.entity, r.status, r.message FROM etl.sync_runs r"
-            " JOIN etl.accounts a USING (account_id) ORDER BY a.account_key, r.run_id",
-        ) == [
+        assert rows(conn, RUNS_BY_ACCOUNT) == [
             ("one", "agents", "failed", held),
             ("one", "roles", "failed", held),
             ("one", "groups", "failed", held),
