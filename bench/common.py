@@ -31,6 +31,15 @@ sys.exit(code)
 """
 
 
+def etl_env(root: Path) -> dict[str, str] | None:
+    """The environment an etl process of the tree at ``root`` runs in: that tree's package
+    first on the path (None: this tree's, the environment as it is)."""
+    if root == ROOT:
+        return None
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": str(root) + (os.pathsep + path if path else "")}
+
+
 class FloorContact(msgspec.Struct):
     name: str | None = None
     email: str | None = None

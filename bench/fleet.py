@@ -26,6 +26,7 @@ from bench.common import (
     ROOT,
     RUN_ETL,
     account_state,
+    etl_env,
     fetch,
     fresh_database,
     load_floor,
@@ -47,8 +48,11 @@ def fleet_dir(workdir: Path, accounts: int, days: int) -> Path:
     return folder
 
 
-def run_fleet_command(url: str, folder: Path, day: str, workers: int) -> dict[str, Any]:
-    """``etl sync --accounts-dir`` for the day: wall time, and each account's outcome."""
+def run_fleet_command(
+    url: str, folder: Path, day: str, workers: int, root: Path = ROOT
+) -> dict[str, Any]:
+    """``etl sync --accounts-dir`` for the day, of the tree at ``root``: wall time, and each
+    account's outcome."""
     with tempfile.TemporaryDirectory(prefix="etl-bench-fleet-") as scratch:
         results = Path(scratch) / "results.json"
         argv = ["sync", "--day", day, "--accounts-dir", str(folder), "--database-url", url]
@@ -56,7 +60,11 @@ def run_fleet_command(url: str, folder: Path, day: str, workers: int) -> dict[st
         argv += ["--synced-at", FLEET_SYNCED_AT[day]]
         started = time.perf_counter()
         done = subprocess.run(
-            [sys.executable, "-c", RUN_ETL, *argv], cwd=ROOT, capture_output=True, text=True
+            [sys.executable, "-c", RUN_ETL, *argv],
+            cwd=root,
+            env=etl_env(root),
+            capture_output=True,
+            text=True,
         )
         wall = time.perf_counter() - started
         if not results.exists():

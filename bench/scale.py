@@ -25,6 +25,7 @@ from bench.common import (
     FLOOR_DECODERS,
     ROOT,
     RUN_ETL,
+    etl_env,
     fetch,
     fresh_database,
     load_floor,
@@ -47,16 +48,17 @@ def data_dir(workdir: Path, scale: str, days: int) -> Path:
     return folder
 
 
-def run_day(url: str, folder: Path, day: str, *extra: str) -> dict[str, Any]:
+def run_day(url: str, folder: Path, day: str, *extra: str, root: Path = ROOT) -> dict[str, Any]:
     """One ``python -m etl`` process for ``day`` (every entity, unless ``extra`` options say
-    otherwise): its stage seconds, rows, peak RSS and wall time."""
+    otherwise), of the tree at ``root``: its stage seconds, rows, peak RSS and wall time."""
     started = time.perf_counter()
     result = subprocess.run(
         [
             *(sys.executable, "-c", RUN_ETL, "--day", day, "--data-dir", str(folder)),
             *("--database-url", url, "--log-format", "json", "--verbose", *extra),
         ],
-        cwd=ROOT,
+        cwd=root,
+        env=etl_env(root),
         capture_output=True,
         text=True,
         check=False,

@@ -1,4 +1,5 @@
-"""The benchmark runs end to end at scale S and reports what it promises."""
+"""The benchmark runs end to end at scale S, alone and beside another revision, and reports
+what it promises."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.compare import compare_scale, git
 from bench.scale import STAGES, bench
 
 
@@ -27,3 +29,26 @@ def test_bench_at_scale_s_reports_every_day_and_a_harmless_rerun(
         assert figures["peak_rss_mb"] > 0
         assert set(figures["floor"]) == {"read_s", "decode_s", "load_s", "total_s"}
         assert figures["floor"]["total_s"] > 0
+
+
+def test_against_a_revision_times_both_trees_in_turn(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--against REV``: every round syncs the days with this tree and with REV's, checked out
+    in a worktree that is gone afterwards; each day gets both trees' seconds and a ratio."""
+    monkeypatch.setenv("ETL_DATABASE_URL", database_url)
+    worktrees = git("worktree", "list")
+    report = compare_scale("S", 1, "HEAD", 2, tmp_path)
+    assert report["commit"] == git("rev-parse", "--short", "HEAD")
+    day = report["days"]["day1"]
+    assert len(day["this"]) == len(day["against"]) == 2
+    assert all(seconds > 0 for seconds in day["this"] + day["against"])
+    assert day["ratio"] > 0
+    assert git("worktree", "list") == worktrees
+
+
+def test_against_an_unknown_revision_says_so_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        compare_scale("S", 1, "no-such-revision", 1, tmp_path)
+    assert str(stopped.value).startswith("git rev-parse --short no-such-revision: fatal:")
+    assert list(tmp_path.iterdir()) == []  # no data generated
