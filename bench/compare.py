@@ -50,7 +50,7 @@ def compare(what: str, revision: str, commit: str, rounds: int, side: Side) -> d
     alternating."""
     print(f"{what}: this tree against {revision} ({commit}), {rounds} rounds", flush=True)
     seconds: dict[str, dict[str, list[float]]] = {"this": {}, "against": {}}
-    with checkout(revision) as tree:
+    with checkout(commit) as tree:
         for number in range(rounds):
             order = [("this", ROOT), ("against", tree)]
             for name, root in order if number % 2 == 0 else order[::-1]:
