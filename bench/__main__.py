@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from typing import Any
 
 from bench.common import ROOT
 from bench.compare import compare_fleet, compare_scale
@@ -38,36 +39,37 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each, with --against")
     args = parser.parse_args(argv)
+    fleet_days = 2 if args.days == 3 else args.days  # a fleet's default is day1 and day2
     if args.against:
-        return against(args)
+        return against(args, fleet_days)
     if args.fleet:
-        days = 2 if args.days == 3 else args.days
-        report = bench_fleet(args.fleet, days, args.workers, ROOT / ".bench")
-        out = ROOT / ".bench" / f"fleet-{args.fleet}.json"
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {out.relative_to(ROOT)}")
+        report = bench_fleet(args.fleet, fleet_days, args.workers, ROOT / ".bench")
+        write(report, f"fleet-{args.fleet}")
         return 0 if not report["sample_differs"] else 1
     report = bench(args.scale, args.days, other_accounts=args.other_accounts)
-    name = args.scale + (f"-with-{args.other_accounts}" if args.other_accounts else "")
-    out = ROOT / ".bench" / f"{name}.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out.relative_to(ROOT)}")
+    write(report, args.scale + (f"-with-{args.other_accounts}" if args.other_accounts else ""))
     return 0 if report["rerun_changed"] == 0 else 1
 
 
-def against(args: argparse.Namespace) -> int:
-    """``--against REV``: this tree and REV's, alternating; figures to .bench/*-against.json."""
+def against(args: argparse.Namespace, fleet_days: int) -> int:
+    """``--against REV``: this tree and REV's, alternating."""
     workdir = ROOT / ".bench"
     if args.fleet:
-        days = 2 if args.days == 3 else args.days
-        report = compare_fleet(args.fleet, days, args.workers, args.against, args.rounds, workdir)
-        out = workdir / f"fleet-{args.fleet}-against.json"
+        report = compare_fleet(
+            args.fleet, fleet_days, args.workers, args.against, args.rounds, workdir
+        )
+        write(report, f"fleet-{args.fleet}-against")
     else:
         report = compare_scale(args.scale, args.days, args.against, args.rounds, workdir)
-        out = workdir / f"{args.scale}-against.json"
+        write(report, f"{args.scale}-against")
+    return 0
+
+
+def write(report: dict[str, Any], name: str) -> None:
+    """The report as .bench/<name>.json."""
+    out = ROOT / ".bench" / f"{name}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out.relative_to(ROOT)}")
-    return 0
 
 
 if __name__ == "__main__":

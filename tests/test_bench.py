@@ -3,11 +3,14 @@ what it promises."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from bench.compare import compare_scale, git
+from bench.common import etl_env
+from bench.compare import checkout, compare_scale, git
 from bench.scale import STAGES, bench
 
 
@@ -52,3 +55,21 @@ def test_against_an_unknown_revision_says_so_before_any_work(tmp_path: Path) -> 
         compare_scale("S", 1, "no-such-revision", 1, tmp_path)
     assert str(stopped.value).startswith("git rev-parse --short no-such-revision: fatal:")
     assert list(tmp_path.iterdir()) == []  # no data generated
+
+
+def test_the_other_revision_runs_from_its_own_worktree() -> None:
+    """What ``--against`` times for REV is REV: its worktree is at REV's commit, and an etl
+    process started for it imports the etl of that worktree, not this tree's."""
+    with checkout(git("rev-parse", "HEAD~1")) as tree:
+        at = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tree, capture_output=True, text=True)
+        assert at.stdout.strip() == git("rev-parse", "HEAD~1")
+        imported = subprocess.run(
+            [sys.executable, "-c", "import etl; print(etl.__file__)"],
+            cwd=tree,
+            env=etl_env(tree),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert imported.stdout.strip() == str(tree / "etl" / "__init__.py")
+    assert not tree.exists()
