@@ -3,7 +3,8 @@
 Day1 and day2 of N small synthetic accounts: the fleet command, the same accounts as a process
 per account-day run as many at a time, and the floor (read + decode + COPY of every account's
 final rows), side by side in one run; account-days per minute, per-account p50/p95, peak RSS
-per worker, the server's CPU per account-day, and a sample of accounts compared with their
+per worker, the CPU per account-day of the server and of the fleet command (its workers
+included), how busy that kept the machine's cores, and a sample of accounts compared with their
 single-account runs. Figures go to ``.bench/fleet-N.json``.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -51,13 +53,14 @@ def fleet_dir(workdir: Path, accounts: int, days: int) -> Path:
 def run_fleet_command(
     url: str, folder: Path, day: str, workers: int, root: Path = ROOT
 ) -> dict[str, Any]:
-    """``etl sync --accounts-dir`` for the day, of the tree at ``root``: wall time, and each
-    account's outcome."""
+    """``etl sync --accounts-dir`` for the day, of the tree at ``root``: wall time, the CPU
+    seconds of the command and its workers, and each account's outcome."""
     with tempfile.TemporaryDirectory(prefix="etl-bench-fleet-") as scratch:
         results = Path(scratch) / "results.json"
         argv = ["sync", "--day", day, "--accounts-dir", str(folder), "--database-url", url]
         argv += ["--workers", str(workers), "--log-format", "json", "--results", str(results)]
         argv += ["--synced-at", FLEET_SYNCED_AT[day]]
+        cpu_before = children_cpu_seconds()
         started = time.perf_counter()
         done = subprocess.run(
             [sys.executable, "-c", RUN_ETL, *argv],
@@ -67,6 +70,7 @@ def run_fleet_command(
             text=True,
         )
         wall = time.perf_counter() - started
+        cpu = children_cpu_seconds() - cpu_before
         if not results.exists():
             raise SystemExit(f"the fleet command failed on {day}:\n{done.stderr[-3000:]}")
         document = json.loads(results.read_text())
@@ -74,7 +78,14 @@ def run_fleet_command(
         (int(line.split()[1]) for line in done.stderr.splitlines() if line.startswith("peak_rss")),
         default=0,
     )
-    return {"wall_s": wall, "document": document, "parent_rss_mb": peak_kb // 1024}
+    return {"wall_s": wall, "cpu_s": cpu, "document": document, "parent_rss_mb": peak_kb // 1024}
+
+
+def children_cpu_seconds() -> float:
+    """User and system CPU seconds of this process's ended children, theirs included (the fleet
+    command waits for its workers)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_process_per_account(
@@ -180,6 +191,7 @@ def bench_fleet(accounts: int, days: int, workers: int, workdir: Path) -> dict[s
     (``workers`` at a time), and the floor, side by side; a sample of accounts compared."""
     folder = fleet_dir(workdir, accounts, days)
     keys = [synth.fleet_key(n) for n in range(1, accounts + 1)]
+    cores = os.cpu_count() or 1
     report: dict[str, Any] = {"accounts": accounts, "workers": workers, "days": {}}
     with fresh_database() as fleet_url, fresh_database() as alone_url:
         for n in range(1, days + 1):
@@ -202,6 +214,8 @@ def bench_fleet(accounts: int, days: int, workers: int, workdir: Path) -> dict[s
                 "speedup": round(per_process / ran["wall_s"], 1),
                 "fleet_over_floor": round(ran["wall_s"] / bottom["total_s"], 2),
                 "server_cpu_ms_per_account": round(server_cpu / accounts * 1000, 1),
+                "command_cpu_ms_per_account": round(ran["cpu_s"] / accounts * 1000, 1),
+                "cpu_busy": round((ran["cpu_s"] + server_cpu) / (cores * ran["wall_s"]), 2),
                 "account_p50_s": seconds[len(seconds) // 2],
                 "account_p95_s": seconds[int(len(seconds) * 0.95)],
                 "worker_peak_rss_mb": max(o["worker_rss_mb"] for o in outcomes),
@@ -217,7 +231,9 @@ def bench_fleet(accounts: int, days: int, workers: int, workdir: Path) -> dict[s
                 f"p95 {figures['account_p95_s']} s | worker peak RSS "
                 f"{figures['worker_peak_rss_mb']} MB | not succeeded: "
                 f"{len(figures['not_succeeded'])} | server CPU "
-                f"{figures['server_cpu_ms_per_account']} ms an account-day",
+                f"{figures['server_cpu_ms_per_account']} ms an account-day, the command's "
+                f"{figures['command_cpu_ms_per_account']} ms | cores busy "
+                f"{figures['cpu_busy']:.0%}",
                 flush=True,
             )
         sample = keys[:: max(1, accounts // 10)]

@@ -11,7 +11,9 @@ import pytest
 
 from bench.common import etl_env
 from bench.compare import checkout, compare_scale, git
+from bench.fleet import children_cpu_seconds, run_fleet_command
 from bench.scale import STAGES, bench
+from etl import synth
 
 
 def test_bench_at_scale_s_reports_every_day_and_a_harmless_rerun(
@@ -73,3 +75,23 @@ def test_the_other_revision_runs_from_its_own_worktree() -> None:
         )
         assert imported.stdout.strip() == str(tree / "etl" / "__init__.py")
     assert not tree.exists()
+
+
+def test_the_fleet_command_is_timed_with_its_workers_cpu(tmp_path: Path, database_url: str) -> None:
+    """The fleet command on three synthetic accounts: every account's outcome, its wall time,
+    and CPU seconds that count its workers' too (they import polars and sync)."""
+    keys = synth.generate_fleet(3, 1, 1, tmp_path)
+    ran = run_fleet_command(database_url, tmp_path, "day1", workers=2)
+    outcomes = ran["document"]["accounts"]
+    assert sorted((o["key"], o["status"]) for o in outcomes) == [(k, "succeeded") for k in keys]
+    assert ran["cpu_s"] > 0
+    assert ran["wall_s"] > 0
+
+
+def test_children_cpu_seconds_count_the_children_of_children() -> None:
+    """A child's own child (as the fleet command's workers are) is counted once both ended."""
+    busy = "import time\nwhile time.process_time() < 0.3: pass"
+    nested = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {busy!r}], check=True)"
+    before = children_cpu_seconds()
+    subprocess.run([sys.executable, "-c", nested], check=True)
+    assert children_cpu_seconds() - before >= 0.3
