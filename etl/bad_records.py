@@ -25,9 +25,25 @@ def with_bad_records(
     return {**plan.tables, "stg_errors": Table(attach_raw(plan, inputs, hashes))}
 
 
-def error_files(plan: Plan) -> list[str]:
-    """The files that hold the plan's error records."""
-    return sorted(set(plan.errors.get_column("source_file").to_list()))
+def error_files(plan: Plan, inputs: dict[str, Sequence[InputFile]]) -> dict[str, int]:
+    """The files that hold the plan's error records, each with its place in the order the run
+    read its files (its ``file_index`` in the ledger): ``inputs``' kinds one after another, each
+    kind's files in their order."""
+    named: dict[str, set[str]] = {}
+    for kind_name, name in plan.errors.select("record_kind", "source_file").iter_rows():
+        named.setdefault(kind_name, set()).add(name)
+    places: dict[str, int] = {}
+    first = 0
+    for kind_name, files in inputs.items():
+        names = sorted(named.pop(kind_name, ()))
+        for name, place in zip(names, source.positions(files, names), strict=True):
+            if place is None:
+                raise ValueError(f"{name}: an error row names a file this run did not read")
+            places[name] = first + place
+        first += len(files)
+    if named:
+        raise ValueError(f"error rows of record kinds this run did not read: {sorted(named)}")
+    return places
 
 
 # stg_errors' columns taken from the plan's error rows, between the entity and the raw text

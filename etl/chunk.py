@@ -203,7 +203,7 @@ def tables(
     closed, its error set)."""
     with shared_by(pending, "plan"):
         wanted = [
-            (ready.run.account_id, ready.run.run_id, error_files(plan))
+            (ready.run.account_id, ready.run.run_id, error_files(plan, ready.inputs))
             for ready, plan in zip(pending, plans, strict=True)
             if not isinstance(plan, Exception)
         ]

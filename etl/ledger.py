@@ -147,16 +147,18 @@ class FileLedger:
 
 
 def run_file_hashes(
-    conn: Connection, wanted: Sequence[tuple[int, int, list[str]]]
+    conn: Connection, wanted: Sequence[tuple[int, int, dict[str, int]]]
 ) -> dict[int, dict[str, str]]:
-    """run id -> file -> sha256 as the run recorded it, for each (account id, run id, files)
-    of ``wanted``, in one statement."""
-    asked = [(a, r, f) for a, r, files in wanted for f in files]
+    """run id -> file -> sha256 as the run recorded it, for each (account id, run id, files with
+    their ``file_index``) of ``wanted``, in one statement: a key lookup a file, however many
+    files the runs and the ledger hold."""
+    asked = [(a, r, i, f) for a, r, files in wanted for f, i in files.items()]
     found: dict[int, dict[str, str]] = {run_id: {} for _, run_id, _ in wanted}
     if not asked:
         return found
-    accounts, runs, files = (list(column) for column in zip(*asked, strict=True))
-    for run_id, file, sha256 in execute(conn, "run_file_hashes", (accounts, runs, files)):
+    accounts, runs, places, files = (list(column) for column in zip(*asked, strict=True))
+    rows = execute(conn, "run_file_hashes", (accounts, runs, places, files))
+    for run_id, file, sha256 in rows:
         found[int(run_id)][file] = sha256
     commit(conn)
     return found

@@ -185,6 +185,17 @@ def read_open(fd: int, limit: int) -> bytes | None:
     return None
 
 
+def positions(files: Sequence[InputFile], names: Sequence[str]) -> list[int | None]:
+    """Where each of ``names`` is among ``files`` (None where it is not): one hash lookup for a
+    folder listing, whatever its size."""
+    if isinstance(files, FolderFiles):
+        bases = [n[len(files.folder) :] if n.startswith(files.folder) else None for n in names]
+        found: list[int | None] = pc.index_in(pa.array(bases, pa.string()), files.names).to_pylist()
+        return found
+    where = {file.name: n for n, file in enumerate(files)}
+    return [where.get(name) for name in names]
+
+
 def file_named(files: Sequence[InputFile], name: str) -> InputFile:
     """The file called ``name`` among ``files``: made directly from a folder listing (a scan of a
     million listed files took 3 s), searched for in any other sequence."""

@@ -217,7 +217,7 @@ def staged_tables(
     """The tables the run stages: the plan's, and its bad records with their text read again
     from their files."""
     with run.watch.stage("plan", "read bad records' text"):
-        wanted = [(run.account_id, run.run_id, error_files(plan))]
+        wanted = [(run.account_id, run.run_id, error_files(plan, inputs))]
         hashes = run_file_hashes(run.conn, wanted)[run.run_id]
         return with_bad_records(plan, inputs, hashes)
 

@@ -110,11 +110,14 @@ SELECT etl.record_unstarted_run_v2($1, $2, $3, $4, $5, $6);
 SELECT etl.end_run_v2($1, $2, $3, $4);
 
 -- name: run_file_hashes
--- The SHA-256 each run recorded for each file asked about ($1, $2, $3: account, run, file).
+-- The SHA-256 each run recorded for each file asked about ($1, $2, $3, $4: account, run, the
+-- file's place in the run's reading, file), found by the ledger's key.
 SELECT f.run_id, f.file, f.sha256
-  FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS w(account_id, run_id, file)
+  FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::text[])
+       AS w(account_id, run_id, file_index, file)
   JOIN etl.sync_run_files f
-    ON f.account_id = w.account_id AND f.run_id = w.run_id AND f.file = w.file;
+    ON f.account_id = w.account_id AND f.run_id = w.run_id AND f.file_index = w.file_index
+ WHERE f.file = w.file;
 
 -- name: clear_staging
 -- The staging rows of entity $2 of each account of $1 deleted.

@@ -20,6 +20,7 @@ from etl.source import (
     list_days,
     list_files,
     natural_key,
+    positions,
     read_open,
     read_pages,
     sort_naturally,
@@ -191,3 +192,17 @@ def test_listed_files_hold_names_and_make_input_files_on_demand(tmp_path: Path) 
     assert files.named("sync-d/agent_details/2.json") == files[1]
     with pytest.raises(KeyError):
         files.named("sync-d/agents/2.json")
+
+
+def test_positions_of_named_files_in_a_listing_or_a_list(tmp_path: Path) -> None:
+    """Where each name is among the files, in their natural order; None for a name that is not
+    there (another folder's, say), whether the files are a folder's listing or a plain list."""
+    folder = tmp_path / "sync-d" / "agent_details"
+    folder.mkdir(parents=True)
+    for n in (10, 2, 1):
+        (folder / f"{n}.json").write_text("{}")
+    listed = list_files(tmp_path, "d", "agent_details")
+    names = [f"sync-d/agent_details/{n}.json" for n in (10, 1, 3)] + ["sync-d/agents/1.json"]
+    assert positions(listed, names) == [2, 0, None, None]
+    assert positions(list(listed), names) == [2, 0, None, None]
+    assert positions(listed, []) == []

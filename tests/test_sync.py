@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 from conftest import (
     A1,
@@ -33,13 +34,13 @@ from conftest import (
 from replay import FINAL_TABLES, STATE_TABLES, dump_state
 
 from etl import db, decode, records
-from etl.bad_records import attach_raw
+from etl.bad_records import attach_raw, error_files
 from etl.cli import main
 from etl.errors import InputError
 from etl.log import mask_url
-from etl.plan import plan_agents
+from etl.plan import Plan, plan_agents
 from etl.run import RunResult
-from etl.source import InputFile
+from etl.source import InputFile, list_files
 from etl.sync import day_summary
 
 ACCOUNT_ADMIN, ADMIN, SUPERVISOR, AGENT = 69000378065, 69000378066, 69000378067, 69000378068
@@ -833,6 +834,104 @@ def test_raw_text_is_read_again_only_from_an_unchanged_file(tmp_path: Path) -> N
         "sync-d/agents/1.json: changed while this run read it (SHA-256 4f53cda18c2b... at first, "
         f"{hashlib.sha256(data).hexdigest()[:12]}... now); run the day again"
     )
+
+
+def test_bad_records_files_are_placed_as_the_run_read_them(tmp_path: Path) -> None:
+    """Each file holding an error row, with its place in the run's reading: the kinds one after
+    another (the roles step reads roles, then agent_details), each folder's files in natural
+    order."""
+    write_day(
+        tmp_path,
+        "d",
+        agent_details={f"{n}.json": {"id": n} for n in (10, 2, 1)},
+        roles={"1.json": [], "2.json": []},
+    )
+    inputs = {
+        "role": list_files(tmp_path, "d", "roles"),
+        "agent_details": list_files(tmp_path, "d", "agent_details"),
+    }
+    errors = pl.DataFrame(
+        {
+            "record_kind": ["role", "agent_details", "agent_details", "role"],
+            "source_file": [
+                "sync-d/roles/2.json",
+                "sync-d/agent_details/10.json",
+                "sync-d/agent_details/2.json",
+                "sync-d/roles/2.json",
+            ],
+        }
+    )
+    assert error_files(Plan("roles", {}, errors), inputs) == {
+        "sync-d/roles/2.json": 1,
+        "sync-d/agent_details/2.json": 3,
+        "sync-d/agent_details/10.json": 4,
+    }
+    stray = errors.with_columns(source_file=pl.lit("sync-d/roles/9.json"))
+    with pytest.raises(ValueError) as failure:
+        error_files(Plan("roles", {}, stray), inputs)
+    assert (
+        str(failure.value) == "sync-d/roles/9.json: an error row names a file this run did not read"
+    )
+
+
+def test_bad_records_text_comes_from_the_files_the_ledger_recorded(
+    tmp_path: Path, database_url: str, conn: db.Connection
+) -> None:
+    """A roles run with bad records in both of its folders: each error row gets its exact text,
+    the files being found in the run's ledger by their place in its reading (the ledger's key),
+    not by a search through every file the run, or the ledger, holds."""
+    write_day(
+        tmp_path,
+        "day1",
+        agents={"1.json": [{"id": 1}, {"id": 2}]},
+        agent_details={
+            "1.json": {"id": 1, "role_ids": [7]},
+            "2.json": {"id": 2, "role_ids": [7]},
+            "10.json": {"id": 3, "role_ids": "x"},
+        },
+        roles={"1.json": [{"id": 7, "name": "a"}], "2.json": [{"id": 8, "name": ""}]},
+    )
+    assert sync(database_url, "day1", "--entity", "agents", data_dir=tmp_path) == 0
+    assert sync(database_url, "day1", "--entity", "roles", data_dir=tmp_path) == 0
+    assert rows(
+        conn,
+        "SELECT source_file, record_id, raw_text FROM etl.role_pipeline_errors ORDER BY 1",
+    ) == [
+        ("sync-day1/agent_details/10.json", 3, '{"id": 3, "role_ids": "x"}'),
+        ("sync-day1/roles/2.json", 8, '{"id": 8, "name": ""}'),
+    ]
+    run_id, account_id = rows(
+        conn, "SELECT run_id, account_id FROM etl.sync_runs WHERE entity = 'roles'"
+    )[0]
+    assert rows(
+        conn,
+        "SELECT file_index, file FROM etl.sync_run_files WHERE run_id = $1 ORDER BY 1",
+        (run_id,),
+    ) == list(
+        enumerate(
+            ["sync-day1/roles/1.json", "sync-day1/roles/2.json"]
+            + [f"sync-day1/agent_details/{n}.json" for n in (1, 2, 10)]
+        )
+    )
+    # A ledger of many files: the lookup still probes the key, one file at a time.
+    rows(
+        conn,
+        "INSERT INTO etl.sync_run_files (account_id, run_id, file_index, file, bytes, sha256)"
+        " SELECT $1, $2, 4 + g, 'sync-day1/agent_details/x' || g || '.json', 2, ''"
+        " FROM generate_series(1, 20000) g",
+        (account_id, run_id),
+    )
+    rows(conn, "ANALYZE etl.sync_run_files")
+    plan = "\n".join(
+        line
+        for (line,) in rows(
+            conn,
+            "EXPLAIN " + db.queries()["run_file_hashes"],
+            ([account_id], [run_id], [4], ["sync-day1/agent_details/10.json"]),
+        )
+    )
+    assert "Seq Scan" not in plan
+    assert "file_index = w.file_index" in plan, plan
 
 
 def test_a_first_load_leaves_planner_statistics(database_url: str, conn: db.Connection) -> None:
