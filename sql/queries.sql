@@ -54,13 +54,17 @@ SELECT k, etl.ensure_account_v1(k) FROM unnest($1::text[]) AS k;
 SELECT account_id FROM etl.accounts WHERE account_key = $1;
 
 -- name: account_weights
--- How big each of these accounts is: the rows its last run of each entity staged.
+-- How big each of these accounts is: the rows its last run of each entity staged (one probe
+-- of the succeeded runs an entity, however long the account's history).
 SELECT a.account_key, sum(r.rows_staged)
   FROM etl.accounts a
- CROSS JOIN LATERAL (SELECT DISTINCT ON (s.entity) s.rows_staged
+ CROSS JOIN unnest(ARRAY['agents', 'roles', 'groups']) AS e(entity)
+ CROSS JOIN LATERAL (SELECT s.rows_staged
                        FROM etl.sync_runs s
-                      WHERE s.account_id = a.account_id AND s.status = 'succeeded'
-                      ORDER BY s.entity, s.run_id DESC) r
+                      WHERE s.account_id = a.account_id AND s.entity = e.entity
+                        AND s.status = 'succeeded'
+                      ORDER BY s.run_id DESC
+                      LIMIT 1) r
  WHERE a.account_key = ANY ($1::text[])
  GROUP BY a.account_key;
 

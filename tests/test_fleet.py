@@ -12,6 +12,7 @@ from conftest import FIXTURES, last_line, rows, state_alone
 from replay import DUMPED_TABLES, dump_state
 
 from etl import db, synth
+from etl import fleet as fleet_module
 from etl.cli import main
 from etl.log import mask_url
 
@@ -229,3 +230,51 @@ def test_a_fleet_for_a_person_logs_nothing_but_the_summary(
     assert out.splitlines()[1:] == ["  succeeded: 4"]
     assert "day_synced" not in err
     assert err.count("account_synced") == 4
+
+
+def test_accounts_weigh_what_their_last_succeeded_runs_staged(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A fleet takes its accounts largest first: an account weighs the rows its last succeeded
+    run of each entity staged, summed (earlier runs and runs that did not apply do not count),
+    and an account never synced the bytes of the day's input."""
+    conn = db.connect(database_url)
+    try:
+        big, small = db.ensure_account(conn, "big"), db.ensure_account(conn, "small")
+        runs = [
+            (big, "day1", "agents", "succeeded", 100),
+            (big, "day2", "agents", "succeeded", 300),
+            (big, "day3", "agents", "failed", 5000),
+            (big, "day1", "roles", "succeeded", 40),
+            (big, "day1", "groups", "succeeded", 7),
+            (small, "day1", "agents", "succeeded", 50),
+            (small, "day2", "groups", "refused", 9000),
+        ]
+        for account_id, day, entity, status, staged in runs:
+            rows(
+                conn,
+                "INSERT INTO etl.sync_runs (account_id, sync_day, entity, status, synced_at,"
+                " rows_staged) VALUES ($1, $2, $3, $4, now(), $5)",
+                (account_id, day, entity, status, staged),
+            )
+        page = tmp_path / "new" / "sync-day4" / "agents" / "1.json"
+        page.parent.mkdir(parents=True)
+        page.write_bytes(b" " * (20 * fleet_module.BYTES_PER_ROW))
+        jobs = fleet_module.weigh(conn, tmp_path, "day4", ["small", "new", "big"])
+        # A long history: each entity's last succeeded run is still one probe of an index.
+        rows(
+            conn,
+            "INSERT INTO etl.sync_runs (account_id, sync_day, entity, status, synced_at,"
+            " rows_staged) SELECT $1, 'a' || d, e, 'succeeded', now(), 1"
+            " FROM generate_series(1, 3000) d, unnest(ARRAY['agents', 'roles', 'groups']) e",
+            (small,),
+        )
+        rows(conn, "ANALYZE etl.sync_runs")
+        plan = "\n".join(
+            line
+            for (line,) in rows(conn, "EXPLAIN " + db.queries()["account_weights"], (["small"],))
+        )
+    finally:
+        conn.close()
+    assert [(job.key, job.weight) for job in jobs] == [("big", 347), ("small", 50), ("new", 20)]
+    assert "Index Scan Backward using sync_runs_succeeded" in plan, plan

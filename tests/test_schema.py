@@ -92,6 +92,7 @@ def test_migrations_and_routines_are_recorded_and_applied_once(conn: db.Connecti
         ("001_baseline.sql", 64),
         ("002_accounts.sql", 64),
         ("003_interrupted.sql", 64),
+        ("004_ledger_lookups.sql", 64),
     ]
     assert rows(conn, "SELECT filename FROM etl.schema_routines ORDER BY 1") == [
         (name,) for name in ROUTINES
@@ -119,7 +120,7 @@ def test_a_migration_of_a_newer_etl_is_refused(conn: db.Connection) -> None:
         r"etl migrated it; use that etl or a newer one$",
     ):
         migrate(conn)
-    assert rows(conn, "SELECT count(*) FROM etl.schema_migrations") == [(4,)]
+    assert rows(conn, "SELECT count(*) FROM etl.schema_migrations") == [(5,)]
 
 
 def copy_of_sql(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -231,6 +232,7 @@ def test_a_database_of_the_etl_before_the_baseline_is_adopted(template_url: str)
             "migrations/001_baseline.sql (adopted from 012_staged_member_lists.sql)",
             "migrations/002_accounts.sql",
             "migrations/003_interrupted.sql",
+            "migrations/004_ledger_lookups.sql",
             *[f"routines/{name}" for name in ROUTINES],
         ]
         after = every_row(conn)
@@ -247,6 +249,7 @@ def test_a_database_of_the_etl_before_the_baseline_is_adopted(template_url: str)
             ("001_baseline.sql",),
             ("002_accounts.sql",),
             ("003_interrupted.sql",),
+            ("004_ledger_lookups.sql",),
         ]
         assert describe_schema(conn) == GOLDEN.read_text()
         assert dump_state(conn) == REPLAY.read_text()
