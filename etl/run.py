@@ -152,9 +152,10 @@ def close_failed_run(run: EntityRun, error: BaseException) -> None:
 def check_day_order(run: EntityRun, force: bool) -> None:
     """Refuse a day that sorts before the last day applied for the account's entity, unless
     forced."""
-    later = [d for d in run.applied_days if source.natural_key(d) > source.natural_key(run.day)]
+    this = source.day_key(run.day)
+    later = [d for d in run.applied_days if source.day_key(d) > this]
     if later and not force:
-        last = max(later, key=source.natural_key)
+        last = max(later, key=source.day_key)
         raise RefusedError(
             f"{run.entity}: day {run.day} sorts before {last}, which is already applied; "
             "re-apply an older day only with --force"

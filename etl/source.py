@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import re
@@ -25,6 +26,14 @@ def natural_key(text: str) -> tuple[tuple[str | int, ...], str]:
     string order, so the order never depends on the file system."""
     parts = tuple(int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text))
     return parts, text
+
+
+@functools.lru_cache(maxsize=4096)
+def day_key(day: str) -> tuple[tuple[str | int, ...], str]:
+    """:func:`natural_key` of a day label, remembered: a worker checks each run's day against
+    every day its account's entity was applied for, and the accounts of a fleet share their
+    labels (parsing 300 of them again was 0.8 ms a run)."""
+    return natural_key(day)
 
 
 # A number without leading zeros plus .json, of at most 18 digits (an int64 holds it).

@@ -17,6 +17,7 @@ from etl.pages import FileDigest
 from etl.records import AGENT
 from etl.source import (
     InputFile,
+    day_key,
     list_days,
     list_files,
     natural_key,
@@ -51,8 +52,11 @@ def test_days_and_files_sort_naturally_and_totally(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("a", "b"), [("day2", "day10"), ("day01", "day1"), ("Day1", "day1")])
 def test_natural_key_orders_pairs(a: str, b: str) -> None:
-    """natural_key is a strict order: no two different names compare equal."""
+    """natural_key is a strict order: no two different names compare equal; day_key, which
+    remembers the keys of day labels, orders them alike."""
     assert natural_key(a) < natural_key(b)
+    assert day_key(a) == natural_key(a) and day_key(b) == natural_key(b)
+    assert day_key(a) < day_key(b)
 
 
 def test_missing_folder_is_an_input_error(tmp_path: Path) -> None:
