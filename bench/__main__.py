@@ -38,13 +38,21 @@ def main(argv: list[str] | None = None) -> int:
         help="time this tree beside git revision REV instead, alternating, on fresh databases",
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each, with --against")
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        metavar="DAYS",
+        help="with --fleet: give every account DAYS days of history before day2",
+    )
     args = parser.parse_args(argv)
     fleet_days = 2 if args.days == 3 else args.days  # a fleet's default is day1 and day2
     if args.against:
         return against(args, fleet_days)
     if args.fleet:
-        report = bench_fleet(args.fleet, fleet_days, args.workers, ROOT / ".bench")
-        write(report, f"fleet-{args.fleet}")
+        report = bench_fleet(args.fleet, fleet_days, args.workers, ROOT / ".bench", args.history)
+        history = f"-history-{args.history}" if args.history else ""
+        write(report, f"fleet-{args.fleet}{history}")
         return 0 if not report["sample_differs"] else 1
     report = bench(args.scale, args.days, other_accounts=args.other_accounts)
     write(report, args.scale + (f"-with-{args.other_accounts}" if args.other_accounts else ""))
@@ -56,9 +64,10 @@ def against(args: argparse.Namespace, fleet_days: int) -> int:
     workdir = ROOT / ".bench"
     if args.fleet:
         report = compare_fleet(
-            args.fleet, fleet_days, args.workers, args.against, args.rounds, workdir
+            args.fleet, fleet_days, args.workers, args.against, args.rounds, workdir, args.history
         )
-        write(report, f"fleet-{args.fleet}-against")
+        history = f"-history-{args.history}" if args.history else ""
+        write(report, f"fleet-{args.fleet}{history}-against")
     else:
         report = compare_scale(args.scale, args.days, args.against, args.rounds, workdir)
         write(report, f"{args.scale}-against")

@@ -3,6 +3,7 @@ parts (reading every byte, decoding with minimal Structs, bulk-loading final row
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 import time
@@ -78,12 +79,15 @@ FLOOR_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
 }
 
 
+_DATABASES = itertools.count()  # a bench may hold two databases of the server at once
+
+
 @contextmanager
 def fresh_database() -> Iterator[str]:
     """A new database on ETL_DATABASE_URL's server, else on a new embedded server."""
     admin_url = os.environ.get("ETL_DATABASE_URL")
     if admin_url:
-        name = f"etl_bench_{os.getpid()}"
+        name = f"etl_bench_{os.getpid()}_{next(_DATABASES)}"
         admin(admin_url, f'CREATE DATABASE "{name}"')
         try:
             yield urlsplit(admin_url)._replace(path=f"/{name}").geturl()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import ROOT, fresh_database, warm_page_cache
-from bench.fleet import fleet_dir, run_fleet_command
+from bench.fleet import age, fleet_dir, run_fleet_command
 from bench.scale import data_dir, run_day
 from etl import synth
 
@@ -90,9 +90,16 @@ def compare_scale(
 
 
 def compare_fleet(
-    accounts: int, days: int, workers: int, revision: str, rounds: int, workdir: Path
+    accounts: int,
+    days: int,
+    workers: int,
+    revision: str,
+    rounds: int,
+    workdir: Path,
+    history_days: int = 0,
 ) -> dict[str, Any]:
-    """A fleet's days, the fleet command's wall seconds."""
+    """A fleet's days, the fleet command's wall seconds (with ``history_days``, on a database
+    given that many days of history after day1)."""
     commit = git("rev-parse", "--short", revision)  # before any data is generated
     folder = fleet_dir(workdir, accounts, days)
     keys = [synth.fleet_key(n) for n in range(1, accounts + 1)]
@@ -101,6 +108,8 @@ def compare_fleet(
         with fresh_database() as url:
             spent = {}
             for n in range(1, days + 1):
+                if n == 2 and history_days:
+                    age(url, history_days)
                 for key in keys:
                     warm_page_cache(folder / key, f"day{n}")
                 ran = run_fleet_command(url, folder, f"day{n}", workers, root=root)
@@ -108,4 +117,6 @@ def compare_fleet(
             return spent
 
     what = f"{accounts} accounts, fleet command wall seconds"
+    if history_days:
+        what += f", {history_days} days of history before day2"
     return compare(what, revision, commit, rounds, side)

@@ -28,6 +28,7 @@ from bench.common import (
     ROOT,
     RUN_ETL,
     account_state,
+    admin,
     etl_env,
     fetch,
     fresh_database,
@@ -186,16 +187,93 @@ def same_as_alone(fleet_url: str, alone_url: str, keys: list[str]) -> list[str]:
     return differ
 
 
-def bench_fleet(accounts: int, days: int, workers: int, workdir: Path) -> dict[str, Any]:
+# Days of history for every account: each day's three succeeded runs (labels "a0001"... sort
+# before "day1"), 20 files recorded a run, an error row a run, and two history rows of an
+# assignment a day; then what autovacuum would have done by then.
+AGE_STATEMENTS = (
+    """INSERT INTO etl.sync_runs (account_id, sync_day, entity, status, finished_at, synced_at,
+                                 rows_staged, rows_inserted, rows_updated, rows_unchanged,
+                                 rows_removed, rows_quarantined, details)
+       SELECT a.account_id, 'a' || lpad(d::text, 4, '0'), e.entity, 'succeeded',
+              '2025-01-01'::timestamptz + d * interval '1 day',
+              '2025-01-01'::timestamptz + d * interval '1 day', 100, 0, 0, 100, 0, 1, '{}'
+         FROM etl.accounts a, generate_series(1, $1::int) d,
+              unnest(ARRAY['agents', 'roles', 'groups']) WITH ORDINALITY e(entity, n)
+        ORDER BY a.account_id, d, e.n""",
+    """INSERT INTO etl.sync_run_files (account_id, run_id, file_index, file, bytes, sha256)
+       SELECT r.account_id, r.run_id, i, r.sync_day || '/' || r.entity || '/' || i || '.json',
+              1000, md5(r.run_id::text) || md5(i::text)
+         FROM etl.sync_runs r, generate_series(0, 19) i
+        WHERE r.sync_day LIKE 'a____'""",
+    """INSERT INTO etl.agent_pipeline_errors (account_id, run_id, sync_day, record_kind,
+              error_type, error_message, field, record_id, source_file, record_index,
+              raw_record, raw_text, ingested_at)
+       SELECT r.account_id, r.run_id, r.sync_day, 'agent', 'VALIDATION_ERROR',
+              '$[0].id: expected an integer, got a string', 'id', NULL,
+              r.sync_day || '/agents/0.json', 0, '{"id": "x"}', '{"id": "x"}', r.finished_at
+         FROM etl.sync_runs r WHERE r.sync_day LIKE 'a____' AND r.entity = 'agents'""",
+    """INSERT INTO etl.role_pipeline_errors (account_id, run_id, sync_day, record_kind,
+              error_type, error_message, field, record_id, source_file, record_index,
+              raw_record, raw_text, ingested_at)
+       SELECT r.account_id, r.run_id, r.sync_day, 'role', 'VALIDATION_ERROR',
+              '$[0].name: expected a string, got null', 'name', 1,
+              r.sync_day || '/roles/0.json', 0, '{"id": 1}', '{"id": 1}', r.finished_at
+         FROM etl.sync_runs r WHERE r.sync_day LIKE 'a____' AND r.entity = 'roles'""",
+    """INSERT INTO etl.group_pipeline_errors (account_id, run_id, sync_day, record_kind,
+              error_type, error_message, field, record_id, source_file, record_index,
+              raw_record, raw_text, ingested_at)
+       SELECT r.account_id, r.run_id, r.sync_day, 'group', 'VALIDATION_ERROR',
+              '$[0].name: expected a string, got null', 'name', 1,
+              r.sync_day || '/admin_groups/0.json', 0, '{"id": 1}', '{"id": 1}', r.finished_at
+         FROM etl.sync_runs r WHERE r.sync_day LIKE 'a____' AND r.entity = 'groups'""",
+    """INSERT INTO etl.agent_role_history (account_id, agent_id, role_id, from_status,
+                                          to_status, changed_at, sync_day, run_id)
+       SELECT r.account_id, m.agent_id, m.role_id, s.from_status, s.to_status,
+              r.finished_at, r.sync_day, r.run_id
+         FROM etl.sync_runs r
+        CROSS JOIN LATERAL (SELECT agent_id, role_id FROM etl.agent_role_mapping p
+                             WHERE p.account_id = r.account_id
+                             ORDER BY agent_id, role_id LIMIT 1) m,
+              (VALUES ('assigned', 'removed'), ('removed', 'assigned')) s(from_status, to_status)
+        WHERE r.sync_day LIKE 'a____' AND r.entity = 'roles'
+        ORDER BY r.run_id, s.from_status""",
+)
+
+
+def age(url: str, history_days: int) -> float:
+    """Give every account of the database ``history_days`` days of history (AGE_STATEMENTS),
+    vacuumed and analyzed as autovacuum would have by then; the seconds it took."""
+    started = time.perf_counter()
+    conn = db.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(AGE_STATEMENTS[0], (history_days,))
+            for statement in AGE_STATEMENTS[1:]:
+                cur.execute(statement)
+        conn.commit()
+    finally:
+        conn.close()
+    admin(url, "VACUUM ANALYZE")
+    return time.perf_counter() - started
+
+
+def bench_fleet(
+    accounts: int, days: int, workers: int, workdir: Path, history_days: int = 0
+) -> dict[str, Any]:
     """A fleet's days: the fleet command, the same accounts as a process per account-day
-    (``workers`` at a time), and the floor, side by side; a sample of accounts compared."""
+    (``workers`` at a time), and the floor, side by side; a sample of accounts compared. With
+    ``history_days``, both databases get that many days of history after day1."""
     folder = fleet_dir(workdir, accounts, days)
     keys = [synth.fleet_key(n) for n in range(1, accounts + 1)]
     cores = os.cpu_count() or 1
     report: dict[str, Any] = {"accounts": accounts, "workers": workers, "days": {}}
+    report["history_days"] = history_days
     with fresh_database() as fleet_url, fresh_database() as alone_url:
         for n in range(1, days + 1):
             day = f"day{n}"
+            if n == 2 and history_days:
+                aging_s = age(fleet_url, history_days) + age(alone_url, history_days)
+                print(f"gave both databases {history_days} days of history in {aging_s:.1f} s")
             for key in keys:
                 warm_page_cache(folder / key, day)
             cpu_before = server_cpu_seconds(fleet_url)
