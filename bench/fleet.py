@@ -202,7 +202,7 @@ AGE_STATEMENTS = (
         ORDER BY a.account_id, d, e.n""",
     """INSERT INTO etl.sync_run_files (account_id, run_id, file_index, file, bytes, sha256)
        SELECT r.account_id, r.run_id, i, r.sync_day || '/' || r.entity || '/' || i || '.json',
-              1000, md5(r.run_id::text) || md5(i::text)
+              1000, md5(r.sync_day || r.entity) || md5(i::text)
          FROM etl.sync_runs r, generate_series(0, 19) i
         WHERE r.sync_day LIKE 'a____'""",
     """INSERT INTO etl.agent_pipeline_errors (account_id, run_id, sync_day, record_kind,
