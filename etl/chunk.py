@@ -202,18 +202,32 @@ def tables(
     read for all members at once); a member whose plan or that failed is left out (its run
     closed, its error set)."""
     with shared_by(pending, "plan"):
+        located = [placed(ready, plan) for ready, plan in zip(pending, plans, strict=True)]
         wanted = [
-            (ready.run.account_id, ready.run.run_id, error_files(plan, ready.inputs))
-            for ready, plan in zip(pending, plans, strict=True)
-            if not isinstance(plan, Exception)
+            (ready.run.account_id, ready.run.run_id, files)
+            for ready, (_, files) in zip(pending, located, strict=True)
+            if files is not None
         ]
         hashes = run_file_hashes(conn, wanted)
     staged = []
-    for ready, plan in zip(pending, plans, strict=True):
+    for ready, (plan, _) in zip(pending, located, strict=True):
         rows = bad_records_of(ready, plan, hashes.get(ready.run.run_id, {}))
         if rows is not None:
             staged.append((ready, rows))
     return staged
+
+
+def placed(
+    ready: Prepared, plan: Plan | Exception
+) -> tuple[Plan | Exception, dict[str, int] | None]:
+    """The member's plan with the files of its error rows placed in its reading, or the error
+    that placing them raised instead of the plan (the member alone then fails)."""
+    if isinstance(plan, Exception):
+        return plan, None
+    try:
+        return plan, error_files(plan, ready.inputs)
+    except ValueError as error:
+        return error, None
 
 
 def bad_records_of(

@@ -152,6 +152,42 @@ def both_land_as_alone(database_url: str, tmp_path: Path) -> None:
         assert state == state_alone(tmp_path / key, "day1"), key
 
 
+def test_a_member_whose_error_files_cannot_be_placed_fails_alone(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should placing one member's error files in its reading fail (a bug), that member's run
+    fails with the message, and the other member lands as its single-account run."""
+    two_accounts(tmp_path)
+    real_error_files = chunk.error_files
+
+    def misplaced(plan: Plan, inputs: Any) -> dict[str, int]:
+        if plan.entity == "agents" and inputs["agent"].root.name == "one":
+            raise ValueError(
+                "sync-day1/agents/9.json: an error row names a file this run did not read"
+            )
+        return real_error_files(plan, inputs)
+
+    monkeypatch.setattr(chunk, "error_files", misplaced)
+    conn = db.connect(database_url)
+    try:
+        outcomes = sync_as_a_chunk(conn, database_url, tmp_path)
+        message = (
+            "unexpected ValueError: sync-day1/agents/9.json: an error row names a file this run"
+            " did not read"
+        )
+        assert outcomes == {"one": ("failed", message), "two": ("succeeded", None)}
+        assert rows(conn, RUNS_BY_ACCOUNT) == [
+            ("one", "agents", "failed", message),
+            ("two", "agents", "succeeded", None),
+            ("two", "roles", "succeeded", None),
+            ("two", "groups", "succeeded", None),
+        ]
+        two = dump_state(conn, DUMPED_TABLES, "two")
+    finally:
+        conn.close()
+    assert two == state_alone(tmp_path / "two", "day1")
+
+
 def test_a_member_whose_rows_the_chunks_copy_refuses_fails_alone(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
