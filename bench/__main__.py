@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         help="with --fleet: give every account DAYS days of history before day2",
     )
     args = parser.parse_args(argv)
+    if args.history and not args.fleet:
+        parser.error("--history takes --fleet N")
     fleet_days = 2 if args.days == 3 else args.days  # a fleet's default is day1 and day2
     if args.against:
         return against(args, fleet_days)

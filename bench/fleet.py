@@ -188,17 +188,23 @@ def same_as_alone(fleet_url: str, alone_url: str, keys: list[str]) -> list[str]:
 
 
 # Days of history for every account: each day's three succeeded runs (labels "a0001"... sort
-# before "day1"), 20 files recorded a run, an error row a run, and two history rows of an
-# assignment a day; then what autovacuum would have done by then.
+# before "day1"; each staged what the account's last run of the entity did, so the fleet still
+# weighs its accounts by size), 20 files recorded a run, an error row a run, and two history
+# rows of an assignment a day; then what autovacuum would have done by then.
 AGE_STATEMENTS = (
     """INSERT INTO etl.sync_runs (account_id, sync_day, entity, status, finished_at, synced_at,
                                  rows_staged, rows_inserted, rows_updated, rows_unchanged,
                                  rows_removed, rows_quarantined, details)
        SELECT a.account_id, 'a' || lpad(d::text, 4, '0'), e.entity, 'succeeded',
               '2025-01-01'::timestamptz + d * interval '1 day',
-              '2025-01-01'::timestamptz + d * interval '1 day', 100, 0, 0, 100, 0, 1, '{}'
+              '2025-01-01'::timestamptz + d * interval '1 day', s.rows_staged, 0, 0,
+              s.rows_staged, 0, 1, '{}'
          FROM etl.accounts a, generate_series(1, $1::int) d,
               unnest(ARRAY['agents', 'roles', 'groups']) WITH ORDINALITY e(entity, n)
+        CROSS JOIN LATERAL (SELECT r.rows_staged FROM etl.sync_runs r
+                             WHERE r.account_id = a.account_id AND r.entity = e.entity
+                               AND r.status = 'succeeded'
+                             ORDER BY r.run_id DESC LIMIT 1) s
         ORDER BY a.account_id, d, e.n""",
     """INSERT INTO etl.sync_run_files (account_id, run_id, file_index, file, bytes, sha256)
        SELECT r.account_id, r.run_id, i, r.sync_day || '/' || r.entity || '/' || i || '.json',

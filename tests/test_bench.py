@@ -8,13 +8,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import rows
+from conftest import bare_database, rows
 
-from bench.common import etl_env
+from bench.common import account_state, etl_env
 from bench.compare import checkout, compare_scale, git
 from bench.fleet import age, children_cpu_seconds, run_fleet_command
 from bench.scale import STAGES, bench
 from etl import db, synth
+from etl.migrate import migrate
 
 
 def test_bench_at_scale_s_reports_every_day_and_a_harmless_rerun(
@@ -101,30 +102,50 @@ def test_children_cpu_seconds_count_the_children_of_children() -> None:
 def test_a_fleet_database_aged_with_history_still_syncs_its_next_day(
     tmp_path: Path, database_url: str
 ) -> None:
-    """``--history DAYS``: every account gets three succeeded runs a day of history, their files,
-    errors and history rows, on days that sort before day1; day2 then syncs as usual."""
+    """``--history DAYS``: every account gets three succeeded runs a day of history, each staging
+    what its last run of the entity did, their files, errors and history rows, on days that
+    sort before day1; the same in a database whose accounts and runs got other ids; day2 then
+    syncs as usual."""
     keys = synth.generate_fleet(2, 2, 1, tmp_path)
-    assert run_fleet_command(database_url, tmp_path, "day1", workers=1)["document"]["failed"] == 0
-    age(database_url, 3)
-    conn = db.connect(database_url)
-    try:
-        aged = rows(
-            conn,
-            "SELECT a.account_key, count(DISTINCT r.run_id), count(f.*),"
-            " (SELECT count(*) FROM etl.agent_role_history h"
-            "   WHERE h.account_id = a.account_id AND h.sync_day LIKE 'a%')"
-            " FROM etl.accounts a JOIN etl.sync_runs r USING (account_id)"
-            " LEFT JOIN etl.sync_run_files f USING (account_id, run_id)"
-            " WHERE r.sync_day LIKE 'a%' GROUP BY a.account_id, a.account_key ORDER BY 1",
+    with bare_database("aged") as (other_url, other):
+        migrate(other)
+        # other ids for the same accounts and their runs
+        rows(
+            other,
+            "INSERT INTO etl.sync_runs (account_id, sync_day, entity, status, synced_at)"
+            " VALUES (etl.ensure_account_v1('first'), 'day0', 'agents', 'failed', now())",
         )
-        errors = rows(
-            conn,
-            "SELECT (SELECT count(*) FROM etl.agent_pipeline_errors WHERE sync_day LIKE 'a%'),"
-            " (SELECT count(*) FROM etl.role_pipeline_errors WHERE sync_day LIKE 'a%'),"
-            " (SELECT count(*) FROM etl.group_pipeline_errors WHERE sync_day LIKE 'a%')",
-        )
-    finally:
-        conn.close()
+        for url in (database_url, other_url):
+            assert run_fleet_command(url, tmp_path, "day1", workers=1)["document"]["failed"] == 0
+            age(url, 3)
+        conn = db.connect(database_url)
+        try:
+            aged = rows(
+                conn,
+                "SELECT a.account_key, count(DISTINCT r.run_id), count(f.*),"
+                " (SELECT count(*) FROM etl.agent_role_history h"
+                "   WHERE h.account_id = a.account_id AND h.sync_day LIKE 'a%')"
+                " FROM etl.accounts a JOIN etl.sync_runs r USING (account_id)"
+                " LEFT JOIN etl.sync_run_files f USING (account_id, run_id)"
+                " WHERE r.sync_day LIKE 'a%' GROUP BY a.account_id, a.account_key ORDER BY 1",
+            )
+            errors = rows(
+                conn,
+                "SELECT (SELECT count(*) FROM etl.agent_pipeline_errors WHERE sync_day LIKE 'a%'),"
+                " (SELECT count(*) FROM etl.role_pipeline_errors WHERE sync_day LIKE 'a%'),"
+                " (SELECT count(*) FROM etl.group_pipeline_errors WHERE sync_day LIKE 'a%')",
+            )
+            staged = rows(
+                conn,
+                "SELECT DISTINCT r.account_id, r.entity, r.rows_staged = d.rows_staged"
+                " FROM etl.sync_runs r JOIN etl.sync_runs d USING (account_id, entity)"
+                " WHERE r.sync_day LIKE 'a%' AND d.sync_day = 'day1'",
+            )
+            states = [account_state(conn, key) for key in keys]
+        finally:
+            conn.close()
+        assert [account_state(other, key) for key in keys] == states
     assert aged == [(key, 9, 180, 6) for key in keys]
     assert errors == [(6, 6, 6)]
+    assert {same for _, _, same in staged} == {True} and len(staged) == 6
     assert run_fleet_command(database_url, tmp_path, "day2", workers=1)["document"]["failed"] == 0
