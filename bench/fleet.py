@@ -189,8 +189,8 @@ def same_as_alone(fleet_url: str, alone_url: str, keys: list[str]) -> list[str]:
 
 # Days of history for every account: each day's three succeeded runs (labels "a0001"... sort
 # before "day1"; each staged what the account's last run of the entity did, so the fleet still
-# weighs its accounts by size), 20 files recorded a run, an error row a run, and two history
-# rows of an assignment a day; then what autovacuum would have done by then.
+# weighs its accounts by size), 20 files recorded a run, and two history rows of an assignment
+# a day (and AGE_ERRORS); then what autovacuum would have done by then.
 AGE_STATEMENTS = (
     """INSERT INTO etl.sync_runs (account_id, sync_day, entity, status, finished_at, synced_at,
                                  rows_staged, rows_inserted, rows_updated, rows_unchanged,
@@ -211,27 +211,6 @@ AGE_STATEMENTS = (
               1000, md5(r.sync_day || r.entity) || md5(i::text)
          FROM etl.sync_runs r, generate_series(0, 19) i
         WHERE r.sync_day LIKE 'a____'""",
-    """INSERT INTO etl.agent_pipeline_errors (account_id, run_id, sync_day, record_kind,
-              error_type, error_message, field, record_id, source_file, record_index,
-              raw_record, raw_text, ingested_at)
-       SELECT r.account_id, r.run_id, r.sync_day, 'agent', 'VALIDATION_ERROR',
-              '$[0].id: expected an integer, got a string', 'id', NULL,
-              r.sync_day || '/agents/0.json', 0, '{"id": "x"}', '{"id": "x"}', r.finished_at
-         FROM etl.sync_runs r WHERE r.sync_day LIKE 'a____' AND r.entity = 'agents'""",
-    """INSERT INTO etl.role_pipeline_errors (account_id, run_id, sync_day, record_kind,
-              error_type, error_message, field, record_id, source_file, record_index,
-              raw_record, raw_text, ingested_at)
-       SELECT r.account_id, r.run_id, r.sync_day, 'role', 'VALIDATION_ERROR',
-              '$[0].name: expected a string, got null', 'name', 1,
-              r.sync_day || '/roles/0.json', 0, '{"id": 1}', '{"id": 1}', r.finished_at
-         FROM etl.sync_runs r WHERE r.sync_day LIKE 'a____' AND r.entity = 'roles'""",
-    """INSERT INTO etl.group_pipeline_errors (account_id, run_id, sync_day, record_kind,
-              error_type, error_message, field, record_id, source_file, record_index,
-              raw_record, raw_text, ingested_at)
-       SELECT r.account_id, r.run_id, r.sync_day, 'group', 'VALIDATION_ERROR',
-              '$[0].name: expected a string, got null', 'name', 1,
-              r.sync_day || '/admin_groups/0.json', 0, '{"id": 1}', '{"id": 1}', r.finished_at
-         FROM etl.sync_runs r WHERE r.sync_day LIKE 'a____' AND r.entity = 'groups'""",
     """INSERT INTO etl.agent_role_history (account_id, agent_id, role_id, from_status,
                                           to_status, changed_at, sync_day, run_id)
        SELECT r.account_id, m.agent_id, m.role_id, s.from_status, s.to_status,
@@ -246,6 +225,23 @@ AGE_STATEMENTS = (
 )
 
 
+# An error row a run of the history, into each entity's errors table ($1, $2, $3: the record
+# kind, the folder, the entity).
+AGE_ERRORS = """
+    INSERT INTO etl.{table} (account_id, run_id, sync_day, record_kind, error_type, error_message,
+                             field, record_id, source_file, record_index, raw_record, raw_text,
+                             ingested_at)
+    SELECT r.account_id, r.run_id, r.sync_day, $1, 'VALIDATION_ERROR',
+           '$[0].name: expected a string, got null', 'name', 1,
+           r.sync_day || '/' || $2 || '/0.json', 0, '{{"id": 1}}', '{{"id": 1}}', r.finished_at
+      FROM etl.sync_runs r WHERE r.sync_day LIKE 'a____' AND r.entity = $3"""
+ERROR_TABLES = {
+    "agent_pipeline_errors": ("agent", "agents", "agents"),
+    "role_pipeline_errors": ("role", "roles", "roles"),
+    "group_pipeline_errors": ("group", "admin_groups", "groups"),
+}
+
+
 def age(url: str, history_days: int) -> float:
     """Give every account of the database ``history_days`` days of history (AGE_STATEMENTS),
     vacuumed and analyzed as autovacuum would have by then; the seconds it took."""
@@ -256,6 +252,8 @@ def age(url: str, history_days: int) -> float:
             cur.execute(AGE_STATEMENTS[0], (history_days,))
             for statement in AGE_STATEMENTS[1:]:
                 cur.execute(statement)
+            for table, values in ERROR_TABLES.items():
+                cur.execute(AGE_ERRORS.format(table=table), values)
         conn.commit()
     finally:
         conn.close()
