@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import dying_worker
 import pytest
 from conftest import FIXTURES, last_line, rows, state_alone
 from replay import DUMPED_TABLES, dump_state
@@ -278,3 +279,42 @@ def test_accounts_weigh_what_their_last_succeeded_runs_staged(
         conn.close()
     assert [(job.key, job.weight) for job in jobs] == [("big", 347), ("small", 50), ("new", 20)]
     assert "Index Scan Backward using sync_runs_succeeded" in plan, plan
+
+
+def test_a_worker_that_dies_fails_only_the_account_it_held(
+    database_url: str,
+    conn: db.Connection,
+    fleet_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A worker killed in the apply of alpha's agents (each account a task of its own, one
+    worker): alpha fails, named in the summary with the worker's exit code and its run left
+    'running'; a new worker takes the accounts left, which land. alpha's next run marks the
+    dead one abandoned and lands."""
+    monkeypatch.setattr(fleet_module, "worker_main", dying_worker.worker_main)
+    monkeypatch.setattr(fleet_module, "CHUNK_ACCOUNTS", 1)
+    assert fleet(database_url, fleet_dir, "day1", "--workers", "1") == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:] == [
+        "  succeeded: 3",
+        "  failed: 1",
+        "    alpha: the worker process syncing it died (exit code 3)",
+        "next: etl status --account alpha; etl errors --account alpha --day day1",
+    ]
+    runs = (
+        "SELECT a.account_key, r.entity, r.status FROM etl.sync_runs r"
+        " JOIN etl.accounts a USING (account_id) ORDER BY a.account_key, r.run_id"
+    )
+    landed = [(key, entity, "succeeded") for key in ("bravo", "charlie", "delta")
+              for entity in ("agents", "roles", "groups")]  # fmt: skip
+    assert rows(conn, runs) == [("alpha", "agents", "running"), *landed]
+    monkeypatch.undo()
+    assert fleet(database_url, fleet_dir, "day1", "--accounts", "alpha") == 0
+    assert rows(conn, runs) == [
+        ("alpha", "agents", "abandoned"),
+        ("alpha", "agents", "succeeded"),
+        ("alpha", "roles", "succeeded"),
+        ("alpha", "groups", "succeeded"),
+        *landed,
+    ]

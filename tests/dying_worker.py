@@ -1,0 +1,39 @@
+"""A fleet worker that dies (exit code 3) in the apply of account alpha's agents, before its
+transaction commits: a worker killed in the middle of a task (by the kernel, short of memory,
+say). Tests put it in place of etl.fleet's worker_main; the processes it runs in import it
+by name."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from typing import Any
+
+from etl import fleet_worker, hooks
+from etl.fleet_worker import FleetSettings, Job
+
+holding: set[str] = set()  # the accounts of the task under way
+
+
+def worker_main(
+    number: int,
+    settings: FleetSettings,
+    tasks: multiprocessing.Queue[list[Job] | None],
+    results: multiprocessing.Queue[tuple[str, int, Any]],
+) -> None:
+    real_sync_task = fleet_worker.sync_task
+
+    def sync_task(conn: Any, task: list[Job], task_settings: FleetSettings) -> Any:
+        holding.clear()
+        holding.update(job.key for job in task)
+        return real_sync_task(conn, task, task_settings)
+
+    def die(point: str, entity: str) -> None:
+        if "alpha" in holding and (point, entity) == ("apply", "agents"):
+            results.close()
+            results.join_thread()  # what the worker said so far reaches the parent
+            os._exit(3)
+
+    hooks.add(die)
+    fleet_worker.sync_task = sync_task  # type: ignore[assignment]
+    fleet_worker.worker_main(number, settings, tasks, results)
