@@ -270,8 +270,12 @@ def bench_fleet(
     folder = fleet_dir(workdir, accounts, days)
     keys = [synth.fleet_key(n) for n in range(1, accounts + 1)]
     cores = os.cpu_count() or 1
-    report: dict[str, Any] = {"accounts": accounts, "workers": workers, "days": {}}
-    report["history_days"] = history_days
+    report: dict[str, Any] = {
+        "accounts": accounts,
+        "workers": workers,
+        "history_days": history_days,
+        "days": {},
+    }
     with fresh_database() as fleet_url, fresh_database() as alone_url:
         for n in range(1, days + 1):
             day = f"day{n}"
