@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import adbc_driver_postgresql.dbapi as pg
 import msgspec
+import pyarrow.compute as pc
 
 from etl import db, embedded
 
@@ -107,23 +108,39 @@ def admin(url: str, sql: str) -> None:
         cur.execute(sql)
 
 
-def load_floor(conn: db.Connection, tables: dict[str, Any]) -> float:
-    """Seconds to COPY ``tables`` (final table -> rows) into empty unlogged copies of them."""
+def load_floor(
+    conn: db.Connection, tables: dict[str, Any], *, by_account: bool = False
+) -> tuple[float, dict[str, int]]:
+    """Seconds to COPY ``tables`` (final table -> rows) into empty unlogged copies of them, and
+    the rows each copy then held. ``by_account``: each account's rows with COPYs and a commit
+    of their own, one account after another, as each account's own sync would load them."""
     with conn.cursor() as cur:
         for table in FINAL_TABLES:
             cur.execute(f"CREATE UNLOGGED TABLE etl.floor_{table} (LIKE etl.{table})")
     conn.commit()
+    loads = [tables]
+    if by_account:
+        accounts = sorted({a for rows in tables.values() for a in rows["account_id"].to_pylist()})
+        loads = [
+            {t: rows.filter(pc.equal(rows["account_id"], a)) for t, rows in tables.items()}
+            for a in accounts
+        ]
     started = time.perf_counter()
-    with conn.cursor() as cur:
-        for table, rows in tables.items():
-            cur.adbc_ingest(f"floor_{table}", rows, mode="append", db_schema_name="etl")
-    conn.commit()
+    for load in loads:
+        with conn.cursor() as cur:
+            for table, rows in load.items():
+                if rows.num_rows:
+                    cur.adbc_ingest(f"floor_{table}", rows, mode="append", db_schema_name="etl")
+        conn.commit()
     load_s = time.perf_counter() - started
+    loaded = {}
     with conn.cursor() as cur:
         for table in FINAL_TABLES:
+            cur.execute(f"SELECT count(*) FROM etl.floor_{table}")  # noqa: S608
+            (loaded[table],) = cur.fetchall()[0]
             cur.execute(f"DROP TABLE etl.floor_{table}")
     conn.commit()
-    return load_s
+    return load_s, loaded
 
 
 def warm_page_cache(folder: Path, day: str) -> None:

@@ -112,7 +112,7 @@ def floor(url: str, folder: Path, day: str) -> dict[str, float]:
             t: fetch(conn, f"SELECT * FROM etl.{t} WHERE account_id = $1", (account,))  # noqa: S608
             for t in FINAL_TABLES
         }
-        load_s = load_floor(conn, tables)
+        load_s, _ = load_floor(conn, tables)
     finally:
         conn.close()
     total = read_s + decode_s + load_s

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from conftest import bare_database, rows
 
-from bench.common import account_state, etl_env
+from bench.common import FINAL_TABLES, account_state, etl_env, fetch, load_floor
 from bench.compare import checkout, compare_scale, git
-from bench.fleet import age, children_cpu_seconds, run_fleet_command
+from bench.fleet import age, children_cpu_seconds, fleet_floor, run_fleet_command
 from bench.scale import STAGES, bench
 from etl import db, synth
 from etl.migrate import migrate
@@ -93,6 +93,28 @@ def test_the_fleet_command_is_timed_with_its_workers_cpu(tmp_path: Path, databas
     assert sorted((o["key"], o["status"]) for o in outcomes) == [(k, "succeeded") for k in keys]
     assert ran["cpu_s"] > 2 * one_import, (ran["cpu_s"], one_import)
     assert ran["wall_s"] > 0
+
+
+def test_the_fleet_floor_loads_every_accounts_rows_at_once_and_one_by_one(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The floor's COPY of a fleet's final rows: all accounts in one load, and each account's
+    rows in loads of its own (the issue's floor); both load every row, and the floor reports
+    both totals over the same reading and decoding."""
+    keys = synth.generate_fleet(3, 1, 1, tmp_path)
+    assert run_fleet_command(database_url, tmp_path, "day1", workers=1)["document"]["failed"] == 0
+    conn = db.connect(database_url)
+    try:
+        tables = {t: fetch(conn, f"SELECT * FROM etl.{t}") for t in FINAL_TABLES}  # noqa: S608
+        counts = {t: rows.num_rows for t, rows in tables.items()}
+        assert len(set(tables["agents"]["account_id"].to_pylist())) == 3
+        assert load_floor(conn, tables)[1] == counts
+        assert load_floor(conn, tables, by_account=True)[1] == counts
+    finally:
+        conn.close()
+    floor = fleet_floor(database_url, tmp_path, "day1", keys)
+    assert floor["total_s"] == floor["read_s"] + floor["decode_s"] + floor["load_s"]
+    assert floor["total_each_s"] == floor["read_s"] + floor["decode_s"] + floor["load_each_s"]
 
 
 def test_children_cpu_seconds_count_the_children_of_children() -> None:
