@@ -131,8 +131,11 @@ def days_of(spec: str, folders: Sequence[Path], *, one_account: bool) -> list[st
 def check_day_exists(data_dir: Path, day: str) -> None:
     """An InputError listing the days there are, if ``data_dir`` has no folder of ``day``: told
     before any server starts, and nothing is recorded."""
-    if (data_dir / f"sync-{day}").is_dir():
-        return
+    try:
+        if (data_dir / f"sync-{day}").is_dir():
+            return
+    except OSError as error:  # the data folder cannot be searched
+        raise InputError(f"--data-dir {data_dir}: cannot read: {error.strerror}") from None
     if not data_dir.is_dir():
         raise InputError(f"--data-dir {data_dir}: no such folder")
     from etl import source  # only now: it imports pyarrow

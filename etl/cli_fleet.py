@@ -28,7 +28,7 @@ def run_fleet_days(args: argparse.Namespace, entities: tuple[str, ...]) -> int:
             raise UsageError("--results takes one day, not a range")
         if not args.accounts_dir.is_dir():
             raise UsageError(f"--accounts-dir {args.accounts_dir}: no such folder")
-        keys = fleet.parse_accounts(args.accounts) if args.accounts else None
+        keys = fleet.parse_accounts(args.accounts) if args.accounts is not None else None
         folders = (
             [args.accounts_dir / key for key in keys]
             if keys is not None
@@ -53,7 +53,7 @@ def run_fleet(args: argparse.Namespace, entities: tuple[str, ...]) -> int:
     from etl.migrate import migrate
     from etl.progress import FleetProgress
 
-    keys = fleet.parse_accounts(args.accounts) if args.accounts else None
+    keys = fleet.parse_accounts(args.accounts) if args.accounts is not None else None
     for key in keys or ():
         if not fleet.is_account_key(key):
             raise UsageError(f"--accounts: {key!r} is not an account key: 1-64 of A-Za-z0-9._-")
@@ -99,13 +99,22 @@ def run_fleet(args: argparse.Namespace, entities: tuple[str, ...]) -> int:
     if progress is not None:
         progress.close()
     document = fleet_report.results_document(args.day, outcomes, seconds)
-    if args.results is not None:
-        args.results.write_text(json.dumps(document, indent=2) + "\n")
     totals = {k: document[k] for k in ("succeeded", "failed", "refused", "rows", "seconds")}
     logger.info("fleet_synced", day=args.day, accounts=len(jobs), **totals)
     if interrupted:
         print(f"interrupted: {len(outcomes)} of {len(jobs)} accounts ended", file=sys.stderr)
     print(fleet_report.summary(args.day, outcomes, seconds))
+    written = args.results is None or write_results(args.results, document)
     if interrupted:
         return 130
-    return 0 if all(o.status == "succeeded" for o in outcomes) else 1
+    return 0 if written and all(o.status == "succeeded" for o in outcomes) else 1
+
+
+def write_results(path: Path, document: dict[str, object]) -> bool:
+    """The results document written to ``path``; whether it was (if not, why is said)."""
+    try:
+        path.write_text(json.dumps(document, indent=2) + "\n")
+    except OSError as error:
+        print(f"etl: error: --results {path}: cannot write: {error.strerror}", file=sys.stderr)
+        return False
+    return True

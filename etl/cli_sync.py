@@ -72,7 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
     fleet.add_argument(
         "--workers",
         type=positive_int,
-        default=os.cpu_count() or 1,
         help="worker processes, each syncing one account at a time (default: one per core, "
         f"{os.cpu_count() or 1})",
     )
@@ -157,8 +156,11 @@ def main_sync(argv: list[str]) -> int:
                 )
         if args.dry_run:
             parser.error("--dry-run is for one account: not with --accounts-dir")
-    elif args.accounts is not None or args.results is not None:
-        parser.error("--accounts and --results go with --accounts-dir")
+        if args.results is not None:
+            check_results_path(parser, args.results)
+        args.workers = args.workers or os.cpu_count() or 1
+    elif args.accounts is not None or args.results is not None or args.workers is not None:
+        parser.error("--accounts, --results and --workers go with --accounts-dir")
     log.configure(verbose=args.verbose, fmt=args.log_format)
     try:
         default_account_and_data_dir(args)
@@ -178,6 +180,17 @@ def main_sync(argv: list[str]) -> int:
             hint = f"{days_done(args)}; once fixed, go on with `{rerun_command(args)}`"
             print(f"etl: {hint}", file=sys.stderr)
         return failed(error, args.verbose)
+
+
+def check_results_path(parser: argparse.ArgumentParser, path: Path) -> None:
+    """A usage error unless ``path`` can be a file in a folder there is: told before any
+    account syncs, not after."""
+    if path.is_dir():
+        parser.error(f"--results {path}: is a folder; name the file to write")
+    if not path.parent.is_dir():
+        parser.error(f"--results {path}: no such folder {path.parent}")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        parser.error(f"--results {path}: cannot write there")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -38,11 +38,14 @@ def find_accounts(accounts_dir: Path, day: str, keys: list[str] | None) -> list[
         raise UsageError(f"--accounts-dir {accounts_dir}: no such folder")
     if keys is not None:
         return keys
-    found = sorted(
-        entry.name
-        for entry in os.scandir(accounts_dir)
-        if entry.is_dir() and (Path(entry.path) / f"sync-{day}").is_dir()
-    )
+    try:
+        found = sorted(
+            entry.name
+            for entry in os.scandir(accounts_dir)
+            if entry.is_dir() and has_day(Path(entry.path), day)
+        )
+    except OSError as error:
+        raise UsageError(f"--accounts-dir {accounts_dir}: cannot read: {error.strerror}") from None
     for key in found:
         if not is_account_key(key):
             raise UsageError(
@@ -52,6 +55,15 @@ def find_accounts(accounts_dir: Path, day: str, keys: list[str] | None) -> list[
     if not found:
         raise UsageError(f"--accounts-dir {accounts_dir}: no account folder has sync-{day}")
     return found
+
+
+def has_day(folder: Path, day: str) -> bool:
+    """Whether the account folder has the day; True if the folder cannot be searched, so that
+    the account fails saying so rather than being left out unsaid."""
+    try:
+        return (folder / f"sync-{day}").is_dir()
+    except OSError:
+        return True
 
 
 def is_account_key(text: str) -> bool:
@@ -252,5 +264,6 @@ def parse_accounts(text: str) -> list[str]:
         keys = [key.strip() for key in text.split(",")]
     keys = [key for key in keys if key]
     if not keys:
-        raise UsageError(f"--accounts {text}: no account keys")
+        shown = f" {text}" if text else ""
+        raise UsageError(f"--accounts{shown}: no account keys")
     return list(dict.fromkeys(keys))

@@ -214,14 +214,27 @@ def file_named(files: Sequence[InputFile], name: str) -> InputFile:
 
 
 def list_files(data_dir: Path, day: str, folder: str) -> FolderFiles:
-    """The ``*.json`` files of one entity folder, in natural order of their names; nothing is
-    read yet. A missing folder or one without .json files means the day's snapshot is
-    incomplete."""
+    """The ``*.json`` entries of one entity folder, in natural order of their names; nothing is
+    read yet. Every such entry is a page of the snapshot: one that is no readable file (a
+    broken link, a folder) fails its entity when it is read, never left out unsaid. A missing
+    or unreadable folder, one without .json entries, or a name that is not UTF-8 means the
+    day's snapshot cannot be read whole."""
     path = data_dir / f"{DAY_PREFIX}{day}" / folder
-    if not path.is_dir():
-        raise InputError(f"{path}: folder not found; the {folder} snapshot of {day} is missing")
-    with os.scandir(path) as entries:
-        names = [e.name for e in entries if e.name.endswith(".json") and e.is_file()]
+    try:
+        with os.scandir(path) as entries:
+            names = [e.name for e in entries if e.name.endswith(".json")]
+    except (FileNotFoundError, NotADirectoryError):
+        raise InputError(
+            f"{path}: folder not found; the {folder} snapshot of {day} is missing"
+        ) from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read: {error.strerror}") from None
     if not names:
         raise InputError(f"{path}: no .json files; the {folder} snapshot of {day} is empty")
+    for name in names:
+        try:
+            name.encode()
+        except UnicodeEncodeError:
+            shown = os.fsencode(name).decode("ascii", "backslashreplace")
+            raise InputError(f"{path}/{shown}: the file name is not UTF-8; rename it") from None
     return FolderFiles(data_dir, f"{DAY_PREFIX}{day}/{folder}/", sort_naturally(names))

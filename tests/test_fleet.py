@@ -202,6 +202,9 @@ def test_accounts_can_be_named(
         (("--dry-run",), "--dry-run is for one account: not with --accounts-dir"),
         (("--accounts", "a,b b"), "--accounts: 'b b' is not an account key: 1-64 of A-Za-z0-9._-"),
         (("--accounts", "a,.."), "--accounts: '..' is not an account key: 1-64 of A-Za-z0-9._-"),
+        (("--accounts", ""), "--accounts: no account keys"),
+        (("--results", "/nonexistent/r.json"), "--results /nonexistent/r.json: no such folder"),
+        (("--results", "/tmp"), "--results /tmp: is a folder; name the file to write"),
     ],
 )
 def test_usage_errors_of_a_fleet(
@@ -218,6 +221,45 @@ def test_usage_errors_of_a_fleet(
         code = int(exit_.code or 0)
     assert code == 2
     assert message in last_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    "extra", [("--accounts", "a"), ("--results", "r.json"), ("--workers", "3")]
+)
+def test_fleet_options_without_an_accounts_dir_are_usage_errors(
+    database_url: str, capsys: pytest.CaptureFixture[str], extra: tuple[str, ...]
+) -> None:
+    """A single-account sync refuses the fleet's options rather than ignoring them."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["sync", "--day", "day1", "--database-url", database_url, *extra])
+    assert exit_.value.code == 2
+    assert last_line(capsys.readouterr().err).endswith(
+        "--accounts, --results and --workers go with --accounts-dir"
+    )
+
+
+def test_results_that_cannot_be_written_are_said_after_the_summary(
+    database_url: str,
+    fleet_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The disk filling up as the results file is written: the summary is still printed, one
+    line says the file was not written, and the exit status is 1 though every account
+    succeeded."""
+
+    def full(self: Path, text: str) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    results = tmp_path / "results.json"
+    assert fleet(database_url, fleet_dir, "day1", "--results", str(results)) == 1
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[1:] == ["  succeeded: 4"]
+    assert last_line(captured.err) == (
+        f"etl: error: --results {results}: cannot write: No space left on device"
+    )
 
 
 def test_a_fleet_for_a_person_logs_nothing_but_the_summary(

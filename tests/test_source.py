@@ -65,6 +65,47 @@ def test_missing_folder_is_an_input_error(tmp_path: Path) -> None:
         list_files(tmp_path, "day3", "roles")
 
 
+def test_every_json_entry_is_a_page_even_one_that_cannot_be_read(tmp_path: Path) -> None:
+    """A broken link or a folder named like a page is listed with the pages, and reading it
+    fails naming it: a snapshot is never read with a page left out unsaid."""
+    folder = tmp_path / "sync-d" / "agents"
+    folder.mkdir(parents=True)
+    (folder / "1.json").write_bytes(b"[]")
+    (folder / "2.json").symlink_to(tmp_path / "gone.json")
+    (folder / "3.json").mkdir()
+    (folder / "notes.txt").write_bytes(b"")
+    listed = list_files(tmp_path, "d", "agents")
+    assert [f.name for f in listed] == [f"sync-d/agents/{n}.json" for n in (1, 2, 3)]
+    with pytest.raises(InputError) as raised:
+        decode_files(AGENT, listed)
+    assert str(raised.value) == "sync-d/agents/2.json: cannot read: No such file or directory"
+    (folder / "2.json").unlink()
+    with pytest.raises(InputError) as raised:
+        decode_files(AGENT, list_files(tmp_path, "d", "agents"))
+    assert str(raised.value) == "sync-d/agents/3.json: cannot read: Is a directory"
+
+
+def test_an_unreadable_folder_or_a_name_not_utf8_is_an_input_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Either names the folder (and the file, its bytes escaped) and says what is wrong."""
+    folder = tmp_path / "sync-d" / "agents"
+    folder.mkdir(parents=True)
+    (folder / "1.json").write_bytes(b"[]")
+    open(os.path.join(os.fsencode(folder), b"p\xff1.json"), "wb").close()
+    with pytest.raises(InputError) as raised:
+        list_files(tmp_path, "d", "agents")
+    assert str(raised.value) == f"{folder}/p\\xff1.json: the file name is not UTF-8; rename it"
+
+    def refused(path: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "scandir", refused)
+    with pytest.raises(InputError) as raised:
+        list_files(tmp_path, "d", "agents")
+    assert str(raised.value) == f"{folder}: cannot read: Permission denied"
+
+
 @given(
     st.lists(
         st.one_of(

@@ -454,6 +454,27 @@ def test_truncated_roles_page_keeps_the_agents_step(
     assert rows(conn, "SELECT count(*) FROM etl.agents WHERE NOT present") == [(2,)]
 
 
+def test_a_page_that_is_no_readable_file_fails_the_entity_and_changes_nothing(
+    database_url: str, conn: db.Connection, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """An agents page that is a broken link is a page of the snapshot that cannot be read: the
+    agents step fails naming it, and no agent of the earlier day is marked absent (left out of
+    the listing, its agents would have been)."""
+    sync_days(database_url, "day1")
+    capsys.readouterr()
+    before = dump_state(conn, FINAL_TABLES)
+    data_dir = tmp_path / "data"
+    shutil.copytree(FIXTURES / "sync-day2", data_dir / "sync-day2")
+    (data_dir / "sync-day2" / "agents" / "2.json").symlink_to(tmp_path / "gone.json")
+    assert sync(database_url, "day2", data_dir=data_dir) == 1
+    message = "sync-day2/agents/2.json: cannot read: No such file or directory"
+    assert last_line(capsys.readouterr().err) == f"etl: error: {message}"
+    assert dump_state(conn, FINAL_TABLES) == before
+    assert rows(
+        conn, "SELECT entity, status, message FROM etl.sync_runs WHERE sync_day = 'day2'"
+    ) == [("agents", "failed", message)]
+
+
 def test_missing_entity_folder_fails_without_removing_anything(
     database_url: str, conn: db.Connection, capsys: pytest.CaptureFixture[str]
 ) -> None:
