@@ -58,6 +58,8 @@ def run_fleet(args: argparse.Namespace, entities: tuple[str, ...]) -> int:
         if not fleet.is_account_key(key):
             raise UsageError(f"--accounts: {key!r} is not an account key: 1-64 of A-Za-z0-9._-")
     keys = fleet.find_accounts(args.accounts_dir, args.day, keys)
+    missing = fleet.without_day(args.accounts_dir, args.day, keys)
+    keys = [key for key in keys if key not in missing]
     url, _server = resolve_database(args)
     conn = db.connect(url)
     try:
@@ -74,9 +76,10 @@ def run_fleet(args: argparse.Namespace, entities: tuple[str, ...]) -> int:
         url, args.day, entities, options, args.lock_timeout, log_format, args.verbose
     )
     on_terminal = log_format == "console" and sys.stderr.isatty()
-    progress = FleetProgress(f"day {args.day}", len(jobs), sys.stderr) if on_terminal else None
+    total = len(jobs) + len(missing)
+    progress = FleetProgress(f"day {args.day}", total, sys.stderr) if on_terminal else None
     logger = log.get_logger()
-    log.get_logger().info("fleet_started", day=args.day, accounts=len(jobs), workers=args.workers)
+    log.get_logger().info("fleet_started", day=args.day, accounts=total, workers=args.workers)
 
     ended: list[fleet_report.Outcome] = []  # as they come: after Ctrl-C, those that ended
 
@@ -90,9 +93,13 @@ def run_fleet(args: argparse.Namespace, entities: tuple[str, ...]) -> int:
             logger.error("account_" + outcome.status, **vars(outcome))
 
     started = time.perf_counter()
+    for key, message in missing.items():
+        on_outcome(fleet_report.Outcome(key, "failed", message=message))
     interrupted = False
     try:
-        outcomes = fleet.run_fleet(settings, jobs, args.workers, on_outcome)  # largest first
+        outcomes = ended[:]  # the accounts without the day
+        if jobs:
+            outcomes += fleet.run_fleet(settings, jobs, args.workers, on_outcome)  # largest first
     except KeyboardInterrupt:
         interrupted, outcomes = True, ended
     seconds = time.perf_counter() - started
@@ -100,9 +107,9 @@ def run_fleet(args: argparse.Namespace, entities: tuple[str, ...]) -> int:
         progress.close()
     document = fleet_report.results_document(args.day, outcomes, seconds)
     totals = {k: document[k] for k in ("succeeded", "failed", "refused", "rows", "seconds")}
-    logger.info("fleet_synced", day=args.day, accounts=len(jobs), **totals)
+    logger.info("fleet_synced", day=args.day, accounts=total, **totals)
     if interrupted:
-        print(f"interrupted: {len(outcomes)} of {len(jobs)} accounts ended", file=sys.stderr)
+        print(f"interrupted: {len(outcomes)} of {total} accounts ended", file=sys.stderr)
     print(fleet_report.summary(args.day, outcomes, seconds))
     written = args.results is None or write_results(args.results, document)
     if interrupted:

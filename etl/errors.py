@@ -1,12 +1,18 @@
 """The errors etl raises on purpose. Each message is written for the person running etl."""
 
+from __future__ import annotations
+
+from typing import Any
+
 
 class EtlError(Exception):
     """Base class: the run could not do what was asked. ``str(error)`` is the one-line reason;
-    ``applied`` the entities of the day that a sync applied before it."""
+    ``applied`` the entities of the day that a sync applied before it, ``results`` their
+    results (None: it failed before the day's first run began)."""
 
     exit_code = 1
     applied: tuple[str, ...] = ()  # set on the instance that a sync raises
+    results: tuple[Any, ...] | None = None  # the same, as each run's RunResult
 
 
 class UsageError(EtlError):

@@ -57,6 +57,19 @@ def find_accounts(accounts_dir: Path, day: str, keys: list[str] | None) -> list[
     return found
 
 
+def without_day(accounts_dir: Path, day: str, keys: list[str]) -> dict[str, str]:
+    """The accounts of ``keys`` whose folder has no such day, each with why: they fail before
+    anything of theirs is recorded (a mistyped key creates no account), as a single-account
+    sync of a day it does not have."""
+    missing = {}
+    for key in keys:
+        folder = accounts_dir / key
+        if not has_day(folder, day):
+            there = f"no day {day} in {folder} (no folder sync-{day})"
+            missing[key] = there if folder.is_dir() else f"{folder}: no such folder"
+    return missing
+
+
 def has_day(folder: Path, day: str) -> bool:
     """Whether the account folder has the day; True if the folder cannot be searched, so that
     the account fails saying so rather than being left out unsaid."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -105,22 +106,39 @@ def sync_task(conn: db.Connection, task: list[Job], settings: FleetSettings) -> 
     share = (time.perf_counter() - started) / len(task)
     outcomes = {key: Outcome(key, "failed", message=str(error)) for key, error in failed.items()}
     for member in members:
-        outcomes[member.key] = member_outcome(member, share)
+        outcomes[member.key] = member_outcome(member, settings.entities, share)
     return [outcomes[job.key] for job in task]
 
 
-def member_outcome(member: Any, seconds: float) -> Outcome:
+def member_outcome(member: Any, entities: tuple[str, ...], seconds: float) -> Outcome:
     """How a chunk member's day ended (``seconds``: its share of the chunk's time)."""
     error = member.error
     if error is None:
-        rows = sum(staged_rows(result.counts) for result in member.results)
-        entities = {result.entity: "succeeded" for result in member.results}
-        return Outcome(member.key, "succeeded", rows, round(seconds, 3), entities=entities)
+        return day_outcome(member.key, "succeeded", entities, member.results, seconds)
     status = "refused" if isinstance(error, RefusedError) else "failed"
     message = (
         str(error) if isinstance(error, EtlError) else f"unexpected {type(error).__name__}: {error}"
     )
-    return Outcome(member.key, status, seconds=round(seconds, 3), message=message)
+    return day_outcome(member.key, status, entities, member.results, seconds, message)
+
+
+def day_outcome(
+    key: str,
+    status: str,
+    entities: tuple[str, ...],
+    results: Sequence[Any],
+    seconds: float,
+    message: str | None = None,
+) -> Outcome:
+    """An account's day that ended ``status``: the entities that applied (``results``) as
+    succeeded and their rows; when it did not succeed, the entity under way then as ``status``
+    too, so that a scheduler sees how far it got."""
+    done = {result.entity: "succeeded" for result in results}
+    under_way = next((entity for entity in entities if entity not in done), None)
+    if status != "succeeded" and under_way is not None:
+        done[under_way] = status
+    rows = sum(staged_rows(result.counts) for result in results)
+    return Outcome(key, status, rows, round(seconds, 3), message, entities=done)
 
 
 def sync_job(conn: db.Connection, job: Job, settings: FleetSettings) -> Outcome:
@@ -141,15 +159,16 @@ def sync_job(conn: db.Connection, job: Job, settings: FleetSettings) -> Outcome:
         except EtlError as error:
             status = "refused" if isinstance(error, RefusedError) else "failed"
             seconds = time.perf_counter() - started
-            return Outcome(job.key, status, seconds=round(seconds, 3), message=str(error))
+            if error.results is None:  # before the day's first run began: its lock, say
+                return Outcome(job.key, status, seconds=round(seconds, 3), message=str(error))
+            ran = settings.entities
+            return day_outcome(job.key, status, ran, error.results, seconds, str(error))
         except Exception as error:  # a bug: the account fails, the fleet goes on
             log.get_logger().exception("account_failed", account=job.key)
             message = f"unexpected {type(error).__name__}: {error}"
             return Outcome(job.key, "failed", message=message)
-    rows = sum(staged_rows(result.counts) for result in results)
-    entities = {result.entity: "succeeded" for result in results}
-    seconds = round(time.perf_counter() - started, 3)
-    return Outcome(job.key, "succeeded", rows=rows, seconds=seconds, entities=entities)
+    seconds = time.perf_counter() - started
+    return day_outcome(job.key, "succeeded", settings.entities, results, seconds)
 
 
 def staged_rows(counts: dict[str, Any]) -> int:

@@ -61,6 +61,8 @@ def fleet_day(
     entities = ENTITIES if entity == "all" else (entity,)
     url = database_url()
     keys = fleet.find_accounts(Path(accounts_dir), day, accounts)
+    missing = fleet.without_day(Path(accounts_dir), day, keys)
+    keys = [key for key in keys if key not in missing]
     conn = db.connect(url)
     try:
         migrate(conn, LOCK_TIMEOUT)
@@ -93,6 +95,7 @@ def fleet_day(
             break
         get_run_logger().warning("retrying failed accounts: %s", ", ".join(sorted(retry)))
     seconds = time.perf_counter() - started
+    outcomes = [fleet_report.Outcome(k, "failed", message=m) for k, m in missing.items()] + outcomes
     document = fleet_report.results_document(day, outcomes, seconds)
     report(day, outcomes, seconds)
     bad = len(outcomes) - document["succeeded"]

@@ -79,9 +79,12 @@ def sync_day(
     except KeyboardInterrupt:
         applied = [r.entity for r in results]
         under_way = next((e for e in entities if e not in applied), entities[-1])
-        raise Interrupted(day, under_way, applied) from None
+        interrupted = Interrupted(day, under_way, applied)
+        interrupted.results = tuple(results)
+        raise interrupted from None
     except EtlError as error:
         error.applied = tuple(r.entity for r in results)
+        error.results = tuple(results)
         raise
     seconds = round(time.perf_counter() - started, 4)
     totals = day_totals(results)

@@ -177,20 +177,72 @@ def test_a_failing_and_a_refused_account_stop_nothing_else(
     ]
 
 
+@pytest.mark.parametrize("chunk", [16, 1])
+def test_a_failed_account_reports_how_far_it_got(
+    database_url: str,
+    conn: db.Connection,
+    fleet_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    chunk: int,
+) -> None:
+    """alpha's groups page of day2 is cut short after its agents and roles applied: the results
+    file says so (agents and roles succeeded, groups failed) with the rows they staged, in a
+    chunk and synced alone; a refused account shows the entity that was refused."""
+    monkeypatch.setattr(fleet_module, "CHUNK_ACCOUNTS", chunk)
+    folder = tmp_path / "accounts"
+    shutil.copytree(fleet_dir, folder)
+    assert fleet(database_url, folder, "day1") == 0
+    page = folder / "alpha" / "sync-day2" / "admin_groups" / "1.json"
+    page.write_bytes(page.read_bytes()[:50])
+    (folder / "delta" / "sync-day2" / "agents" / "1.json").write_text("[]")
+    results = tmp_path / "results.json"
+    assert fleet(database_url, folder, "day2", "--results", str(results)) == 1
+    ended = {a["key"]: a for a in json.loads(results.read_text())["accounts"]}
+    staged = rows(
+        conn,
+        "SELECT sum(r.rows_staged + coalesce((r.details ->> 'pairs_staged')::bigint, 0))::bigint"
+        " FROM etl.sync_runs r JOIN etl.accounts a USING (account_id)"
+        " WHERE a.account_key = 'alpha' AND r.sync_day = 'day2' AND r.status = 'succeeded'",
+    )
+    assert (ended["alpha"]["status"], ended["alpha"]["rows"]) == ("failed", staged[0][0])
+    assert ended["alpha"]["entities"] == {
+        "agents": "succeeded", "roles": "succeeded", "groups": "failed"
+    }  # fmt: skip
+    assert (ended["delta"]["status"], ended["delta"]["entities"]) == (
+        "refused", {"agents": "refused"}
+    )  # fmt: skip
+    assert ended["bravo"]["entities"] == dict.fromkeys(("agents", "roles", "groups"), "succeeded")
+
+
 def test_accounts_can_be_named(
     database_url: str, fleet_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """--accounts takes keys or @FILE; a named account without a folder for the day fails on
-    its own (its ledger says why), the others land."""
+    """--accounts takes keys or @FILE; a named account without the day's folder fails on its
+    own, saying so, and nothing of it is recorded (a mistyped key creates no account, as a
+    single-account sync of a missing day records nothing); the others land."""
     keys = tmp_path / "keys.txt"
     keys.write_text("# the small ones\nbravo\ndelta\n")
     assert fleet(database_url, fleet_dir, "day1", "--accounts", f"@{keys}") == 0
-    assert fleet(database_url, fleet_dir, "day1", "--accounts", "alpha,zulu") == 1
+    assert "2 accounts" in capsys.readouterr().out
+    (fleet_dir / "zulu").mkdir()
+    assert fleet(database_url, fleet_dir, "day1", "--accounts", "alpha,zulu,yankee") == 1
     out = capsys.readouterr().out
-    assert (
-        f"    zulu: {fleet_dir}/zulu/sync-day1/agents: folder not found; the agents snapshot of "
-        "day1 is missing\n"
-    ) in out
+    assert out.splitlines()[1:] == [
+        "  succeeded: 1",
+        "  failed: 2",
+        f"    yankee: {fleet_dir}/yankee: no such folder",
+        f"    zulu: no day day1 in {fleet_dir}/zulu (no folder sync-day1)",
+        "next: etl status --account yankee; etl errors --account yankee --day day1",
+    ]
+    conn = db.connect(database_url)
+    try:
+        assert rows(conn, "SELECT account_key FROM etl.accounts ORDER BY 1") == [
+            ("alpha",), ("bravo",), ("delta",)
+        ]  # fmt: skip
+    finally:
+        conn.close()
+    (fleet_dir / "zulu").rmdir()
     assert fleet(database_url, fleet_dir, "day1") == 0
     assert "4 accounts" in capsys.readouterr().out
 
