@@ -16,8 +16,10 @@ import multiprocessing
 import os
 import queue
 import re
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from multiprocessing.context import SpawnProcess
 from pathlib import Path
 from typing import Any
@@ -112,22 +114,22 @@ def run_fleet(
     on_outcome: Callable[[Outcome], None],
 ) -> list[Outcome]:
     """Sync ``jobs`` on ``workers`` worker processes, largest first; each outcome is passed to
-    ``on_outcome`` as it comes. A worker that dies fails the account it held and is replaced
-    while accounts are left. Ctrl-C stops handing out accounts, lets the workers end the runs
-    they hold (their ledger rows say so) and raises KeyboardInterrupt."""
+    ``on_outcome`` as it comes. A worker that dies is replaced: the account it held alone
+    fails, and the accounts of a chunk it held are each synced again alone (which of them
+    killed it is not known; it then fails alone). Ctrl-C stops handing out accounts, lets the
+    workers end the runs they hold (their ledger rows say so) and raises KeyboardInterrupt."""
     context = multiprocessing.get_context("spawn")
     tasks: multiprocessing.Queue[list[Job] | None] = context.Queue()
     results: multiprocessing.Queue[tuple[str, int, Any]] = context.Queue()
     for task in in_tasks(jobs):
         tasks.put(task)
     count = max(1, min(workers, len(jobs)))
-    for _ in range(count):
-        tasks.put(None)  # one stop sign per worker, behind every job
+    by_key = {job.key: job for job in jobs}
     pool: dict[int, SpawnProcess] = {}
     holding: dict[int, list[str]] = {}  # worker -> the accounts it syncs
     outcomes: dict[str, Outcome] = {}
     numbers = itertools.count()  # a worker's number is never reused
-    restarts = count  # workers that may be started in place of dead ones
+    idle_deaths = count  # workers that may die holding nothing (at start) and be replaced
 
     def start(number: int) -> None:
         process = context.Process(
@@ -136,7 +138,8 @@ def run_fleet(
             name=f"etl-worker-{number}",
             daemon=True,
         )
-        process.start()
+        with ctrl_c_ignored():
+            process.start()
         pool[number] = process
 
     def take(outcome: Outcome) -> None:
@@ -151,14 +154,16 @@ def run_fleet(
                 kind, number, payload = results.get(timeout=0.2)
             except queue.Empty:
                 for number, process in list(pool.items()):
-                    if not process.is_alive():
-                        drain(results, holding, take)  # what it said before it died
-                        died(number, process, holding, take)
-                        del pool[number]
-                        held = sum(len(keys) for keys in holding.values())
-                        if restarts and len(outcomes) + held < len(jobs):
-                            restarts -= 1
-                            start(next(numbers))
+                    if process.is_alive():
+                        continue
+                    drain(results, holding, take)  # what it said before it died
+                    held = holding.pop(number, [])
+                    del pool[number]
+                    died(process, [by_key[key] for key in held], tasks, take)
+                    if not held:
+                        idle_deaths -= 1
+                    if held or idle_deaths > 0:
+                        start(next(numbers))
                 if not pool and len(outcomes) < len(jobs):
                     break
                 continue
@@ -166,12 +171,29 @@ def run_fleet(
     except KeyboardInterrupt:
         stop(pool, tasks, results, holding, take)
         raise
+    for _ in pool:
+        tasks.put(None)  # one stop sign per worker, behind every task
     for process in pool.values():
         process.join(timeout=30)
     for job in jobs:  # workers gone before their turn came (each died at start)
         if job.key not in outcomes:
             take(Outcome(job.key, "failed", message="no worker process was left to sync it"))
     return [outcomes[job.key] for job in jobs]
+
+
+@contextlib.contextmanager
+def ctrl_c_ignored() -> Iterator[None]:
+    """Ctrl-C ignored while a worker process starts: the worker inherits that, and heeds Ctrl-C
+    again once it has imported etl (see worker_main), so that a Ctrl-C during its imports is
+    the parent's alone to handle. Only the main thread can set a signal's handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def drain(
@@ -206,15 +228,19 @@ def heard(
 
 
 def died(
-    number: int,
     process: SpawnProcess,
-    holding: dict[int, list[str]],
+    held: list[Job],
+    tasks: multiprocessing.Queue[list[Job] | None],
     take: Callable[[Outcome], None],
 ) -> None:
-    """A worker that ended without its stop sign: the accounts it held failed."""
-    for key in holding.pop(number, []):
+    """A worker that ended without its stop sign: the account it held alone failed; the
+    accounts of a chunk go back to be synced each alone."""
+    if len(held) == 1:
         message = f"the worker process syncing it died (exit code {process.exitcode})"
-        take(Outcome(key, "failed", message=message))
+        take(Outcome(held[0].key, "failed", message=message))
+        return
+    for job in held:
+        tasks.put([job])
 
 
 def stop(
@@ -229,6 +255,9 @@ def stop(
     with contextlib.suppress(queue.Empty, OSError, ValueError):
         while True:
             tasks.get_nowait()
+    with contextlib.suppress(OSError, ValueError):
+        for _ in pool:
+            tasks.put(None)  # a worker between tasks ends
     deadline = time.monotonic() + 60
     while holding and time.monotonic() < deadline:
         with contextlib.suppress(queue.Empty, KeyboardInterrupt):

@@ -6,6 +6,8 @@ the parent as it ends."""
 from __future__ import annotations
 
 import multiprocessing
+import signal
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -47,11 +49,20 @@ def worker_main(
     results: multiprocessing.Queue[tuple[str, int, Any]],
 ) -> None:
     """A worker: one connection, then one task (an account, or a chunk of small ones) after
-    another until the stop sign."""
+    another until the stop sign. It starts with Ctrl-C ignored (fleet.ctrl_c_ignored) and
+    heeds it from here on; a Ctrl-C while it waits for a task ends it quietly, and a
+    connection it cannot make is logged, not a traceback (the parent replaces the worker)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     # On a terminal the parent shows progress and the summary: the workers keep quiet there.
     quiet = settings.log_format == "console"
     log.configure(verbose=settings.verbose, fmt=settings.log_format, quiet=quiet)
-    conn = db.connect(settings.url)
+    try:
+        conn = db.connect(settings.url)
+    except EtlError as error:
+        log.get_logger().error("worker_not_connected", worker=number, error=str(error))
+        sys.exit(2)
+    except KeyboardInterrupt:
+        return
     try:
         while (task := tasks.get()) is not None:
             results.put(("start", number, [job.key for job in task]))
@@ -66,6 +77,8 @@ def worker_main(
                 outcome.worker_rss_mb = log.peak_rss_kb() // 1024
                 results.put(("done", number, asdict(outcome)))
             conn = connected(conn, settings.url)
+    except KeyboardInterrupt:  # while it waited for a task
+        return
     finally:
         db.close(conn)
 

@@ -1,7 +1,7 @@
-"""A fleet worker that dies (exit code 3) in the apply of account alpha's agents, before its
-transaction commits: a worker killed in the middle of a task (by the kernel, short of memory,
-say). Tests put it in place of etl.fleet's worker_main; the processes it runs in import it
-by name."""
+"""A fleet worker that dies (exit code 3) in the apply of account alpha's agents (or of any
+account named in DYING_WORKER_ACCOUNTS, separated by commas), before its transaction commits:
+a worker killed in the middle of a task (by the kernel, short of memory, say). Tests put it in
+place of etl.fleet's worker_main; the processes it runs in import it by name."""
 
 from __future__ import annotations
 
@@ -28,8 +28,10 @@ def worker_main(
         holding.update(job.key for job in task)
         return real_sync_task(conn, task, task_settings)
 
+    dying = set(os.environ.get("DYING_WORKER_ACCOUNTS", "alpha").split(","))
+
     def die(point: str, entity: str) -> None:
-        if "alpha" in holding and (point, entity) == ("apply", "agents"):
+        if dying & holding and (point, entity) == ("apply", "agents"):
             results.close()
             results.join_thread()  # what the worker said so far reaches the parent
             os._exit(3)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import dying_worker
 import pytest
-from conftest import FIXTURES, last_line, rows, state_alone
+from conftest import FIXTURES, fresh_database, last_line, rows, state_alone, sync
 from replay import DUMPED_TABLES, dump_state
 
-from etl import db, synth
+from etl import db, fleet_worker, synth
 from etl import fleet as fleet_module
 from etl.cli import main
 from etl.log import mask_url
@@ -412,3 +412,86 @@ def test_a_worker_that_dies_fails_only_the_account_it_held(
         ("alpha", "groups", "succeeded"),
         *landed,
     ]
+
+
+def test_a_worker_that_dies_in_a_chunk_fails_only_the_account_that_killed_it(
+    database_url: str,
+    conn: db.Connection,
+    fleet_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The four accounts in one chunk, and the worker killed in the apply of alpha's agents:
+    which member killed it is not known, so each account of the chunk is synced again alone;
+    alpha kills that worker too and fails alone, and the other three land, their agents,
+    roles, groups and memberships exactly as their single-account runs' (their ledgers also
+    hold the runs of the chunk the crash cut short, as after any re-run)."""
+    monkeypatch.setattr(fleet_module, "worker_main", dying_worker.worker_main)
+    assert fleet(database_url, fleet_dir, "day1", "--workers", "1") == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:] == [
+        "  succeeded: 3",
+        "  failed: 1",
+        "    alpha: the worker process syncing it died (exit code 3)",
+        "next: etl status --account alpha; etl errors --account alpha --day day1",
+    ]
+    entity_tables = ("agents", "roles", "agent_role_mapping", "groups", "group_membership")
+    for key in ("bravo", "charlie", "delta"):
+        with fresh_database() as url:
+            assert (
+                sync(url, "day1", "--synced-at", "2026-01-01T06:00:00Z", data_dir=fleet_dir / key)
+                == 0
+            )
+            alone = db.connect(url)
+            try:
+                expected = dump_state(alone, entity_tables)
+            finally:
+                alone.close()
+        assert dump_state(conn, entity_tables, key) == expected, key
+    last = rows(
+        conn,
+        "SELECT r.entity, r.status FROM etl.sync_runs r JOIN etl.accounts a USING (account_id)"
+        " WHERE a.account_key = 'alpha' ORDER BY r.run_id DESC LIMIT 1",
+    )
+    assert last == [("agents", "running")]
+
+
+def test_accounts_that_kill_every_worker_leave_none_of_the_others_unsynced(
+    database_url: str,
+    fleet_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One worker, each account a task of its own, and three accounts that each kill the
+    worker syncing them: every dead worker is replaced while accounts are left, so the fourth
+    account lands (a fixed number of replacements left it unsynced)."""
+    monkeypatch.setattr(fleet_module, "worker_main", dying_worker.worker_main)
+    monkeypatch.setattr(fleet_module, "CHUNK_ACCOUNTS", 1)
+    monkeypatch.setenv("DYING_WORKER_ACCOUNTS", "alpha,bravo,charlie")
+    assert fleet(database_url, fleet_dir, "day1", "--workers", "1") == 1
+    died = "the worker process syncing it died (exit code 3)"
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "  succeeded: 1",
+        "  failed: 3",
+        f"    alpha: {died}",
+        f"    bravo: {died}",
+        f"    charlie: {died}",
+        "next: etl status --account alpha; etl errors --account alpha --day day1",
+    ]
+
+
+def test_a_worker_that_cannot_connect_says_so_in_the_log_and_exits(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No traceback: one error event naming the worker, the password masked, exit status 2
+    (the parent then replaces the worker while accounts are left)."""
+    url = "postgresql://etl:secretpw@127.0.0.1:1/etl"
+    settings = fleet_worker.FleetSettings(url, "day1", ("agents",), None, 1.0, "json", False)
+    with pytest.raises(SystemExit) as exit_:
+        fleet_worker.worker_main(0, settings, None, None)  # type: ignore[arg-type]
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "secretpw" not in err and "Traceback" not in err
+    event = json.loads(last_line(err))
+    assert (event["event"], event["level"], event["worker"]) == ("worker_not_connected", "error", 0)
+    assert "127.0.0.1" in event["error"]
