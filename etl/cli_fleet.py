@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from etl import log
 from etl.cli_args import days_of, sync_options
@@ -16,50 +17,75 @@ from etl.cli_db import resolve_database
 from etl.cli_hints import rerun_command
 from etl.errors import UsageError
 
+if TYPE_CHECKING:
+    from etl.fleet_report import Outcome
+
 
 def run_fleet_days(args: argparse.Namespace, entities: tuple[str, ...]) -> int:
-    """``--accounts-dir``: each day of ``--day`` in turn; a day where an account failed or was
-    refused ends the range (its exit status), with the command that goes on."""
+    """``--accounts-dir``: the day, or each day of a range in turn. In a range each account
+    syncs the days it has; one that fails or is refused on a day is left out of the days
+    after (it would skip a day), and the others go on: one account's trouble stops nothing
+    of the others'. The end names the accounts left behind, with the command that goes on."""
     from etl import fleet
 
-    folders = [args.accounts_dir]
-    if ".." in args.day:
-        if args.results is not None:
-            raise UsageError("--results takes one day, not a range")
-        if not args.accounts_dir.is_dir():
-            raise UsageError(f"--accounts-dir {args.accounts_dir}: no such folder")
-        keys = fleet.parse_accounts(args.accounts) if args.accounts is not None else None
-        folders = (
-            [args.accounts_dir / key for key in keys]
-            if keys is not None
-            else [Path(e.path) for e in os.scandir(args.accounts_dir) if e.is_dir()]
-        )
+    if ".." not in args.day:
+        args.range_days = [args.day]
+        return run_fleet(args, entities)[0]
+    if args.results is not None:
+        raise UsageError("--results takes one day, not a range")
+    if not args.accounts_dir.is_dir():
+        raise UsageError(f"--accounts-dir {args.accounts_dir}: no such folder")
+    named = fleet.parse_accounts(args.accounts) if args.accounts is not None else None
+    for key in named or ():
+        check_key(key)
+    folders = (
+        [args.accounts_dir / key for key in named]
+        if named is not None
+        else [Path(e.path) for e in os.scandir(args.accounts_dir) if e.is_dir()]
+    )
     args.range_days = days_of(args.day, folders, one_account=False)
+    stopped: dict[str, str] = {}  # account -> the day it failed or was refused
     for day in args.range_days:
         args.day = day
-        code = run_fleet(args, entities)
-        if code != 0:
-            if day != args.range_days[-1]:
-                hint = f"not every account synced {day}; once fixed, go on with "
-                print(f"etl: {hint}`{rerun_command(args)}`", file=sys.stderr)
+        listed = named if named is not None else fleet.find_accounts(args.accounts_dir, day, None)
+        keys = [k for k in listed if k not in stopped and fleet.has_day(args.accounts_dir / k, day)]
+        if not keys:
+            continue
+        code, outcomes = run_fleet(args, entities, keys)
+        if code == 130:
             return code
-    return 0
+        for outcome in outcomes:
+            if outcome.status != "succeeded":
+                stopped.setdefault(outcome.key, day)
+    for day in dict.fromkeys(stopped.values()):
+        keys = [key for key, at in stopped.items() if at == day]
+        resume = argparse.Namespace(**{**vars(args), "day": day, "accounts": ",".join(keys)})
+        print(
+            f"etl: {len(keys)} account(s) stopped at {day}; once fixed, go on with "
+            f"`{rerun_command(resume)}`",
+            file=sys.stderr,
+        )
+    return 1 if stopped else 0
 
 
-def run_fleet(args: argparse.Namespace, entities: tuple[str, ...]) -> int:
-    """``--accounts-dir``: the day of every account, on worker processes; a summary on stdout;
-    exit 0 if every account succeeded, else 1 (130 after Ctrl-C)."""
+def run_fleet(
+    args: argparse.Namespace, entities: tuple[str, ...], keys: list[str] | None = None
+) -> tuple[int, list[Outcome]]:
+    """``--accounts-dir``: the day of every account (of ``keys``, in a range), on worker
+    processes; a summary on stdout; exit 0 if every account succeeded, else 1 (130 after
+    Ctrl-C), and how each account ended."""
     from etl import db, fleet, fleet_report, fleet_worker
     from etl.migrate import migrate
     from etl.progress import FleetProgress
 
-    keys = fleet.parse_accounts(args.accounts) if args.accounts is not None else None
-    for key in keys or ():
-        if not fleet.is_account_key(key):
-            raise UsageError(f"--accounts: {key!r} is not an account key: 1-64 of A-Za-z0-9._-")
-    keys = fleet.find_accounts(args.accounts_dir, args.day, keys)
-    missing = fleet.without_day(args.accounts_dir, args.day, keys)
-    keys = [key for key in keys if key not in missing]
+    missing: dict[str, str] = {}
+    if keys is None:
+        keys = fleet.parse_accounts(args.accounts) if args.accounts is not None else None
+        for key in keys or ():
+            check_key(key)
+        keys = fleet.find_accounts(args.accounts_dir, args.day, keys)
+        missing = fleet.without_day(args.accounts_dir, args.day, keys)
+        keys = [key for key in keys if key not in missing]
     url, _server = resolve_database(args)
     conn = db.connect(url)
     try:
@@ -113,8 +139,15 @@ def run_fleet(args: argparse.Namespace, entities: tuple[str, ...]) -> int:
     print(fleet_report.summary(args.day, outcomes, seconds))
     written = args.results is None or write_results(args.results, document)
     if interrupted:
-        return 130
-    return 0 if written and all(o.status == "succeeded" for o in outcomes) else 1
+        return 130, outcomes
+    return 0 if written and all(o.status == "succeeded" for o in outcomes) else 1, outcomes
+
+
+def check_key(key: str) -> None:
+    from etl import fleet
+
+    if not fleet.is_account_key(key):
+        raise UsageError(f"--accounts: {key!r} is not an account key: 1-64 of A-Za-z0-9._-")
 
 
 def write_results(path: Path, document: dict[str, object]) -> bool:

@@ -81,11 +81,12 @@ def test_a_fleet_range_syncs_each_day_in_turn(
     assert state == state_alone(fleet_dir / "bravo", "day1", "day2")
 
 
-def test_a_fleet_range_stops_after_a_day_with_a_failure(
+def test_a_fleet_range_goes_on_without_an_account_that_failed(
     database_url: str, fleet_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """An account failing on day1 of day1..day2: the others' day1 lands, no account's day2 is
-    run (the failed one would skip a day), exit 1."""
+    """An account failing on day1 of day1..day2 is left out of day2 (it would skip a day); the
+    others sync both days: one account's trouble stops nothing of the others'. Exit 1, and
+    the last line names how many stopped where, with the command that goes on for them."""
     folder = tmp_path / "accounts"
     shutil.copytree(fleet_dir, folder)
     page = sorted((folder / "bravo" / "sync-day1" / "agents").iterdir())[0]
@@ -93,20 +94,46 @@ def test_a_fleet_range_stops_after_a_day_with_a_failure(
     assert fleet(database_url, folder, "day1..day2", "--workers", "1", "--accounts", KEYS) == 1
     captured = capsys.readouterr()
     assert captured.err.splitlines()[-1] == (
-        "etl: not every account synced day1; once fixed, go on with `etl sync --day day1..day2 "
-        f"--accounts-dir {folder} --accounts {KEYS} --workers 1 --synced-at "
+        "etl: 1 account(s) stopped at day1; once fixed, go on with `etl sync --day day1..day2 "
+        f"--accounts-dir {folder} --accounts bravo --workers 1 --synced-at "
         f"2026-01-01T06:00:00+00:00 --database-url {mask_url(database_url)}`"
     )
     out = captured.out.splitlines()
     assert [line.split(" in ")[0] for line in out if line.startswith("day ")] == [
-        "day day1: 4 accounts"
+        "day day1: 4 accounts",
+        "day day2: 3 accounts",
     ]
     conn = db.connect(database_url)
     try:
-        days = rows(conn, "SELECT DISTINCT sync_day FROM etl.sync_runs")
+        days = rows(
+            conn,
+            "SELECT a.account_key, array_agg(DISTINCT r.sync_day ORDER BY r.sync_day)"
+            " FROM etl.sync_runs r JOIN etl.accounts a USING (account_id) GROUP BY 1 ORDER BY 1",
+        )
     finally:
         conn.close()
-    assert days == [("day1",)]
+    assert days == [
+        ("alpha", ["day1", "day2"]),
+        ("bravo", ["day1"]),
+        ("charlie", ["day1", "day2"]),
+        ("delta", ["day1", "day2"]),
+    ]
+
+
+def test_a_fleet_range_of_named_accounts_skips_a_day_an_account_lacks(
+    database_url: str, fleet_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In a range, each named account syncs the days it has, as its own range would: bravo
+    without day1 syncs day2, and nothing fails."""
+    folder = tmp_path / "accounts"
+    shutil.copytree(fleet_dir, folder)
+    shutil.rmtree(folder / "bravo" / "sync-day1")
+    assert fleet(database_url, folder, "day1..day2", "--accounts", KEYS) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(" in ")[0] for line in out if line.startswith("day ")] == [
+        "day day1: 3 accounts",
+        "day day2: 4 accounts",
+    ]
 
 
 def test_accounts_that_share_ids_are_planned_alone(
