@@ -13,6 +13,7 @@ import msgspec
 from etl.rawjson import (
     DECODE_FAILURES,
     LONE_SURROGATE,
+    invalid_utf8_field,
     sanitized_error,
     shallow_members,
     surrogate_field,
@@ -46,7 +47,9 @@ def describe(error: Exception, path: str, raw: bytes = b"") -> tuple[str | None,
         try:
             bytes(raw).decode("utf-8")
         except UnicodeDecodeError as utf8:
-            return None, f"{path}: invalid UTF-8 in a string ({utf8.reason})"
+            field = invalid_utf8_field(bytes(raw))
+            where = f"{path}.{field}" if field else path
+            return field, f"{where}: invalid UTF-8 in a string ({utf8.reason})"
         return None, f"{path}: invalid JSON text: {error}"
     problem, _, where = str(error).partition(" - at `")
     where = where.rstrip("`") or "$"

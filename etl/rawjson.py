@@ -183,11 +183,26 @@ def without_lone_surrogates(raw: bytes) -> bytes:
 def surrogate_field(raw: bytes) -> str | None:
     """The dotted path of the first string of the record ``raw`` that holds a lone surrogate
     escape (``contact.name``), or None if it is not in a string value of an object."""
+    return marked_field(without_lone_surrogates(raw))
+
+
+def invalid_utf8_field(raw: bytes) -> str | None:
+    """The dotted path of the first string of the record ``raw`` that holds bytes that are not
+    UTF-8, or None if they are not in a string value of an object."""
+    text = raw.decode("utf-8", "surrogateescape")
+    return marked_field(_ESCAPED_BYTE.sub(_MARKER, text).encode())
+
+
+_MARKER = "\ue000"  # a private-use character, put where a string was not valid
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]+")
+
+
+def marked_field(record_text: bytes) -> str | None:
+    """The dotted path of the first string value of the record that holds the marker."""
     try:
-        record = msgspec.json.decode(without_lone_surrogates(raw))
+        record = msgspec.json.decode(record_text)
     except DECODE_FAILURES:
         return None
-    marker = "\ue000"
     stack: list[tuple[str, Any]] = [("", record)]
     while stack:
         path, value = stack.pop()
@@ -195,6 +210,6 @@ def surrogate_field(raw: bytes) -> str | None:
             stack.extend((f"{path}.{k}" if path else k, v) for k, v in reversed(value.items()))
         elif isinstance(value, list):
             stack.extend((f"{path}[{i}]", v) for i, v in reversed(list(enumerate(value))))
-        elif isinstance(value, str) and marker in value and path:
+        elif isinstance(value, str) and _MARKER in value and path:
             return path
     return None

@@ -277,12 +277,29 @@ def test_utf8_byte_order_mark_is_accepted() -> None:
 
 
 def test_invalid_utf8_inside_a_record_quarantines_that_record() -> None:
-    """Invalid UTF-8 in one record's string costs that record only."""
-    data = b'[{"id":1,"name":"ok"},{"id":2,"name":"\xff"}]'
+    """Invalid UTF-8 in one record's string costs that record only, and the error names the
+    field that holds it, nested ones too."""
+    data = (
+        b'[{"id":1,"name":"ok"},{"id":2,"name":"\xff"},{"id":3,"name":"r","description":"a\xc3"}]'
+    )
     decoded = decode_files(ROLE, [InputFile("r.json", data)])
     assert decoded.records.frame().get_column("role_id").to_list() == [1]
-    assert [(e.record_id, e.message) for e in decoded.errors] == [
-        (2, "$[1]: invalid UTF-8 in a string (invalid start byte)")
+    assert [(e.record_id, e.field, e.message) for e in decoded.errors] == [
+        (2, "name", "$[1].name: invalid UTF-8 in a string (invalid start byte)"),
+        (
+            3,
+            "description",
+            "$[2].description: invalid UTF-8 in a string (invalid continuation byte)",
+        ),
+    ]
+    agents = b'[{"id":7,"contact":{"name":"x","email":"e\xe2\x82"}}]'
+    decoded = decode_files(AGENT, [InputFile("a.json", agents)])
+    assert [(e.record_id, e.field, e.message) for e in decoded.errors] == [
+        (
+            7,
+            "contact.email",
+            "$[0].contact.email: invalid UTF-8 in a string (invalid continuation byte)",
+        )
     ]
 
 
