@@ -124,7 +124,8 @@ def show_view(view: str, args: argparse.Namespace) -> tuple[str, int]:
         entities = views.error_rows(conn, account_id, args.day, args.examples)
         if args.json:
             return as_json({"account": args.account, "day": args.day, "entities": entities}), 0
-        return views.errors_text(entities, args.day), 0
+        runs = [] if entities else views.ledger_runs(conn, account_id, args.day)
+        return views.errors_text(entities, args.day, args.account, runs), 0
     finally:
         db.close(conn)
 

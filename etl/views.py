@@ -238,9 +238,19 @@ def error_rows(
     ]
 
 
-def errors_text(entities: list[dict[str, Any]], day: str) -> str:
+def errors_text(
+    entities: list[dict[str, Any]], day: str, account: str, other_runs: list[Run]
+) -> str:
+    """The day's quarantined records by entity, type and field, with examples; if no run of the
+    day succeeded, that, and where to see why its runs did not (``other_runs``)."""
     if not entities:
-        return f"no succeeded run of day {day}"
+        if not other_runs:
+            return f"no succeeded run of day {day}"
+        statuses = ", ".join(dict.fromkeys(f"{r.entity} {r.status}" for r in other_runs))
+        return (
+            f"no succeeded run of day {day} ({statuses}): its bad records are recorded when a run "
+            f"of it succeeds; etl status --account {account} --day {day} says why"
+        )
     lines = []
     for entity in entities:
         lines.append(

@@ -295,6 +295,21 @@ def test_errors_of_a_day_by_type_and_field_with_examples(
     assert view(capsys, database_url, "errors", "--day", "day9") == "no succeeded run of day day9\n"
 
 
+def test_errors_of_a_day_whose_runs_failed_say_where_to_look(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A day whose agents page is cut short: no run of it succeeded, so no bad record of it is
+    recorded; the view says which runs ended how, and which command says why."""
+    sync_days(database_url, "day1")
+    truncated = Path(__file__).parent / "data" / "truncated"
+    assert sync(database_url, "day2", data_dir=truncated) == 1
+    capsys.readouterr()
+    assert view(capsys, database_url, "errors", "--day", "day2") == (
+        "no succeeded run of day day2 (agents failed): its bad records are recorded when a run "
+        "of it succeeds; etl status --account default --day day2 says why\n"
+    )
+
+
 def test_the_ledger_row_holds_the_summary_lines_seconds(
     database_url: str, conn: db.Connection
 ) -> None:
