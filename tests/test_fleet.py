@@ -158,6 +158,18 @@ def test_accounts_that_share_ids_are_planned_alone(
         assert state == state_alone(folder / key, "day1", "day2"), key
 
 
+def broken_day2(url: str, fleet_dir: Path, tmp_path: Path, account: str, folder: str) -> Path:
+    """A copy of the fleet with day1 synced, whose day2 has the account's first page of the
+    folder cut to 50 bytes, and delta's agents gone (a mass removal)."""
+    accounts = tmp_path / "accounts"
+    shutil.copytree(fleet_dir, accounts)
+    assert fleet(url, accounts, "day1") == 0
+    page = accounts / account / "sync-day2" / folder / "1.json"
+    page.write_bytes(page.read_bytes()[:50])
+    (accounts / "delta" / "sync-day2" / "agents" / "1.json").write_text("[]")
+    return accounts
+
+
 def test_a_failing_and_a_refused_account_stop_nothing_else(
     database_url: str,
     conn: db.Connection,
@@ -168,12 +180,7 @@ def test_a_failing_and_a_refused_account_stop_nothing_else(
     """bravo's agents page is cut short (failed) and delta's export lost its agents (refused as
     a mass removal): the summary names both with their reason and the next command, the exit
     status is 1, and alpha and charlie land."""
-    folder = tmp_path / "accounts"
-    shutil.copytree(fleet_dir, folder)
-    assert fleet(database_url, folder, "day1") == 0
-    page = folder / "bravo" / "sync-day2" / "agents" / "1.json"
-    page.write_bytes(page.read_bytes()[:50])
-    (folder / "delta" / "sync-day2" / "agents" / "1.json").write_text("[]")
+    folder = broken_day2(database_url, fleet_dir, tmp_path, "bravo", "agents")
     capsys.readouterr()
     assert fleet(database_url, folder, "day2") == 1
     out = capsys.readouterr().out.splitlines()
@@ -217,12 +224,7 @@ def test_a_failed_account_reports_how_far_it_got(
     file says so (agents and roles succeeded, groups failed) with the rows they staged, in a
     chunk and synced alone; a refused account shows the entity that was refused."""
     monkeypatch.setattr(fleet_module, "CHUNK_ACCOUNTS", chunk)
-    folder = tmp_path / "accounts"
-    shutil.copytree(fleet_dir, folder)
-    assert fleet(database_url, folder, "day1") == 0
-    page = folder / "alpha" / "sync-day2" / "admin_groups" / "1.json"
-    page.write_bytes(page.read_bytes()[:50])
-    (folder / "delta" / "sync-day2" / "agents" / "1.json").write_text("[]")
+    folder = broken_day2(database_url, fleet_dir, tmp_path, "alpha", "admin_groups")
     results = tmp_path / "results.json"
     assert fleet(database_url, folder, "day2", "--results", str(results)) == 1
     ended = {a["key"]: a for a in json.loads(results.read_text())["accounts"]}
@@ -402,6 +404,15 @@ def test_accounts_weigh_what_their_last_succeeded_runs_staged(
     assert "Index Scan Backward using sync_runs_succeeded" in plan, plan
 
 
+# The summary's lines after its first when alpha killed its worker and the others landed.
+ALPHA_DIED = [
+    "  succeeded: 3",
+    "  failed: 1",
+    "    alpha: the worker process syncing it died (exit code 3)",
+    "next: etl status --account alpha; etl errors --account alpha --day day1",
+]
+
+
 def test_a_worker_that_dies_fails_only_the_account_it_held(
     database_url: str,
     conn: db.Connection,
@@ -417,12 +428,7 @@ def test_a_worker_that_dies_fails_only_the_account_it_held(
     monkeypatch.setattr(fleet_module, "CHUNK_ACCOUNTS", 1)
     assert fleet(database_url, fleet_dir, "day1", "--workers", "1") == 1
     out = capsys.readouterr().out.splitlines()
-    assert out[1:] == [
-        "  succeeded: 3",
-        "  failed: 1",
-        "    alpha: the worker process syncing it died (exit code 3)",
-        "next: etl status --account alpha; etl errors --account alpha --day day1",
-    ]
+    assert out[1:] == ALPHA_DIED
     runs = (
         "SELECT a.account_key, r.entity, r.status FROM etl.sync_runs r"
         " JOIN etl.accounts a USING (account_id) ORDER BY a.account_key, r.run_id"
@@ -456,12 +462,7 @@ def test_a_worker_that_dies_in_a_chunk_fails_only_the_account_that_killed_it(
     monkeypatch.setattr(fleet_module, "worker_main", dying_worker.worker_main)
     assert fleet(database_url, fleet_dir, "day1", "--workers", "1") == 1
     out = capsys.readouterr().out.splitlines()
-    assert out[1:] == [
-        "  succeeded: 3",
-        "  failed: 1",
-        "    alpha: the worker process syncing it died (exit code 3)",
-        "next: etl status --account alpha; etl errors --account alpha --day day1",
-    ]
+    assert out[1:] == ALPHA_DIED
     entity_tables = ("agents", "roles", "agent_role_mapping", "groups", "group_membership")
     for key in ("bravo", "charlie", "delta"):
         with fresh_database() as url:
