@@ -45,10 +45,20 @@ def run_fleet_days(args: argparse.Namespace, entities: tuple[str, ...]) -> int:
     )
     args.range_days = days_of(args.day, folders, one_account=False)
     stopped: dict[str, str] = {}  # account -> the day it failed or was refused
+    # a named account with none of the days (a mistyped key) fails the first, as alone it would
+    absent = {
+        key
+        for key in named or ()
+        if not any(fleet.has_day(args.accounts_dir / key, day) for day in args.range_days)
+    }
     for day in args.range_days:
         args.day = day
         listed = named if named is not None else fleet.find_accounts(args.accounts_dir, day, None)
-        keys = [k for k in listed if k not in stopped and fleet.has_day(args.accounts_dir / k, day)]
+        keys = [
+            key
+            for key in listed
+            if key not in stopped and (fleet.has_day(args.accounts_dir / key, day) or key in absent)
+        ]
         if not keys:
             continue
         code, outcomes = run_fleet(args, entities, keys)
@@ -84,8 +94,8 @@ def run_fleet(
         for key in keys or ():
             check_key(key)
         keys = fleet.find_accounts(args.accounts_dir, args.day, keys)
-        missing = fleet.without_day(args.accounts_dir, args.day, keys)
-        keys = [key for key in keys if key not in missing]
+    missing = fleet.without_day(args.accounts_dir, args.day, keys)
+    keys = [key for key in keys if key not in missing]
     url, _server = resolve_database(args)
     conn = db.connect(url)
     try:

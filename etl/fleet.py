@@ -10,6 +10,7 @@ progress line, the summary and the results file (:mod:`etl.fleet_report`).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import multiprocessing
@@ -17,7 +18,6 @@ import os
 import queue
 import re
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from multiprocessing.context import SpawnProcess
@@ -118,158 +118,171 @@ def run_fleet(
     fails, and the accounts of a chunk it held are each synced again alone (which of them
     killed it is not known; it then fails alone). Ctrl-C stops handing out accounts, lets the
     workers end the runs they hold (their ledger rows say so) and raises KeyboardInterrupt."""
-    context = multiprocessing.get_context("spawn")
-    tasks: multiprocessing.Queue[list[Job] | None] = context.Queue()
-    results: multiprocessing.Queue[tuple[str, int, Any]] = context.Queue()
-    for task in in_tasks(jobs):
-        tasks.put(task)
-    count = max(1, min(workers, len(jobs)))
-    by_key = {job.key: job for job in jobs}
-    pool: dict[int, SpawnProcess] = {}
-    holding: dict[int, list[str]] = {}  # worker -> the accounts it syncs
-    outcomes: dict[str, Outcome] = {}
-    numbers = itertools.count()  # a worker's number is never reused
-    idle_deaths = count  # workers that may die holding nothing (at start) and be replaced
+    dispatch = Dispatch(settings, jobs, max(1, min(workers, len(jobs))), on_outcome)
+    try:
+        for _ in range(dispatch.workers):
+            dispatch.start()
+        while not dispatch.done():
+            dispatch.step()
+    except KeyboardInterrupt:
+        dispatch.stop()
+        raise
+    dispatch.join()
+    return dispatch.outcomes_in_order()
 
-    def start(number: int) -> None:
-        process = context.Process(
+
+class Dispatch:
+    """The parent's side of a fleet. Each worker has a task queue of its own and is handed its
+    next task (an account, or a chunk) once every account of the last one has ended, so that
+    the parent always knows what each worker holds, also of a worker that dies the moment it
+    takes a task. How workers end: a stop sign when no task is left; a worker that dies
+    holding accounts is replaced; deaths holding nothing (a worker that cannot start or
+    connect) are replaced as many times as workers were asked for."""
+
+    def __init__(
+        self,
+        settings: FleetSettings,
+        jobs: list[Job],
+        workers: int,
+        on_outcome: Callable[[Outcome], None],
+    ) -> None:
+        self.context = multiprocessing.get_context("spawn")
+        self.settings, self.jobs, self.workers = settings, jobs, workers
+        self.on_outcome = on_outcome
+        self.by_key = {job.key: job for job in jobs}
+        self.pending: collections.deque[list[Job]] = collections.deque(in_tasks(jobs))
+        self.results: multiprocessing.Queue[tuple[str, int, Any]] = self.context.Queue()
+        self.pool: dict[int, tuple[SpawnProcess, multiprocessing.Queue[list[Job] | None]]] = {}
+        self.holding: dict[int, list[str]] = {}  # worker -> the accounts it syncs
+        self.stopping: set[int] = set()  # workers sent their stop sign
+        self.outcomes: dict[str, Outcome] = {}
+        self.numbers = itertools.count()  # a worker's number is never reused
+        self.idle_deaths = 0
+        self.why_gone: list[str] = []  # what workers that ended holding nothing said
+
+    def start(self) -> None:
+        """A new worker, handed its first task."""
+        number = next(self.numbers)
+        inbox: multiprocessing.Queue[list[Job] | None] = self.context.Queue()
+        process = self.context.Process(
             target=worker_main,
-            args=(number, settings, tasks, results),
+            args=(number, self.settings, inbox, self.results),
             name=f"etl-worker-{number}",
             daemon=True,
         )
-        with ctrl_c_ignored():
+        with ctrl_c_held_back():
             process.start()
-        pool[number] = process
+        self.pool[number] = (process, inbox)
+        self.hand_out(number)
 
-    def take(outcome: Outcome) -> None:
-        outcomes[outcome.key] = outcome
-        on_outcome(outcome)
+    def hand_out(self, number: int) -> None:
+        """The worker's next task, or its stop sign if none is left."""
+        inbox = self.pool[number][1]
+        if self.pending:
+            task = self.pending.popleft()
+            self.holding[number] = [job.key for job in task]
+            inbox.put(task)
+        else:
+            self.holding.pop(number, None)
+            self.stopping.add(number)
+            inbox.put(None)
 
-    for _ in range(count):
-        start(next(numbers))
-    try:
-        while len(outcomes) < len(jobs):
-            try:
-                kind, number, payload = results.get(timeout=0.2)
-            except queue.Empty:
-                for number, process in list(pool.items()):
-                    if process.is_alive():
-                        continue
-                    drain(results, holding, take)  # what it said before it died
-                    held = holding.pop(number, [])
-                    del pool[number]
-                    died(process, [by_key[key] for key in held], tasks, take)
-                    if not held:
-                        idle_deaths -= 1
-                    if held or idle_deaths > 0:
-                        start(next(numbers))
-                if not pool and len(outcomes) < len(jobs):
-                    break
+    def done(self) -> bool:
+        return len(self.outcomes) == len(self.jobs) or not self.pool
+
+    def step(self) -> None:
+        """The next message from a worker; or, if none comes soon, the workers that died."""
+        try:
+            self.heard(*self.results.get(timeout=0.2))
+        except queue.Empty:
+            self.bury_the_dead()
+
+    def heard(self, kind: str, number: int, payload: Any) -> None:
+        """How one of a worker's accounts ended ("done"), or why a worker ends ("gone")."""
+        if kind == "gone":
+            self.why_gone.append(payload)
+            return
+        outcome = Outcome(**payload)
+        self.take(outcome)
+        keys = self.holding.get(number)
+        if keys is not None and outcome.key in keys:
+            keys.remove(outcome.key)
+            if not keys and number in self.pool:
+                self.hand_out(number)
+
+    def take(self, outcome: Outcome) -> None:
+        self.outcomes[outcome.key] = outcome
+        self.on_outcome(outcome)
+
+    def bury_the_dead(self) -> None:
+        for number, (process, _) in list(self.pool.items()):
+            if process.is_alive():
                 continue
-            heard(kind, number, payload, holding, take)
-    except KeyboardInterrupt:
-        stop(pool, tasks, results, holding, take)
-        raise
-    for _ in pool:
-        tasks.put(None)  # one stop sign per worker, behind every task
-    for process in pool.values():
-        process.join(timeout=30)
-    for job in jobs:  # workers gone before their turn came (each died at start)
-        if job.key not in outcomes:
-            take(Outcome(job.key, "failed", message="no worker process was left to sync it"))
-    return [outcomes[job.key] for job in jobs]
+            self.drain()  # what it said before it died
+            del self.pool[number]
+            held = self.holding.pop(number, [])
+            if number in self.stopping:
+                continue
+            if len(held) == 1:
+                message = f"the worker process syncing it died (exit code {process.exitcode})"
+                self.take(Outcome(held[0], "failed", message=message))
+            else:  # a chunk: each account again, alone
+                self.pending.extendleft([self.by_key[key]] for key in reversed(held))
+            if not held:
+                self.idle_deaths += 1
+            if held or self.idle_deaths <= self.workers:
+                self.start()
+
+    def drain(self) -> None:
+        """Take every message already sent."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self.heard(*self.results.get(timeout=0.05))
+
+    def stop(self) -> None:
+        """After Ctrl-C: no new account starts; the runs under way end as interrupted (the
+        workers heard the same Ctrl-C) and their outcomes are taken."""
+        self.pending.clear()
+        for number, (_, inbox) in self.pool.items():
+            if number not in self.stopping:
+                with contextlib.suppress(OSError, ValueError):
+                    inbox.put(None)  # a worker between tasks ends
+        deadline = time.monotonic() + 60
+        while any(self.holding.values()) and time.monotonic() < deadline:
+            with contextlib.suppress(queue.Empty, KeyboardInterrupt):
+                self.heard(*self.results.get(timeout=0.2))
+            if not any(process.is_alive() for process, _ in self.pool.values()):
+                break
+        for process, _ in self.pool.values():
+            process.join(timeout=5)
+            if process.is_alive():
+                process.terminate()
+
+    def join(self) -> None:
+        for process, _ in self.pool.values():
+            process.join(timeout=30)
+
+    def outcomes_in_order(self) -> list[Outcome]:
+        """Every job's outcome, in the jobs' order; a job no worker was left to sync failed."""
+        gone = f" ({self.why_gone[-1]})" if self.why_gone else ""
+        for job in self.jobs:
+            if job.key not in self.outcomes:
+                message = f"no worker process was left to sync it{gone}"
+                self.take(Outcome(job.key, "failed", message=message))
+        return [self.outcomes[job.key] for job in self.jobs]
 
 
 @contextlib.contextmanager
-def ctrl_c_ignored() -> Iterator[None]:
-    """Ctrl-C ignored while a worker process starts: the worker inherits that, and heeds Ctrl-C
-    again once it has imported etl (see worker_main), so that a Ctrl-C during its imports is
-    the parent's alone to handle. Only the main thread can set a signal's handler."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+def ctrl_c_held_back() -> Iterator[None]:
+    """Ctrl-C held back (blocked) while a worker process starts. The worker inherits the
+    block and lets Ctrl-C through once it has imported etl (see worker_main), so that one
+    during its imports reaches it only then, without a traceback; this thread's comes as the
+    block ends."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def drain(
-    results: multiprocessing.Queue[tuple[str, int, Any]],
-    holding: dict[int, list[str]],
-    take: Callable[[Outcome], None],
-) -> None:
-    """Take every message already sent."""
-    with contextlib.suppress(queue.Empty):
-        while True:
-            heard(*results.get(timeout=0.05), holding, take)
-
-
-def heard(
-    kind: str,
-    number: int,
-    payload: Any,
-    holding: dict[int, list[str]],
-    take: Callable[[Outcome], None],
-) -> None:
-    """A worker's message: the accounts it starts ("start"), or how one ended ("done")."""
-    if kind == "start":
-        holding[number] = list(payload)
-        return
-    outcome = Outcome(**payload)
-    keys = holding.get(number, [])
-    if outcome.key in keys:
-        keys.remove(outcome.key)
-    if not keys:
-        holding.pop(number, None)
-    take(outcome)
-
-
-def died(
-    process: SpawnProcess,
-    held: list[Job],
-    tasks: multiprocessing.Queue[list[Job] | None],
-    take: Callable[[Outcome], None],
-) -> None:
-    """A worker that ended without its stop sign: the account it held alone failed; the
-    accounts of a chunk go back to be synced each alone."""
-    if len(held) == 1:
-        message = f"the worker process syncing it died (exit code {process.exitcode})"
-        take(Outcome(held[0].key, "failed", message=message))
-        return
-    for job in held:
-        tasks.put([job])
-
-
-def stop(
-    pool: dict[int, SpawnProcess],
-    tasks: multiprocessing.Queue[list[Job] | None],
-    results: multiprocessing.Queue[tuple[str, int, Any]],
-    holding: dict[int, list[str]],
-    take: Callable[[Outcome], None],
-) -> None:
-    """After Ctrl-C: no new account starts; the runs under way end as interrupted (the workers
-    heard the same Ctrl-C) and their outcomes are taken."""
-    with contextlib.suppress(queue.Empty, OSError, ValueError):
-        while True:
-            tasks.get_nowait()
-    with contextlib.suppress(OSError, ValueError):
-        for _ in pool:
-            tasks.put(None)  # a worker between tasks ends
-    deadline = time.monotonic() + 60
-    while holding and time.monotonic() < deadline:
-        with contextlib.suppress(queue.Empty, KeyboardInterrupt):
-            kind, number, payload = results.get(timeout=0.2)
-            if kind == "done":
-                heard(kind, number, payload, holding, take)
-        if not any(p.is_alive() for p in pool.values()):
-            break
-    for process in pool.values():
-        process.join(timeout=5)
-        if process.is_alive():
-            process.terminate()
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 CHUNK_ACCOUNTS = 16  # small accounts taken through each entity together, at most

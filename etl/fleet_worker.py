@@ -49,23 +49,23 @@ def worker_main(
     results: multiprocessing.Queue[tuple[str, int, Any]],
 ) -> None:
     """A worker: one connection, then one task (an account, or a chunk of small ones) after
-    another until the stop sign. It starts with Ctrl-C ignored (fleet.ctrl_c_ignored) and
-    heeds it from here on; a Ctrl-C while it waits for a task ends it quietly, and a
-    connection it cannot make is logged, not a traceback (the parent replaces the worker)."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    another until the stop sign. It starts with Ctrl-C held back (fleet.ctrl_c_held_back) and
+    lets it through from here on; a Ctrl-C while it waits for a task ends it quietly. A
+    connection it cannot make is said to the parent and logged, not a traceback."""
     # On a terminal the parent shows progress and the summary: the workers keep quiet there.
     quiet = settings.log_format == "console"
     log.configure(verbose=settings.verbose, fmt=settings.log_format, quiet=quiet)
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         conn = db.connect(settings.url)
     except EtlError as error:
         log.get_logger().error("worker_not_connected", worker=number, error=str(error))
-        sys.exit(2)
+        results.put(("gone", number, f"a worker could not connect: {error}"))
+        sys.exit(2)  # the queue's thread sends the message first
     except KeyboardInterrupt:
         return
     try:
         while (task := tasks.get()) is not None:
-            results.put(("start", number, [job.key for job in task]))
             try:
                 outcomes = sync_task(conn, task, settings)
             except (KeyboardInterrupt, Interrupted):

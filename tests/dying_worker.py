@@ -1,5 +1,6 @@
 """A fleet worker that dies (exit code 3) in the apply of account alpha's agents (or of any
-account named in DYING_WORKER_ACCOUNTS, separated by commas), before its transaction commits:
+account named in DYING_WORKER_ACCOUNTS, separated by commas; with DYING_WORKER_AT=take, as soon
+as it takes the task), before its transaction commits:
 a worker killed in the middle of a task (by the kernel, short of memory, say). Tests put it in
 place of etl.fleet's worker_main; the processes it runs in import it by name."""
 
@@ -23,12 +24,15 @@ def worker_main(
 ) -> None:
     real_sync_task = fleet_worker.sync_task
 
+    dying = set(os.environ.get("DYING_WORKER_ACCOUNTS", "alpha").split(","))
+    at_once = os.environ.get("DYING_WORKER_AT") == "take"  # before a word to the parent
+
     def sync_task(conn: Any, task: list[Job], task_settings: FleetSettings) -> Any:
         holding.clear()
         holding.update(job.key for job in task)
+        if at_once and dying & holding:
+            os._exit(3)
         return real_sync_task(conn, task, task_settings)
-
-    dying = set(os.environ.get("DYING_WORKER_ACCOUNTS", "alpha").split(","))
 
     def die(point: str, entity: str) -> None:
         if dying & holding and (point, entity) == ("apply", "agents"):

@@ -4,6 +4,7 @@ each account exactly as its own single-account run would."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import shutil
 from pathlib import Path
 
@@ -209,6 +210,30 @@ def test_a_failing_and_a_refused_account_stop_nothing_else(
         ("charlie", "groups", "succeeded"),
         ("delta", "agents", "refused"),
     ]
+
+
+def test_a_fleet_range_fails_a_named_account_with_none_of_its_days(
+    database_url: str, fleet_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped key in a range's --accounts fails on the range's first day, saying why, and
+    nothing of it is recorded; the named accounts that exist sync both days."""
+    assert fleet(database_url, fleet_dir, "day1..day2", "--accounts", f"{KEYS},zulu") == 1
+    captured = capsys.readouterr()
+    out = captured.out.splitlines()
+    assert [line.split(" in ")[0] for line in out if line.startswith("day ")] == [
+        "day day1: 5 accounts",
+        "day day2: 4 accounts",
+    ]
+    assert f"    zulu: {fleet_dir}/zulu: no such folder" in out
+    assert captured.err.splitlines()[-1].startswith(
+        "etl: 1 account(s) stopped at day1; once fixed, go on with `etl sync --day day1..day2 "
+        f"--accounts-dir {fleet_dir} --accounts zulu "
+    )
+    conn = db.connect(database_url)
+    try:
+        assert rows(conn, "SELECT count(*) FROM etl.accounts WHERE account_key = 'zulu'") == [(0,)]
+    finally:
+        conn.close()
 
 
 @pytest.mark.parametrize("chunk", [16, 1])
@@ -508,18 +533,39 @@ def test_accounts_that_kill_every_worker_leave_none_of_the_others_unsynced(
     ]
 
 
-def test_a_worker_that_cannot_connect_says_so_in_the_log_and_exits(
+def test_a_worker_that_dies_as_it_takes_a_task_is_known_to_have_held_it(
+    database_url: str,
+    fleet_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """No traceback: one error event naming the worker, the password masked, exit status 2
-    (the parent then replaces the worker while accounts are left)."""
+    """A worker killed the moment it takes alpha's task, before it says anything: the parent
+    handed that task to that worker, so alpha fails (nothing waits for it forever) and the
+    others land."""
+    monkeypatch.setattr(fleet_module, "worker_main", dying_worker.worker_main)
+    monkeypatch.setattr(fleet_module, "CHUNK_ACCOUNTS", 1)
+    monkeypatch.setenv("DYING_WORKER_AT", "take")
+    assert fleet(database_url, fleet_dir, "day1", "--workers", "2") == 1
+    assert capsys.readouterr().out.splitlines()[1:] == ALPHA_DIED
+
+
+def test_a_worker_that_cannot_connect_says_so_and_exits(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No traceback: one error event naming the worker, the same reason sent to the parent
+    (which a person at a terminal sees in the summary, the workers' logs being quiet there),
+    the password masked, exit status 2."""
     url = "postgresql://etl:secretpw@127.0.0.1:1/etl"
     settings = fleet_worker.FleetSettings(url, "day1", ("agents",), None, 1.0, "json", False)
+    results: multiprocessing.Queue[tuple[str, int, str]] = multiprocessing.Queue()
     with pytest.raises(SystemExit) as exit_:
-        fleet_worker.worker_main(0, settings, None, None)  # type: ignore[arg-type]
+        fleet_worker.worker_main(0, settings, None, results)  # type: ignore[arg-type]
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "secretpw" not in err and "Traceback" not in err
     event = json.loads(last_line(err))
     assert (event["event"], event["level"], event["worker"]) == ("worker_not_connected", "error", 0)
-    assert "127.0.0.1" in event["error"]
+    kind, number, reason = results.get(timeout=5)
+    assert (kind, number) == ("gone", 0)
+    assert reason.startswith("a worker could not connect: ") and "127.0.0.1" in reason
+    assert "secretpw" not in reason
