@@ -39,7 +39,10 @@ def find_accounts(accounts_dir: Path, day: str, keys: list[str] | None) -> list[
     if not accounts_dir.is_dir():
         raise UsageError(f"--accounts-dir {accounts_dir}: no such folder")
     if keys is not None:
-        return keys
+        for key in keys:
+            if not is_account_key(key):
+                raise UsageError(f"--accounts: {key!r} is not an account key: 1-64 of A-Za-z0-9._-")
+        return list(dict.fromkeys(keys))  # each account once
     try:
         found = sorted(
             entry.name
@@ -114,10 +117,11 @@ def run_fleet(
     on_outcome: Callable[[Outcome], None],
 ) -> list[Outcome]:
     """Sync ``jobs`` on ``workers`` worker processes, largest first; each outcome is passed to
-    ``on_outcome`` as it comes. A worker that dies is replaced: the account it held alone
-    fails, and the accounts of a chunk it held are each synced again alone (which of them
-    killed it is not known; it then fails alone). Ctrl-C stops handing out accounts, lets the
-    workers end the runs they hold (their ledger rows say so) and raises KeyboardInterrupt."""
+    ``on_outcome`` as it comes. A worker that dies is replaced, and each account it held is
+    synced again alone, once (it may have died of another account of its chunk, or before it
+    began this one): an account that kills its worker again fails alone. Ctrl-C stops handing
+    out accounts, lets the workers end the runs they hold (their ledger rows say so) and raises
+    KeyboardInterrupt."""
     dispatch = Dispatch(settings, jobs, max(1, min(workers, len(jobs))), on_outcome)
     try:
         for _ in range(dispatch.workers):
@@ -159,6 +163,7 @@ class Dispatch:
         self.numbers = itertools.count()  # a worker's number is never reused
         self.idle_deaths = 0
         self.why_gone: list[str] = []  # what workers that ended holding nothing said
+        self.retried: set[str] = set()  # accounts a dead worker held, sent again alone
 
     def start(self) -> None:
         """A new worker, handed its first task."""
@@ -170,10 +175,10 @@ class Dispatch:
             name=f"etl-worker-{number}",
             daemon=True,
         )
-        with ctrl_c_held_back():
+        with ctrl_c_held_back():  # the inbox's thread, made by its first put, holds it back too
             process.start()
-        self.pool[number] = (process, inbox)
-        self.hand_out(number)
+            self.pool[number] = (process, inbox)
+            self.hand_out(number)
 
     def hand_out(self, number: int) -> None:
         """The worker's next task, or its stop sign if none is left."""
@@ -198,9 +203,13 @@ class Dispatch:
             self.bury_the_dead()
 
     def heard(self, kind: str, number: int, payload: Any) -> None:
-        """How one of a worker's accounts ended ("done"), or why a worker ends ("gone")."""
+        """How one of a worker's accounts ended ("done"), or why a worker ends before it
+        syncs what it was handed ("gone": that goes back, untried)."""
         if kind == "gone":
             self.why_gone.append(payload)
+            held = self.holding.pop(number, [])
+            if held:
+                self.pending.appendleft([self.by_key[key] for key in held])
             return
         outcome = Outcome(**payload)
         self.take(outcome)
@@ -223,11 +232,13 @@ class Dispatch:
             held = self.holding.pop(number, [])
             if number in self.stopping:
                 continue
-            if len(held) == 1:
-                message = f"the worker process syncing it died (exit code {process.exitcode})"
-                self.take(Outcome(held[0], "failed", message=message))
-            else:  # a chunk: each account again, alone
-                self.pending.extendleft([self.by_key[key]] for key in reversed(held))
+            for key in held:  # each again, alone, once; the one that kills it again fails
+                if key in self.retried:
+                    message = f"the worker process syncing it died (exit code {process.exitcode})"
+                    self.take(Outcome(key, "failed", message=message))
+                else:
+                    self.retried.add(key)
+                    self.pending.appendleft([self.by_key[key]])
             if not held:
                 self.idle_deaths += 1
             if held or self.idle_deaths <= self.workers:

@@ -76,7 +76,12 @@ def worker_main(
             for outcome in outcomes:
                 outcome.worker_rss_mb = log.peak_rss_kb() // 1024
                 results.put(("done", number, asdict(outcome)))
-            conn = connected(conn, settings.url)
+            try:
+                conn = connected(conn, settings.url)
+            except EtlError as error:  # what it is handed next goes back, untried
+                log.get_logger().error("worker_not_connected", worker=number, error=str(error))
+                results.put(("gone", number, f"a worker lost its connection: {error}"))
+                sys.exit(2)
     except KeyboardInterrupt:  # while it waited for a task
         return
     finally:

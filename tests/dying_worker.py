@@ -1,8 +1,9 @@
 """A fleet worker that dies (exit code 3) in the apply of account alpha's agents (or of any
-account named in DYING_WORKER_ACCOUNTS, separated by commas; with DYING_WORKER_AT=take, as soon
-as it takes the task), before its transaction commits:
-a worker killed in the middle of a task (by the kernel, short of memory, say). Tests put it in
-place of etl.fleet's worker_main; the processes it runs in import it by name."""
+account named in DYING_WORKER_ACCOUNTS, separated by commas), before its transaction commits: a
+worker killed in the middle of a task (by the kernel, short of memory, say). With
+DYING_WORKER_AT=take it dies as soon as it takes such an account's task; with connect, every
+worker but the first cannot connect; with connect-all, none can. Tests put it in place of
+etl.fleet's worker_main; the processes it runs in import it by name."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import multiprocessing
 import os
 from typing import Any
 
-from etl import fleet_worker, hooks
+from etl import db, fleet_worker, hooks
 from etl.fleet_worker import FleetSettings, Job
 
 holding: set[str] = set()  # the accounts of the task under way
@@ -25,7 +26,15 @@ def worker_main(
     real_sync_task = fleet_worker.sync_task
 
     dying = set(os.environ.get("DYING_WORKER_ACCOUNTS", "alpha").split(","))
-    at_once = os.environ.get("DYING_WORKER_AT") == "take"  # before a word to the parent
+    at = os.environ.get("DYING_WORKER_AT")
+    at_once = at == "take"  # before a word to the parent
+    if (at == "connect" and number > 0) or at == "connect-all":  # worker 0 alone connects
+        real_connect = db.connect
+
+        def refused(url: str) -> Any:
+            real_connect("postgresql://etl@127.0.0.1:1/etl")  # raises: nothing listens there
+
+        db.connect = refused  # type: ignore[assignment]
 
     def sync_task(conn: Any, task: list[Job], task_settings: FleetSettings) -> Any:
         holding.clear()

@@ -16,6 +16,7 @@ from replay import DUMPED_TABLES, dump_state
 from etl import db, fleet_worker, synth
 from etl import fleet as fleet_module
 from etl.cli import main
+from etl.errors import UsageError
 from etl.log import mask_url
 
 SIZES = {"alpha": 60, "bravo": 25, "charlie": 140, "delta": 40}  # agents per account
@@ -368,6 +369,16 @@ def test_results_that_cannot_be_written_are_said_after_the_summary(
     )
 
 
+def test_named_accounts_are_checked_and_taken_once(fleet_dir: Path) -> None:
+    """As the Prefect day flow passes them: a key named twice is one account (two workers
+    must never hold it at once), and a key that is none is a usage error."""
+    assert fleet_module.find_accounts(fleet_dir, "day1", ["alpha", "bravo", "alpha"]) == [
+        "alpha", "bravo"
+    ]  # fmt: skip
+    with pytest.raises(UsageError, match="--accounts: 'a b' is not an account key"):
+        fleet_module.find_accounts(fleet_dir, "day1", ["alpha", "a b"])
+
+
 def test_a_fleet_for_a_person_logs_nothing_but_the_summary(
     database_url: str, fleet_dir: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -446,8 +457,9 @@ def test_a_worker_that_dies_fails_only_the_account_it_held(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A worker killed in the apply of alpha's agents (each account a task of its own, one
-    worker): alpha fails, named in the summary with the worker's exit code and its run left
-    'running'; a new worker takes the accounts left, which land. alpha's next run marks the
+    worker): alpha is synced again alone, once (a worker may die of something else), kills
+    that worker too and fails, named in the summary with the exit code, its last run left
+    'running'; new workers take the accounts left, which land. alpha's next run marks the
     dead one abandoned and lands."""
     monkeypatch.setattr(fleet_module, "worker_main", dying_worker.worker_main)
     monkeypatch.setattr(fleet_module, "CHUNK_ACCOUNTS", 1)
@@ -460,10 +472,15 @@ def test_a_worker_that_dies_fails_only_the_account_it_held(
     )
     landed = [(key, entity, "succeeded") for key in ("bravo", "charlie", "delta")
               for entity in ("agents", "roles", "groups")]  # fmt: skip
-    assert rows(conn, runs) == [("alpha", "agents", "running"), *landed]
+    assert rows(conn, runs) == [
+        ("alpha", "agents", "abandoned"),
+        ("alpha", "agents", "running"),
+        *landed,
+    ]
     monkeypatch.undo()
     assert fleet(database_url, fleet_dir, "day1", "--accounts", "alpha") == 0
     assert rows(conn, runs) == [
+        ("alpha", "agents", "abandoned"),
         ("alpha", "agents", "abandoned"),
         ("alpha", "agents", "succeeded"),
         ("alpha", "roles", "succeeded"),
@@ -547,6 +564,39 @@ def test_a_worker_that_dies_as_it_takes_a_task_is_known_to_have_held_it(
     monkeypatch.setenv("DYING_WORKER_AT", "take")
     assert fleet(database_url, fleet_dir, "day1", "--workers", "2") == 1
     assert capsys.readouterr().out.splitlines()[1:] == ALPHA_DIED
+
+
+def test_the_task_of_a_worker_that_cannot_connect_goes_to_one_that_can(
+    database_url: str,
+    fleet_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every worker but the first cannot connect (too many connections, say): what each was
+    handed goes back untried, and the first worker syncs every account."""
+    monkeypatch.setattr(fleet_module, "worker_main", dying_worker.worker_main)
+    monkeypatch.setattr(fleet_module, "CHUNK_ACCOUNTS", 1)
+    monkeypatch.setenv("DYING_WORKER_ACCOUNTS", "none")
+    monkeypatch.setenv("DYING_WORKER_AT", "connect")
+    assert fleet(database_url, fleet_dir, "day1", "--workers", "2") == 0
+    assert capsys.readouterr().out.splitlines()[1:] == ["  succeeded: 4"]
+
+
+def test_accounts_no_worker_could_sync_say_why(
+    database_url: str,
+    fleet_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No worker can connect: after as many replacements as workers asked for, every account
+    fails naming the reason, and nothing of them is synced."""
+    monkeypatch.setattr(fleet_module, "worker_main", dying_worker.worker_main)
+    monkeypatch.setenv("DYING_WORKER_AT", "connect-all")
+    assert fleet(database_url, fleet_dir, "day1", "--workers", "2") == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:3] == ["  succeeded: 0", "  failed: 4"]
+    reason = "    alpha: no worker process was left to sync it (a worker could not connect: "
+    assert out[3].startswith(reason), out[3]
 
 
 def test_a_worker_that_cannot_connect_says_so_and_exits(
