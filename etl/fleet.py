@@ -227,8 +227,8 @@ class Dispatch:
         for number, (process, _) in list(self.pool.items()):
             if process.is_alive():
                 continue
+            del self.pool[number]  # first: nothing more is handed to it
             self.drain()  # what it said before it died
-            del self.pool[number]
             held = self.holding.pop(number, [])
             if number in self.stopping:
                 continue
