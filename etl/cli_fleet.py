@@ -36,8 +36,7 @@ def run_fleet_days(args: argparse.Namespace, entities: tuple[str, ...]) -> int:
     if not args.accounts_dir.is_dir():
         raise UsageError(f"--accounts-dir {args.accounts_dir}: no such folder")
     named = fleet.parse_accounts(args.accounts) if args.accounts is not None else None
-    for key in named or ():
-        check_key(key)
+    fleet.check_keys(named or [])
     folders = (
         [args.accounts_dir / key for key in named]
         if named is not None
@@ -88,12 +87,9 @@ def run_fleet(
     from etl.migrate import migrate
     from etl.progress import FleetProgress
 
-    missing: dict[str, str] = {}
     if keys is None:
-        keys = fleet.parse_accounts(args.accounts) if args.accounts is not None else None
-        for key in keys or ():
-            check_key(key)
-        keys = fleet.find_accounts(args.accounts_dir, args.day, keys)
+        named = fleet.parse_accounts(args.accounts) if args.accounts is not None else None
+        keys = fleet.find_accounts(args.accounts_dir, args.day, named)
     missing = fleet.without_day(args.accounts_dir, args.day, keys)
     keys = [key for key in keys if key not in missing]
     url, _server = resolve_database(args)
@@ -151,13 +147,6 @@ def run_fleet(
     if interrupted:
         return 130, outcomes
     return 0 if written and all(o.status == "succeeded" for o in outcomes) else 1, outcomes
-
-
-def check_key(key: str) -> None:
-    from etl import fleet
-
-    if not fleet.is_account_key(key):
-        raise UsageError(f"--accounts: {key!r} is not an account key: 1-64 of A-Za-z0-9._-")
 
 
 def write_results(path: Path, document: dict[str, object]) -> bool:

@@ -39,9 +39,7 @@ def find_accounts(accounts_dir: Path, day: str, keys: list[str] | None) -> list[
     if not accounts_dir.is_dir():
         raise UsageError(f"--accounts-dir {accounts_dir}: no such folder")
     if keys is not None:
-        for key in keys:
-            if not is_account_key(key):
-                raise UsageError(f"--accounts: {key!r} is not an account key: 1-64 of A-Za-z0-9._-")
+        check_keys(keys)
         return list(dict.fromkeys(keys))  # each account once
     try:
         found = sorted(
@@ -82,6 +80,13 @@ def has_day(folder: Path, day: str) -> bool:
         return (folder / f"sync-{day}").is_dir()
     except OSError:
         return True
+
+
+def check_keys(keys: list[str]) -> None:
+    """A usage error naming the first of ``keys`` (as --accounts gave them) that is no key."""
+    for key in keys:
+        if not is_account_key(key):
+            raise UsageError(f"--accounts: {key!r} is not an account key: 1-64 of A-Za-z0-9._-")
 
 
 def is_account_key(text: str) -> bool:
@@ -162,7 +167,7 @@ class Dispatch:
         self.outcomes: dict[str, Outcome] = {}
         self.numbers = itertools.count()  # a worker's number is never reused
         self.idle_deaths = 0
-        self.why_gone: list[str] = []  # what workers that ended holding nothing said
+        self.why_gone: str | None = None  # what the last worker that gave up said
         self.retried: set[str] = set()  # accounts a dead worker held, sent again alone
 
     def start(self) -> None:
@@ -206,7 +211,7 @@ class Dispatch:
         """How one of a worker's accounts ended ("done"), or why a worker ends before it
         syncs what it was handed ("gone": that goes back, untried)."""
         if kind == "gone":
-            self.why_gone.append(payload)
+            self.why_gone = payload
             held = self.holding.pop(number, [])
             if held:
                 self.pending.appendleft([self.by_key[key] for key in held])
@@ -275,7 +280,7 @@ class Dispatch:
 
     def outcomes_in_order(self) -> list[Outcome]:
         """Every job's outcome, in the jobs' order; a job no worker was left to sync failed."""
-        gone = f" ({self.why_gone[-1]})" if self.why_gone else ""
+        gone = f" ({self.why_gone})" if self.why_gone else ""
         for job in self.jobs:
             if job.key not in self.outcomes:
                 message = f"no worker process was left to sync it{gone}"

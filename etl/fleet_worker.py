@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from etl import db, log
 from etl.account import account_session, accounts_session
@@ -59,9 +59,7 @@ def worker_main(
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         conn = db.connect(settings.url)
     except EtlError as error:
-        log.get_logger().error("worker_not_connected", worker=number, error=str(error))
-        results.put(("gone", number, f"a worker could not connect: {error}"))
-        sys.exit(2)  # the queue's thread sends the message first
+        give_up(number, results, f"a worker could not connect: {error}")
     except KeyboardInterrupt:
         return
     try:
@@ -79,13 +77,21 @@ def worker_main(
             try:
                 conn = connected(conn, settings.url)
             except EtlError as error:  # what it is handed next goes back, untried
-                log.get_logger().error("worker_not_connected", worker=number, error=str(error))
-                results.put(("gone", number, f"a worker lost its connection: {error}"))
-                sys.exit(2)
+                give_up(number, results, f"a worker lost its connection: {error}")
     except KeyboardInterrupt:  # while it waited for a task
         return
     finally:
         db.close(conn)
+
+
+def give_up(
+    number: int, results: multiprocessing.Queue[tuple[str, int, Any]], why: str
+) -> NoReturn:
+    """End the worker without a connection: why, logged and said to the parent (which gives
+    back what it handed this worker, untried); exit status 2."""
+    log.get_logger().error("worker_not_connected", worker=number, error=why)
+    results.put(("gone", number, why))
+    sys.exit(2)  # the queue's thread sends the message first
 
 
 def connected(conn: db.Connection, url: str) -> db.Connection:
