@@ -31,6 +31,7 @@ from etl.fleet_worker import FleetSettings, Job, worker_main
 
 ACCOUNT_KEY = re.compile(r"^(?!\.+$)[A-Za-z0-9._-]{1,64}$")  # SEMANTICS 10; never . or ..
 BYTES_PER_ROW = 150  # to weigh an account never synced by its input against one by its rows
+SIZED_FILES = 32  # files of a folder whose sizes weigh an account never synced
 
 
 def find_accounts(accounts_dir: Path, day: str, keys: list[str] | None) -> list[str]:
@@ -94,8 +95,8 @@ def is_account_key(text: str) -> bool:
 
 
 def weigh(conn: db.Connection, accounts_dir: Path, day: str, keys: list[str]) -> list[Job]:
-    """The accounts as jobs, largest first: by the rows their last runs staged, else by the
-    bytes of the day's input (an account never synced)."""
+    """The accounts as jobs, largest first: by the rows their last runs staged, else by about
+    the bytes of the day's input (an account never synced)."""
     rows = dict(db.execute(conn, "account_weights", (keys,)))
     db.commit(conn)
     jobs = []
@@ -107,12 +108,23 @@ def weigh(conn: db.Connection, accounts_dir: Path, day: str, keys: list[str]) ->
 
 
 def input_bytes(day_folder: Path) -> int:
+    """About the bytes of the day's input: each folder's count of files times the mean size of
+    ``SIZED_FILES`` of them, spread over the folder in name order (all of a smaller folder).
+    Listing a folder reads no file's size: a fleet's first day does not wait for the size of
+    every input file."""
     total = 0
     with contextlib.suppress(OSError):
         for folder in os.scandir(day_folder):
             if folder.is_dir():
-                total += sum(f.stat().st_size for f in os.scandir(folder.path) if f.is_file())
+                files = sorted((f for f in os.scandir(folder.path) if f.is_file()), key=by_name)
+                sized = files[:: max(1, len(files) // SIZED_FILES)][:SIZED_FILES]
+                if sized:
+                    total += sum(f.stat().st_size for f in sized) * len(files) // len(sized)
     return total
+
+
+def by_name(entry: os.DirEntry[str]) -> str:
+    return entry.name
 
 
 def run_fleet(

@@ -440,6 +440,24 @@ def test_accounts_weigh_what_their_last_succeeded_runs_staged(
     assert "Index Scan Backward using sync_runs_succeeded" in plan, plan
 
 
+def test_an_account_never_synced_weighs_about_its_input_bytes(tmp_path: Path) -> None:
+    """An account never synced weighs about the bytes of its day's input: a folder's count of
+    files times the mean size of 32 of them, every other file in name order when it holds 64
+    (sizes 1, 3, ..., 63: mean 32, where all 64 have a mean of 32.5); a folder of fewer files,
+    and what is no file, as they are."""
+    day = tmp_path / "new" / "sync-day1"
+    details, agents = day / "agent_details", day / "agents"
+    details.mkdir(parents=True)
+    agents.mkdir()
+    for size in range(1, 65):
+        (details / f"{size:02}.json").write_bytes(b" " * size)
+    (agents / "1.json").write_bytes(b" " * 100)
+    (agents / "2.json").write_bytes(b" " * 50)
+    (agents / "folder.json").mkdir()
+    assert fleet_module.input_bytes(day) == 32 * 64 + 150
+    assert fleet_module.input_bytes(tmp_path / "new" / "sync-day2") == 0
+
+
 # The summary's lines after its first when alpha killed its worker and the others landed.
 ALPHA_DIED = [
     "  succeeded: 3",
