@@ -34,7 +34,8 @@ def configure(*, verbose: bool = False, fmt: str | None = None, quiet: bool = Fa
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.CRITICAL if quiet else logging.DEBUG if verbose else logging.INFO
         ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        # A line and its newline in one write: a fleet's workers share stderr.
+        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
     )
 

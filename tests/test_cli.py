@@ -217,6 +217,30 @@ class FakeTerminal(io.StringIO):
         return True
 
 
+class WritesRecorded(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def test_each_log_line_is_written_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each event reaches stderr in one write, its newline included. A fleet's workers share
+    stderr: with Python's output unbuffered (PYTHONUNBUFFERED, common in containers), a line
+    written in two parts could be cut by another worker's line, and JSON readers choke."""
+    stream = WritesRecorded()
+    monkeypatch.setattr(sys, "stderr", stream)
+    log.configure(fmt="json")
+    log.get_logger().info("synced", entity="agents")
+    log.get_logger().info("synced", entity="roles")
+    assert [text.count("\n") for text in stream.writes] == [1, 1]
+    assert all(text.endswith("\n") for text in stream.writes)
+    assert [json.loads(text)["entity"] for text in stream.writes] == ["agents", "roles"]
+
+
 @pytest.mark.parametrize(("no_color", "colored"), [(None, True), ("1", False), ("", True)])
 def test_console_logs_respect_no_color(
     monkeypatch: pytest.MonkeyPatch, no_color: str | None, colored: bool
