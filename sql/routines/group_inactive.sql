@@ -34,9 +34,10 @@ BEGIN
           JOIN etl.groups p ON p.account_id = v_account AND p.group_id = c.parent_group_id
          WHERE p.present
     ), computed AS (
-        SELECT g.group_id, a.group_id IS NULL AS inactive
+        -- Looked up in the walk's groups, hashed once (a join to the walk, its rows unknown to
+        -- the planner, could be a loop over the walk for every group of the account).
+        SELECT g.group_id, g.group_id NOT IN (SELECT a.group_id FROM active a) AS inactive
           FROM etl.groups g
-          LEFT JOIN active a ON a.group_id = g.group_id
          WHERE g.account_id = v_account
     ), flipped AS (
         UPDATE etl.groups g
