@@ -14,6 +14,7 @@ import collections
 import contextlib
 import itertools
 import multiprocessing
+import operator
 import os
 import queue
 import re
@@ -116,15 +117,12 @@ def input_bytes(day_folder: Path) -> int:
     with contextlib.suppress(OSError):
         for folder in os.scandir(day_folder):
             if folder.is_dir():
-                files = sorted((f for f in os.scandir(folder.path) if f.is_file()), key=by_name)
+                files = [f for f in os.scandir(folder.path) if f.is_file()]
+                files.sort(key=operator.attrgetter("name"))
                 sized = files[:: max(1, len(files) // SIZED_FILES)][:SIZED_FILES]
                 if sized:
                     total += sum(f.stat().st_size for f in sized) * len(files) // len(sized)
     return total
-
-
-def by_name(entry: os.DirEntry[str]) -> str:
-    return entry.name
 
 
 def run_fleet(
