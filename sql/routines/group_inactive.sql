@@ -5,6 +5,11 @@
 -- (etl.group_active_members); UNION drops rows already found, so each group is visited once and
 -- cycles end the walk. Both branches of the walk stay inside the account. Only flipped rows are
 -- written; returns their counts.
+--
+-- Each step of the walk probes the key for its groups' parents, and each group is looked up in
+-- the walk's groups hashed: no join the planner could make a loop over every group of the
+-- account for each group walked. It cannot tell how many groups a walk finds, and a fleet's
+-- small accounts run on generic plans, or on statistics taken before they were loaded.
 CREATE FUNCTION etl.refresh_group_inactive_v1(r etl.sync_runs)
 RETURNS jsonb
 LANGUAGE plpgsql AS $$
@@ -31,19 +36,16 @@ BEGIN
         UNION
         SELECT p.group_id, p.parent_group_id
           FROM active c
-          JOIN etl.groups p ON p.account_id = v_account AND p.group_id = c.parent_group_id
-         WHERE p.present
-    ), computed AS (
-        -- Looked up in the walk's groups, hashed once (a join to the walk, its rows unknown to
-        -- the planner, could be a loop over the walk for every group of the account).
-        SELECT g.group_id, g.group_id NOT IN (SELECT a.group_id FROM active a) AS inactive
-          FROM etl.groups g
-         WHERE g.account_id = v_account
+         CROSS JOIN LATERAL (SELECT p.group_id, p.parent_group_id
+                               FROM etl.groups p
+                              WHERE p.account_id = v_account AND p.group_id = c.parent_group_id
+                                AND p.present
+                              LIMIT 1) p  -- LIMIT keeps it a probe, not a join
     ), flipped AS (
         UPDATE etl.groups g
-           SET inactive = c.inactive, synced_at = r.synced_at, ingested_at = clock_timestamp()
-          FROM computed c
-         WHERE g.account_id = v_account AND g.group_id = c.group_id AND g.inactive <> c.inactive
+           SET inactive = NOT g.inactive, synced_at = r.synced_at, ingested_at = clock_timestamp()
+         WHERE g.account_id = v_account
+           AND g.inactive <> (g.group_id NOT IN (SELECT a.group_id FROM active a))
         RETURNING g.inactive
     )
     SELECT count(*) FILTER (WHERE inactive), count(*) FILTER (WHERE NOT inactive)
