@@ -119,9 +119,11 @@ def input_bytes(day_folder: Path) -> int:
             if folder.is_dir():
                 files = [f for f in os.scandir(folder.path) if f.is_file()]
                 files.sort(key=operator.attrgetter("name"))
-                sized = files[:: max(1, len(files) // SIZED_FILES)][:SIZED_FILES]
-                if sized:
-                    total += sum(f.stat().st_size for f in sized) * len(files) // len(sized)
+                count = len(files)
+                if count > SIZED_FILES:
+                    files = [files[i * count // SIZED_FILES] for i in range(SIZED_FILES)]
+                if files:
+                    total += sum(f.stat().st_size for f in files) * count // len(files)
     return total
 
 

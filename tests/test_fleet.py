@@ -442,19 +442,19 @@ def test_accounts_weigh_what_their_last_succeeded_runs_staged(
 
 def test_an_account_never_synced_weighs_about_its_input_bytes(tmp_path: Path) -> None:
     """An account never synced weighs about the bytes of its day's input: a folder's count of
-    files times the mean size of 32 of them, every other file in name order when it holds 64
-    (sizes 1, 3, ..., 63: mean 32, where all 64 have a mean of 32.5); a folder of fewer files,
-    and what is no file, as they are."""
+    files times the mean size of 32 of them spread over the folder in name order. Of 48 files
+    of 1 to 48 bytes, two of every three are sized (1, 2, 4, 5, ..., 46, 47: mean 24, where all
+    48 have a mean of 24.5); a folder of fewer files, and what is no file, as they are."""
     day = tmp_path / "new" / "sync-day1"
     details, agents = day / "agent_details", day / "agents"
     details.mkdir(parents=True)
     agents.mkdir()
-    for size in range(1, 65):
+    for size in range(1, 49):
         (details / f"{size:02}.json").write_bytes(b" " * size)
     (agents / "1.json").write_bytes(b" " * 100)
     (agents / "2.json").write_bytes(b" " * 50)
     (agents / "folder.json").mkdir()
-    assert fleet_module.input_bytes(day) == 32 * 64 + 150
+    assert fleet_module.input_bytes(day) == 24 * 48 + 150
     assert fleet_module.input_bytes(tmp_path / "new" / "sync-day2") == 0
 
 

@@ -6,10 +6,11 @@
 -- cycles end the walk. Both branches of the walk stay inside the account. Only flipped rows are
 -- written; returns their counts.
 --
--- Each step of the walk probes the key for its groups' parents, and each group is looked up in
--- the walk's groups hashed: no join the planner could make a loop over every group of the
--- account for each group walked. It cannot tell how many groups a walk finds, and a fleet's
--- small accounts run on generic plans, or on statistics taken before they were loaded.
+-- The planner cannot tell how many groups a walk finds, and a fleet's small accounts run on
+-- generic plans, or on statistics taken before they were loaded: no statement joins the walk to
+-- the account's groups, a join it could make a loop over one for each row of the other. Each step
+-- of the walk probes the key for its groups' parents; the groups to flip are found by grouping
+-- the account's groups with the walk's, and are written by key.
 CREATE FUNCTION etl.refresh_group_inactive_v1(r etl.sync_runs)
 RETURNS jsonb
 LANGUAGE plpgsql AS $$
@@ -17,6 +18,7 @@ DECLARE
     v_account     bigint := r.account_id;
     v_to_inactive bigint;
     v_to_active   bigint;
+    v_flipped     bigint[];
 BEGIN
     IF EXISTS (SELECT 1 FROM etl.group_active_members
                 WHERE account_id = v_account AND active_members < 0) THEN
@@ -41,11 +43,19 @@ BEGIN
                               WHERE p.account_id = v_account AND p.group_id = c.parent_group_id
                                 AND p.present
                               LIMIT 1) p  -- LIMIT keeps it a probe, not a join
-    ), flipped AS (
+    )
+    SELECT array_agg(group_id) INTO v_flipped
+      FROM (SELECT m.group_id
+              FROM (SELECT group_id, inactive, false AS walked
+                      FROM etl.groups WHERE account_id = v_account
+                    UNION ALL
+                    SELECT group_id, NULL, true FROM active) m
+             GROUP BY m.group_id  -- inactive though walked, or active though not:
+            HAVING bool_or(m.inactive) = bool_or(m.walked)) f;
+    WITH flipped AS (
         UPDATE etl.groups g
            SET inactive = NOT g.inactive, synced_at = r.synced_at, ingested_at = clock_timestamp()
-         WHERE g.account_id = v_account
-           AND g.inactive <> (g.group_id NOT IN (SELECT a.group_id FROM active a))
+         WHERE g.account_id = v_account AND g.group_id = ANY (v_flipped)
         RETURNING g.inactive
     )
     SELECT count(*) FILTER (WHERE inactive), count(*) FILTER (WHERE NOT inactive)
