@@ -156,9 +156,11 @@ class Dispatch:
     """The parent's side of a fleet. Each worker has a task queue of its own and is handed its
     next task (an account, or a chunk) once every account of the last one has ended, so that
     the parent always knows what each worker holds, also of a worker that dies the moment it
-    takes a task. How workers end: a stop sign when no task is left; a worker that dies
-    holding accounts is replaced; deaths holding nothing (a worker that cannot start or
-    connect) are replaced as many times as workers were asked for."""
+    takes a task. How workers end: a stop sign once no task is left and no worker holds one (a
+    worker out of tasks waits till then: one that gives up or dies gives its task back); a
+    worker that dies holding accounts is replaced; deaths holding nothing (a worker that cannot
+    start or connect) are replaced, while work is left, as many times as workers were asked
+    for."""
 
     def __init__(
         self,
@@ -175,6 +177,7 @@ class Dispatch:
         self.results: multiprocessing.Queue[tuple[str, int, Any]] = self.context.Queue()
         self.pool: dict[int, tuple[SpawnProcess, multiprocessing.Queue[list[Job] | None]]] = {}
         self.holding: dict[int, list[str]] = {}  # worker -> the accounts it syncs
+        self.waiting: set[int] = set()  # workers out of tasks while others still hold some
         self.stopping: set[int] = set()  # workers sent their stop sign
         self.outcomes: dict[str, Outcome] = {}
         self.numbers = itertools.count()  # a worker's number is never reused
@@ -198,16 +201,32 @@ class Dispatch:
             self.hand_out(number)
 
     def hand_out(self, number: int) -> None:
-        """The worker's next task, or its stop sign if none is left."""
-        inbox = self.pool[number][1]
+        """The worker's next task. If none is left, it waits while other workers hold accounts
+        (a worker that gives up or dies gives them back); once none does, every waiting worker
+        gets its stop sign."""
         if self.pending:
             task = self.pending.popleft()
             self.holding[number] = [job.key for job in task]
-            inbox.put(task)
-        else:
-            self.holding.pop(number, None)
+            self.pool[number][1].put(task)
+            return
+        self.holding.pop(number, None)
+        self.waiting.add(number)
+        self.stop_when_all_ended()
+
+    def give_back(self, task: list[Job]) -> None:
+        """A task no worker holds any more, first to be handed out: to a waiting worker now."""
+        self.pending.appendleft(task)
+        if self.waiting:
+            self.hand_out(self.waiting.pop())
+
+    def stop_when_all_ended(self) -> None:
+        """Every waiting worker's stop sign, once no task is left and no worker holds one."""
+        if self.pending or any(self.holding.values()):
+            return
+        for number in self.waiting:
             self.stopping.add(number)
-            inbox.put(None)
+            self.pool[number][1].put(None)
+        self.waiting.clear()
 
     def done(self) -> bool:
         return len(self.outcomes) == len(self.jobs) or not self.pool
@@ -224,9 +243,10 @@ class Dispatch:
         syncs what it was handed ("gone": that goes back, untried)."""
         if kind == "gone":
             self.why_gone = payload
+            self.waiting.discard(number)
             held = self.holding.pop(number, [])
             if held:
-                self.pending.appendleft([self.by_key[key] for key in held])
+                self.give_back([self.by_key[key] for key in held])
             return
         outcome = Outcome(**payload)
         self.take(outcome)
@@ -245,6 +265,7 @@ class Dispatch:
             if process.is_alive():
                 continue
             del self.pool[number]  # first: nothing more is handed to it
+            self.waiting.discard(number)
             self.drain()  # what it said before it died
             held = self.holding.pop(number, [])
             if number in self.stopping:
@@ -255,11 +276,13 @@ class Dispatch:
                     self.take(Outcome(key, "failed", message=message))
                 else:
                     self.retried.add(key)
-                    self.pending.appendleft([self.by_key[key]])
+                    self.give_back([self.by_key[key]])
             if not held:
                 self.idle_deaths += 1
-            if held or self.idle_deaths <= self.workers:
+            work_left = self.pending or any(self.holding.values())
+            if held or (self.idle_deaths <= self.workers and work_left):
                 self.start()
+        self.stop_when_all_ended()
 
     def drain(self) -> None:
         """Take every message already sent."""

@@ -2,13 +2,15 @@
 account named in DYING_WORKER_ACCOUNTS, separated by commas), before its transaction commits: a
 worker killed in the middle of a task (by the kernel, short of memory, say). With
 DYING_WORKER_AT=take it dies as soon as it takes such an account's task; with connect, every
-worker but the first cannot connect; with connect-all, none can. Tests put it in place of
-etl.fleet's worker_main; the processes it runs in import it by name."""
+worker but the first cannot connect; with connect-late, every worker but the first says so only
+after 2 s (the first has ended its tasks by then); with connect-all, none can. Tests put it in
+place of etl.fleet's worker_main; the processes it runs in import it by name."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 from typing import Any
 
 from etl import db, fleet_worker, hooks
@@ -28,10 +30,12 @@ def worker_main(
     dying = set(os.environ.get("DYING_WORKER_ACCOUNTS", "alpha").split(","))
     at = os.environ.get("DYING_WORKER_AT")
     at_once = at == "take"  # before a word to the parent
-    if (at == "connect" and number > 0) or at == "connect-all":  # worker 0 alone connects
-        real_connect = db.connect
+    if (at in ("connect", "connect-late") and number > 0) or at == "connect-all":
+        real_connect = db.connect  # worker 0 alone connects
 
         def refused(url: str) -> Any:
+            if at == "connect-late":
+                time.sleep(2)
             real_connect("postgresql://etl@127.0.0.1:1/etl")  # raises: nothing listens there
 
         db.connect = refused  # type: ignore[assignment]

@@ -600,6 +600,23 @@ def test_the_task_of_a_worker_that_cannot_connect_goes_to_one_that_can(
     assert capsys.readouterr().out.splitlines()[1:] == ["  succeeded: 4"]
 
 
+def test_a_worker_out_of_tasks_waits_for_what_another_gives_back(
+    database_url: str,
+    fleet_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The second worker says it cannot connect only once the first has synced every other
+    account: the first, out of tasks, still waits and syncs the one given back (when it was
+    told to stop as soon as no task was left, that account failed: no worker was left)."""
+    monkeypatch.setattr(fleet_module, "worker_main", dying_worker.worker_main)
+    monkeypatch.setattr(fleet_module, "CHUNK_ACCOUNTS", 1)
+    monkeypatch.setenv("DYING_WORKER_ACCOUNTS", "none")
+    monkeypatch.setenv("DYING_WORKER_AT", "connect-late")
+    assert fleet(database_url, fleet_dir, "day1", "--workers", "2") == 0
+    assert capsys.readouterr().out.splitlines()[1:] == ["  succeeded: 4"]
+
+
 def test_accounts_no_worker_could_sync_say_why(
     database_url: str,
     fleet_dir: Path,
