@@ -167,9 +167,7 @@ def read(ready: Prepared, spill: Path) -> bool:
                 ready.inputs = list_inputs(
                     member.options.data_dir, run.day, ENTITY_KINDS[run.entity]
                 )
-            folder = spill / str(member.account_id)
-            folder.mkdir()
-            ready.decoded = decode_entity(run, ready.inputs, folder, member.options)
+            ready.decoded = decode_entity(run, ready.inputs, spill, member.options)
         except BaseException as error:
             fail(member, run, error)
             return False

@@ -237,7 +237,8 @@ def decode_entity(
 ) -> dict[str, Decoded]:
     """Decode the run's files (stage "decode", reading included), by record kind, each file
     added to the run's ledger (see :func:`record_files`). Decoded batches are spilled to files
-    in the folder ``spill``, which must outlive staging."""
+    in the folder ``spill``, which must outlive staging; their names start with the account's
+    id, so that the runs of a chunk share one folder."""
 
     def on_file(digest: FileDigest) -> None:
         run.ledger.add(digest)
@@ -251,7 +252,7 @@ def decode_entity(
                 kind,
                 files,
                 on_file=on_file,
-                spill=spill / f"{kind.name}.arrow",
+                spill=spill / f"{run.account_id}-{kind.name}.arrow",
                 batch_values=options.batch_values,
             )
     return decoded
