@@ -85,15 +85,16 @@ AS $$
             LIMIT 20000) s
 $$;
 
--- The tables a step writes get fresh planner statistics whenever they have changed by more rows
--- than they held at their last analyze (a table never analyzed: as soon as it has rows), not
--- whenever autovacuum comes round. A fleet's first day fills them account by account: statistics
--- taken after the first account say every other account is empty, and the next accounts' joins
--- are then planned as nested loops over rows they hold by the thousand. Doubling keeps the
--- analyzes few: a few per table while a fleet grows, about one a day after. Every column is
--- analyzed: only that resets the count of changes. If another account's apply is analyzing the
--- same table (its lock held until that apply commits), this one goes on without waiting: one
--- account never waits for another.
+-- The tables a step writes get fresh planner statistics whenever they have grown to more than
+-- twice the pages they had at their last analyze (a table never analyzed: as soon as it has
+-- rows), not whenever autovacuum comes round. A fleet's first day fills them account by account:
+-- statistics taken after the first account say every other account is empty, and the next
+-- accounts' joins are then planned as nested loops over rows they hold by the thousand. Doubling
+-- keeps the analyzes few: a few per table while a fleet grows. Only the columns the steps find
+-- and join rows by are analyzed (keys, flags, counts): the names, emails, descriptions and times
+-- took most of an analyze's time, and autovacuum's analyzes still cover every column. If another
+-- account's apply is analyzing the same table (its lock held until that apply commits), this one
+-- goes on without waiting: one account never waits for another.
 CREATE FUNCTION etl.analyze_outgrown_v1(p_entity text)
 RETURNS void
 LANGUAGE plpgsql AS $$
@@ -103,19 +104,19 @@ BEGIN
     PERFORM set_config('lock_timeout', '10ms', true);
     BEGIN
         IF p_entity = 'agents' AND etl.outgrew_statistics_v1('etl.agents') THEN
-            ANALYZE etl.agents;
+            ANALYZE etl.agents (account_id, agent_id, present, active);
         END IF;
         IF p_entity = 'roles' AND etl.outgrew_statistics_v1('etl.roles') THEN
-            ANALYZE etl.roles;
+            ANALYZE etl.roles (account_id, role_id, present);
         END IF;
         IF p_entity = 'roles' AND etl.outgrew_statistics_v1('etl.agent_role_mapping') THEN
-            ANALYZE etl.agent_role_mapping;
+            ANALYZE etl.agent_role_mapping (account_id, agent_id, role_id, status);
         END IF;
         IF p_entity IN ('agents', 'groups') AND etl.outgrew_statistics_v1('etl.groups') THEN
-            ANALYZE etl.groups;
+            ANALYZE etl.groups (account_id, group_id, parent_group_id, present, inactive);
         END IF;
         IF p_entity = 'groups' AND etl.outgrew_statistics_v1('etl.group_membership') THEN
-            ANALYZE etl.group_membership;
+            ANALYZE etl.group_membership (account_id, group_id, agent_id);
         END IF;
         IF p_entity IN ('agents', 'groups')
            AND etl.outgrew_statistics_v1('etl.group_active_members') THEN
@@ -128,9 +129,10 @@ BEGIN
 END
 $$;
 
--- Whether the table has changed by more rows than it held at its last analyze (the changes
--- other transactions reported since, and this transaction's own), and no vacuum or analyze
--- (autovacuum's, say) holds it now.
+-- Whether the table has more than twice the pages it had at its last analyze (its size on disk,
+-- this transaction's rows included: exact at once, where the statistics system's counts of
+-- other sessions' changes come up to a second late), and no vacuum or analyze (autovacuum's,
+-- say) holds it now.
 -- (PL/pgSQL keeps the query's plan for the session; as a SQL function called from PL/pgSQL its
 -- body, two progress views and all, was planned again at every call: 0.9 ms an apply.)
 CREATE FUNCTION etl.outgrew_statistics_v1(p_table regclass)
@@ -138,9 +140,7 @@ RETURNS boolean
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
     RETURN (
-        SELECT pg_stat_get_mod_since_analyze(c.oid) + pg_stat_get_xact_tuples_inserted(c.oid)
-               + pg_stat_get_xact_tuples_updated(c.oid) + pg_stat_get_xact_tuples_deleted(c.oid)
-               > greatest(c.reltuples, 0)
+        SELECT pg_relation_size(c.oid) / current_setting('block_size')::bigint > 2 * c.relpages
                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_progress_vacuum v
                                 WHERE v.relid = c.oid)
                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_progress_analyze a
