@@ -93,14 +93,18 @@ def run_fleet(
     missing = fleet.without_day(args.accounts_dir, args.day, keys)
     keys = [key for key in keys if key not in missing]
     url, _server = resolve_database(args)
-    conn = db.connect(url)
-    try:
-        applied = migrate(conn, args.lock_timeout)
-        if applied:
-            log.get_logger().info("migrated", files=applied)
-        jobs = fleet.weigh(conn, args.accounts_dir, args.day, keys)
-    finally:
-        db.close(conn)
+
+    def weighed() -> list[fleet_worker.Job]:
+        """The accounts as jobs, once the schema is up to date (the workers start meanwhile)."""
+        conn = db.connect(url)
+        try:
+            applied = migrate(conn, args.lock_timeout)
+            if applied:
+                log.get_logger().info("migrated", files=applied)
+            return fleet.weigh(conn, args.accounts_dir, args.day, keys)
+        finally:
+            db.close(conn)
+
     log_format = args.log_format or ("console" if sys.stderr.isatty() else "json")
     # a worker is one core's work: the single-account speed-ups would take another's
     options = dataclasses.replace(sync_options(args, args.accounts_dir), serial=True)
@@ -108,7 +112,7 @@ def run_fleet(
         url, args.day, entities, options, args.lock_timeout, log_format, args.verbose
     )
     on_terminal = log_format == "console" and sys.stderr.isatty()
-    total = len(jobs) + len(missing)
+    total = len(keys) + len(missing)
     progress = FleetProgress(f"day {args.day}", total, sys.stderr) if on_terminal else None
     logger = log.get_logger()
     log.get_logger().info("fleet_started", day=args.day, accounts=total, workers=args.workers)
@@ -130,8 +134,9 @@ def run_fleet(
     interrupted = False
     try:
         outcomes = ended[:]  # the accounts without the day
-        if jobs:
-            outcomes += fleet.run_fleet(settings, jobs, args.workers, on_outcome)  # largest first
+        if keys:
+            workers = min(args.workers, len(keys))
+            outcomes += fleet.run_fleet(settings, weighed, workers, on_outcome)  # largest first
     except KeyboardInterrupt:
         interrupted, outcomes = True, ended
     seconds = time.perf_counter() - started

@@ -129,23 +129,26 @@ def input_bytes(day_folder: Path) -> int:
 
 def run_fleet(
     settings: FleetSettings,
-    jobs: list[Job],
+    jobs: Callable[[], list[Job]],
     workers: int,
     on_outcome: Callable[[Outcome], None],
 ) -> list[Outcome]:
-    """Sync ``jobs`` on ``workers`` worker processes, largest first; each outcome is passed to
-    ``on_outcome`` as it comes. A worker that dies is replaced, and each account it held is
-    synced again alone, once (it may have died of another account of its chunk, or before it
-    began this one): an account that kills its worker again fails alone. Ctrl-C stops handing
-    out accounts, lets the workers end the runs they hold (their ledger rows say so) and raises
-    KeyboardInterrupt."""
-    dispatch = Dispatch(settings, jobs, max(1, min(workers, len(jobs))), on_outcome)
+    """Sync the jobs ``jobs()`` makes on ``workers`` worker processes, largest first; each
+    outcome is passed to ``on_outcome`` as it comes. The workers start first: they import etl
+    and connect while ``jobs()`` weighs the accounts (migrating the schema first, say). A
+    worker that dies is replaced, and each account it held is synced again alone, once (it may
+    have died of another account of its chunk, or before it began this one): an account that
+    kills its worker again fails alone. Ctrl-C stops handing out accounts, lets the workers end
+    the runs they hold (their ledger rows say so) and raises KeyboardInterrupt; should
+    ``jobs()`` raise, the workers end and its error is raised."""
+    dispatch = Dispatch(settings, max(1, workers), on_outcome)
     try:
         for _ in range(dispatch.workers):
             dispatch.start()
+        dispatch.give(jobs())
         while not dispatch.done():
             dispatch.step()
-    except KeyboardInterrupt:
+    except BaseException:
         dispatch.stop()
         raise
     dispatch.join()
@@ -163,17 +166,14 @@ class Dispatch:
     for."""
 
     def __init__(
-        self,
-        settings: FleetSettings,
-        jobs: list[Job],
-        workers: int,
-        on_outcome: Callable[[Outcome], None],
+        self, settings: FleetSettings, workers: int, on_outcome: Callable[[Outcome], None]
     ) -> None:
         self.context = multiprocessing.get_context("spawn")
-        self.settings, self.jobs, self.workers = settings, jobs, workers
+        self.settings, self.workers = settings, workers
         self.on_outcome = on_outcome
-        self.by_key = {job.key: job for job in jobs}
-        self.pending: collections.deque[list[Job]] = collections.deque(in_tasks(jobs))
+        self.jobs: list[Job] | None = None  # until given: the workers wait for them
+        self.by_key: dict[str, Job] = {}
+        self.pending: collections.deque[list[Job]] = collections.deque()
         self.results: multiprocessing.Queue[tuple[str, int, Any]] = self.context.Queue()
         self.pool: dict[int, tuple[SpawnProcess, multiprocessing.Queue[list[Job] | None]]] = {}
         self.holding: dict[int, list[str]] = {}  # worker -> the accounts it syncs
@@ -200,6 +200,15 @@ class Dispatch:
             self.pool[number] = (process, inbox)
             self.hand_out(number)
 
+    def give(self, jobs: list[Job]) -> None:
+        """The jobs to sync, largest first: their tasks handed out to the waiting workers."""
+        self.jobs = jobs
+        self.by_key = {job.key: job for job in jobs}
+        self.pending.extend(in_tasks(jobs))
+        for number in sorted(self.waiting):
+            self.waiting.discard(number)
+            self.hand_out(number)
+
     def hand_out(self, number: int) -> None:
         """The worker's next task. If none is left, it waits while other workers hold accounts
         (a worker that gives up or dies gives them back); once none does, every waiting worker
@@ -221,7 +230,7 @@ class Dispatch:
 
     def stop_when_all_ended(self) -> None:
         """Every waiting worker's stop sign, once no task is left and no worker holds one."""
-        if self.pending or any(self.holding.values()):
+        if self.jobs is None or self.pending or any(self.holding.values()):
             return
         for number in self.waiting:
             self.stopping.add(number)
@@ -229,7 +238,7 @@ class Dispatch:
         self.waiting.clear()
 
     def done(self) -> bool:
-        return len(self.outcomes) == len(self.jobs) or not self.pool
+        return (self.jobs is not None and len(self.outcomes) == len(self.jobs)) or not self.pool
 
     def step(self) -> None:
         """The next message from a worker; or, if none comes soon, the workers that died."""
@@ -316,6 +325,7 @@ class Dispatch:
     def outcomes_in_order(self) -> list[Outcome]:
         """Every job's outcome, in the jobs' order; a job no worker was left to sync failed."""
         gone = f" ({self.why_gone})" if self.why_gone else ""
+        assert self.jobs is not None
         for job in self.jobs:
             if job.key not in self.outcomes:
                 message = f"no worker process was left to sync it{gone}"

@@ -5,6 +5,7 @@ the parent as it ends."""
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import signal
 import sys
@@ -57,6 +58,7 @@ def worker_main(
     log.configure(verbose=settings.verbose, fmt=settings.log_format, quiet=quiet)
     try:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        import_sync()
         conn = db.connect(settings.url)
     except EtlError as error:
         give_up(number, results, f"a worker could not connect: {error}")
@@ -82,6 +84,12 @@ def worker_main(
         return
     finally:
         db.close(conn)
+
+
+def import_sync() -> None:
+    """What a sync runs on, imported as the worker starts (while its parent weighs the
+    accounts), not when its first account comes: the command line does without it."""
+    importlib.import_module("etl.chunk")
 
 
 def give_up(

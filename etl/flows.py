@@ -120,11 +120,14 @@ def fleet_shard(
     from etl.run import SyncOptions
 
     url = database_url()
-    conn = db.connect(url)
-    try:
-        jobs = fleet.weigh(conn, Path(accounts_dir), day, accounts)
-    finally:
-        db.close(conn)
+
+    def weighed() -> list[fleet_worker.Job]:
+        conn = db.connect(url)
+        try:
+            return fleet.weigh(conn, Path(accounts_dir), day, accounts)
+        finally:
+            db.close(conn)
+
     options = SyncOptions(
         data_dir=Path(accounts_dir),
         synced_at=synced_at,
@@ -134,7 +137,7 @@ def fleet_shard(
     entities = ENTITIES if entity == "all" else (entity,)
     settings = fleet_worker.FleetSettings(url, day, entities, options, LOCK_TIMEOUT, "json", False)
     logger = get_run_logger()
-    outcomes = fleet.run_fleet(settings, jobs, workers, lambda outcome: None)
+    outcomes = fleet.run_fleet(settings, weighed, min(workers, len(accounts)), lambda _: None)
     for outcome in outcomes:
         if outcome.status != "succeeded":
             logger.warning("%s %s: %s", outcome.key, outcome.status, outcome.message)

@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import shutil
 from pathlib import Path
+from typing import Any
 
 import dying_worker
 import pytest
@@ -16,7 +17,7 @@ from replay import DUMPED_TABLES, dump_state
 from etl import db, fleet_worker, synth
 from etl import fleet as fleet_module
 from etl.cli import main
-from etl.errors import UsageError
+from etl.errors import EtlError, UsageError
 from etl.log import mask_url
 
 SIZES = {"alpha": 60, "bravo": 25, "charlie": 140, "delta": 40}  # agents per account
@@ -654,3 +655,35 @@ def test_a_worker_that_cannot_connect_says_so_and_exits(
     assert (kind, number) == ("gone", 0)
     assert reason.startswith("a worker could not connect: ") and "127.0.0.1" in reason
     assert "secretpw" not in reason
+
+
+def test_the_workers_start_while_the_accounts_are_weighed(
+    database_url: str,
+    fleet_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The workers start before the command weighs the accounts, so that their imports and
+    connections overlap its own; should weighing fail, they end with it and the command says
+    why, without a traceback."""
+    real_weigh = fleet_module.weigh
+    started: list[int] = []
+
+    def weigh(*args: Any) -> list[fleet_worker.Job]:
+        started.append(len(multiprocessing.active_children()))
+        return real_weigh(*args)
+
+    monkeypatch.setattr(fleet_module, "weigh", weigh)
+    assert fleet(database_url, fleet_dir, "day1", "--workers", "2") == 0
+    assert started == [2]
+    assert capsys.readouterr().out.splitlines()[1:] == ["  succeeded: 4"]
+
+    def weigh_fails(*args: Any) -> list[fleet_worker.Job]:
+        raise EtlError("the accounts could not be weighed")
+
+    monkeypatch.setattr(fleet_module, "weigh", weigh_fails)
+    assert fleet(database_url, fleet_dir, "day2", "--workers", "2") == 1
+    assert multiprocessing.active_children() == []
+    err = capsys.readouterr().err
+    assert last_line(err) == "etl: error: the accounts could not be weighed"
+    assert "Traceback" not in err
