@@ -139,9 +139,10 @@ def run_fleet(
             outcomes += fleet.run_fleet(settings, weighed, workers, on_outcome)  # largest first
     except KeyboardInterrupt:
         interrupted, outcomes = True, ended
+    finally:  # the progress line ends before anything else is said, an error too
+        if progress is not None:
+            progress.close()
     seconds = time.perf_counter() - started
-    if progress is not None:
-        progress.close()
     document = fleet_report.results_document(args.day, outcomes, seconds)
     totals = {k: document[k] for k in ("succeeded", "failed", "refused", "rows", "seconds")}
     logger.info("fleet_synced", day=args.day, accounts=total, **totals)

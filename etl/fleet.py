@@ -186,7 +186,7 @@ class Dispatch:
         self.retried: set[str] = set()  # accounts a dead worker held, sent again alone
 
     def start(self) -> None:
-        """A new worker, handed its first task."""
+        """A new worker, handed its first task (or waiting for one)."""
         number = next(self.numbers)
         inbox: multiprocessing.Queue[list[Job] | None] = self.context.Queue()
         process = self.context.Process(
@@ -195,19 +195,28 @@ class Dispatch:
             name=f"etl-worker-{number}",
             daemon=True,
         )
-        with ctrl_c_held_back():  # the inbox's thread, made by its first put, holds it back too
+        with ctrl_c_held_back():
             process.start()
-            self.pool[number] = (process, inbox)
-            self.hand_out(number)
+        self.pool[number] = (process, inbox)
+        self.hand_out(number)
 
     def give(self, jobs: list[Job]) -> None:
         """The jobs to sync, largest first: their tasks handed out to the waiting workers."""
         self.jobs = jobs
         self.by_key = {job.key: job for job in jobs}
         self.pending.extend(in_tasks(jobs))
-        for number in sorted(self.waiting):
-            self.waiting.discard(number)
+        while self.pending and (number := self.alive_waiting()) is not None:
             self.hand_out(number)
+        self.stop_when_all_ended()
+
+    def alive_waiting(self) -> int | None:
+        """A waiting worker still alive, no longer waiting; None if there is none (one that died
+        waiting is buried when it is noticed: a task handed to it would cost a retry)."""
+        for number in sorted(self.waiting):
+            if self.pool[number][0].is_alive():
+                self.waiting.discard(number)
+                return number
+        return None
 
     def hand_out(self, number: int) -> None:
         """The worker's next task. If none is left, it waits while other workers hold accounts
@@ -216,7 +225,8 @@ class Dispatch:
         if self.pending:
             task = self.pending.popleft()
             self.holding[number] = [job.key for job in task]
-            self.pool[number][1].put(task)
+            with ctrl_c_held_back():  # the inbox's thread, made by its first put, holds it back
+                self.pool[number][1].put(task)
             return
         self.holding.pop(number, None)
         self.waiting.add(number)
@@ -225,8 +235,8 @@ class Dispatch:
     def give_back(self, task: list[Job]) -> None:
         """A task no worker holds any more, first to be handed out: to a waiting worker now."""
         self.pending.appendleft(task)
-        if self.waiting:
-            self.hand_out(self.waiting.pop())
+        if (number := self.alive_waiting()) is not None:
+            self.hand_out(number)
 
     def stop_when_all_ended(self) -> None:
         """Every waiting worker's stop sign, once no task is left and no worker holds one."""
@@ -234,7 +244,8 @@ class Dispatch:
             return
         for number in self.waiting:
             self.stopping.add(number)
-            self.pool[number][1].put(None)
+            with ctrl_c_held_back():
+                self.pool[number][1].put(None)
         self.waiting.clear()
 
     def done(self) -> bool:
@@ -289,7 +300,7 @@ class Dispatch:
             if not held:
                 self.idle_deaths += 1
             work_left = self.pending or any(self.holding.values())
-            if held or (self.idle_deaths <= self.workers and work_left):
+            if work_left and (held or self.idle_deaths <= self.workers):
                 self.start()
         self.stop_when_all_ended()
 
@@ -317,6 +328,7 @@ class Dispatch:
             process.join(timeout=5)
             if process.is_alive():
                 process.terminate()
+                process.join(timeout=5)
 
     def join(self) -> None:
         for process, _ in self.pool.values():
@@ -335,9 +347,10 @@ class Dispatch:
 
 @contextlib.contextmanager
 def ctrl_c_held_back() -> Iterator[None]:
-    """Ctrl-C held back (blocked) while a worker process starts. The worker inherits the
-    block and lets Ctrl-C through once it has imported etl (see worker_main), so that one
-    during its imports reaches it only then, without a traceback; this thread's comes as the
+    """Ctrl-C held back (blocked) while a worker process starts, or the thread of its inbox
+    (made by the inbox's first put). The worker inherits the block and lets Ctrl-C through
+    once it has imported etl (see worker_main), so that one during its imports reaches it only
+    then, without a traceback; the inbox's thread never takes it; this thread's comes as the
     block ends."""
     held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:

@@ -64,6 +64,8 @@ def worker_main(
         give_up(number, results, f"a worker could not connect: {error}")
     except KeyboardInterrupt:
         return
+    except Exception as error:  # etl cannot be imported here (a broken install, say)
+        give_up(number, results, f"a worker could not start: {type(error).__name__}: {error}")
     try:
         while (task := tasks.get()) is not None:
             try:

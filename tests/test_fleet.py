@@ -687,3 +687,26 @@ def test_the_workers_start_while_the_accounts_are_weighed(
     err = capsys.readouterr().err
     assert last_line(err) == "etl: error: the accounts could not be weighed"
     assert "Traceback" not in err
+
+
+def test_a_worker_that_cannot_import_etl_says_so_and_exits(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A broken install: the worker gives up as one that cannot connect does (its task goes
+    back, untried, and deaths holding nothing are replaced a bounded number of times), not
+    with a traceback and a death that would cost its accounts their retry."""
+
+    def broken() -> None:
+        raise ImportError("No module named 'polars'")
+
+    monkeypatch.setattr(fleet_worker, "import_sync", broken)
+    settings = fleet_worker.FleetSettings(
+        "postgresql://x", "day1", ("agents",), None, 1.0, "json", False
+    )
+    results: multiprocessing.Queue[tuple[str, int, str]] = multiprocessing.Queue()
+    with pytest.raises(SystemExit) as exit_:
+        fleet_worker.worker_main(3, settings, None, results)  # type: ignore[arg-type]
+    assert exit_.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
+    reason = "a worker could not start: ImportError: No module named 'polars'"
+    assert results.get(timeout=5) == ("gone", 3, reason)
