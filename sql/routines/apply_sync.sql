@@ -140,7 +140,7 @@ RETURNS boolean
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
     RETURN (
-        SELECT pg_relation_size(c.oid) / current_setting('block_size')::bigint > 2 * c.relpages
+        SELECT pg_relation_size(c.oid) / current_setting('block_size')::bigint > 2 * c.relpages::bigint
                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_progress_vacuum v
                                 WHERE v.relid = c.oid)
                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_progress_analyze a
