@@ -3,7 +3,8 @@ account named in DYING_WORKER_ACCOUNTS, separated by commas), before its transac
 worker killed in the middle of a task (by the kernel, short of memory, say). With
 DYING_WORKER_AT=take it dies as soon as it takes such an account's task; with connect, every
 worker but the first cannot connect; with connect-late, every worker but the first says so only
-after 2 s (the first has ended its tasks by then); with connect-all, none can. Tests put it in
+once three accounts have synced their groups (the first has ended its tasks by then); with
+connect-all, none can. Tests put it in
 place of etl.fleet's worker_main; the processes it runs in import it by name."""
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def worker_main(
 
         def refused(url: str) -> Any:
             if at == "connect-late":
-                time.sleep(2)
+                wait_for_three_synced(real_connect(url))
             real_connect("postgresql://etl@127.0.0.1:1/etl")  # raises: nothing listens there
 
         db.connect = refused  # type: ignore[assignment]
@@ -56,3 +57,22 @@ def worker_main(
     hooks.add(die)
     fleet_worker.sync_task = sync_task  # type: ignore[assignment]
     fleet_worker.worker_main(number, settings, tasks, results)
+
+
+def wait_for_three_synced(conn: Any) -> None:
+    """Until three accounts have synced their groups (a minute at most), then ``conn`` closed."""
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT count(*) FROM etl.sync_runs WHERE entity = 'groups'"
+                    " AND status = 'succeeded'"
+                )
+                synced = cur.fetchone()[0]
+            conn.commit()
+            if synced >= 3:
+                return
+            time.sleep(0.1)
+    finally:
+        conn.close()
