@@ -23,10 +23,15 @@ import adbc_driver_manager
 import pyarrow as pa
 import pyarrow.compute as pc
 from adbc_driver_manager import AdbcConnection, AdbcDatabase
-from adbc_driver_manager.dbapi import Connection as Connection
 
 from etl.errors import DatabaseError
+from etl.imports import without
 from etl.server import open_database, wrapped
+
+# ADBC's DB-API layer imports polars, when installed, to take polars frames as parameters, which
+# etl never passes: 0.25 s of the start of a command that needs no polars (a fleet's parent).
+with without("polars"):
+    from adbc_driver_manager.dbapi import Connection as Connection
 
 
 def sql_folder() -> Traversable:

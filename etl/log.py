@@ -11,7 +11,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import structlog
+from etl.imports import without
+
+# structlog imports rich, when installed (the prefect extra brings it), for the tracebacks of
+# its console renderer: 0.1 s of every etl process's start, for tracebacks that look as they
+# do where rich is not installed.
+with without("rich"):
+    import structlog
 
 
 def configure(*, verbose: bool = False, fmt: str | None = None, quiet: bool = False) -> None:

@@ -212,6 +212,22 @@ def test_the_command_line_imports_no_heavy_module_before_it_needs_one() -> None:
     assert result.stdout == "[]\n"
 
 
+def test_a_fleets_parent_imports_neither_polars_nor_rich() -> None:
+    """The fleet command's parent connects, weighs and hands out accounts: ADBC's DB-API layer
+    would import polars and structlog rich (when installed) for what etl never uses, before
+    the first worker could start. Both still import as usual afterwards."""
+    probe = (
+        "import sys, importlib.util, etl.fleet;"
+        " print(sorted(m for m in ('polars', 'rich') if m in sys.modules));"
+        " import polars;"
+        " print(importlib.util.find_spec('rich') is None or bool(__import__('rich')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout == "[]\nTrue\n"
+
+
 class FakeTerminal(io.StringIO):
     def isatty(self) -> bool:
         return True
