@@ -1,7 +1,7 @@
 """Command line: ``etl sync --day DAY ...`` (or ``python -m etl --day DAY``) syncs, ``etl
 status|tree|errors|accounts`` shows what is stored, ``etl db start|stop|url`` and ``etl psql``
-reach the database; exit 0 success, 1 a failed or refused run, 2 a usage error, 130 Ctrl-C.
-The commands live in cli_sync, cli_fleet, cli_views and cli_db."""
+reach the database; exit 0 success, 1 a failed or refused run, 2 a usage error, 130 Ctrl-C (or
+SIGTERM, for a sync). The commands live in cli_sync, cli_fleet, cli_views and cli_db."""
 
 from __future__ import annotations
 

@@ -32,6 +32,7 @@ from etl.cli_hints import days_before, days_done, finish_hint, rerun_command
 from etl.cli_views import VIEWS
 from etl.errors import EtlError, Interrupted, UsageError
 from etl.progress import Progress, TerminalProgress
+from etl.signals import terminate_as_interrupt
 
 if TYPE_CHECKING:
     from etl import db
@@ -163,8 +164,9 @@ def main_sync(argv: list[str]) -> int:
         parser.error("--accounts, --results and --workers go with --accounts-dir")
     log.configure(verbose=args.verbose, fmt=args.log_format)
     try:
-        default_account_and_data_dir(args)
-        return run(args)
+        with terminate_as_interrupt():
+            default_account_and_data_dir(args)
+            return run(args)
     except Interrupted as error:
         before = days_before(args)
         synced = f" ({', '.join(before)} synced before)" if before else ""

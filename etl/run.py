@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from etl import BATCH_VALUES, db, source
+from etl import BATCH_VALUES, db, signals, source
 from etl.errors import EtlError, RefusedError
 from etl.ledger import FileLedger, StartedRun, end_run, record_seconds
 from etl.log import get_logger
@@ -140,7 +140,8 @@ def close_failed_run(run: EntityRun, error: BaseException) -> None:
     message = str(error) if is_etl else f"unexpected {type(error).__name__}: {error}"
     status = "refused" if isinstance(error, RefusedError) else "failed"
     if isinstance(error, KeyboardInterrupt):
-        status, message = "interrupted", "stopped by the user (Ctrl-C); nothing of it was applied"
+        how = "stopped by SIGTERM" if signals.terminated() else "stopped by the user (Ctrl-C)"
+        status, message = "interrupted", f"{how}; nothing of it was applied"
     with contextlib.suppress(EtlError):  # if the database is gone, the next run marks it abandoned
         db.rollback(run.conn)
         run.ledger.flush()

@@ -469,18 +469,29 @@ def db_connection(url: str) -> Iterator[db.Connection]:
         conn.close()
 
 
+@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_before_anything_is_applied(
-    tmp_path: Path, database_url: str, conn: db.Connection, capsys: pytest.CaptureFixture[str]
+    sent: signal.Signals,
+    tmp_path: Path,
+    database_url: str,
+    conn: db.Connection,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Ctrl-C while agents decodes: one line saying nothing was applied and how to re-run,
-    exit status 130, agents' run 'interrupted' and no later entity started; `etl status`
-    then exits 1 (an entity's latest run did not succeed)."""
+    exit status 130, agents' run 'interrupted' and no later entity started, its temporary
+    files gone; `etl status` then exits 1 (an entity's latest run did not succeed). SIGTERM
+    (a scheduler's cancel, ``docker stop``) is taken as Ctrl-C."""
     sync_days(database_url, "day1")
     before = comparable_state(conn)
     gate = tmp_path / "gate"
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     with paused_run(database_url, "day2", "decode:agents", gate) as process:
-        process.send_signal(signal.SIGINT)
+        assert [p.name.startswith("etl-batches-") for p in (tmp_path / "tmp").iterdir()] == [True]
+        process.send_signal(sent)
         _, err = process.communicate(timeout=60)
+    assert list((tmp_path / "tmp").iterdir()) == []
     assert process.returncode == 130, err
     assert "Traceback" not in err
     assert err.splitlines()[-1] == (
@@ -491,15 +502,18 @@ def test_ctrl_c_before_anything_is_applied(
     assert ledger(conn, "day2") == [("agents", "interrupted")]
     assert comparable_state(conn) == before
     assert main(["status", "--database-url", database_url]) == 1
-    assert "run 4 (day2 agents) interrupted: stopped by the user" in capsys.readouterr().out
+    how = "by the user (Ctrl-C)" if sent == signal.SIGINT else "by SIGTERM"
+    assert f"run 4 (day2 agents) interrupted: stopped {how}" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_while_the_server_works_on_a_statement(
-    database_url: str, conn: db.Connection
+    sent: signal.Signals, database_url: str, conn: db.Connection
 ) -> None:
     """Ctrl-C while the agents apply waits in the server (another session holds the agents
     table): the driver cancels the statement, and etl still ends the run 'interrupted' with
-    one line and exit status 130, not as a database error."""
+    one line and exit status 130, not as a database error. SIGTERM too: it does not wait for
+    the statement to end."""
     sync_days(database_url, "day1")
     before = comparable_state(conn)
     blocker = db.connect(database_url)
@@ -513,7 +527,7 @@ def test_ctrl_c_while_the_server_works_on_a_statement(
             )
             wait_until(lambda: rows(conn, waiting) != [(0,)], "the apply waiting for its lock")
             assert rows(conn, waiting) == [(1,)]
-            process.send_signal(signal.SIGINT)
+            process.send_signal(sent)
             _, err = process.communicate(timeout=60)
     finally:
         blocker.rollback()
@@ -527,3 +541,30 @@ def test_ctrl_c_while_the_server_works_on_a_statement(
     )
     assert ledger(conn, "day2") == [("agents", "interrupted")]
     assert comparable_state(conn) == before
+
+
+@pytest.mark.parametrize(
+    ("first", "expected"), [(signal.SIGTERM, "1 True"), (signal.SIGINT, "1 False")]
+)
+def test_a_sigterm_after_the_interruption_is_dropped(first: signal.Signals, expected: str) -> None:
+    """Once a sync is interrupted (by SIGTERM or Ctrl-C), a SIGTERM (a scheduler's second
+    try, or one passed on by a fleet's parent) is dropped: it would cut short the ending of
+    the interrupted runs. Only SIGTERM counts as having terminated the process."""
+    probe = (
+        "import os, signal, time\n"
+        "from etl.signals import terminate_as_interrupt, terminated\n"
+        "caught = 0\n"
+        "with terminate_as_interrupt():\n"
+        "    try:\n"
+        f"        os.kill(os.getpid(), {int(first)})\n"
+        "        time.sleep(10)\n"
+        "    except KeyboardInterrupt:\n"
+        "        caught += 1\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(0.5)\n"
+        "print(caught, terminated())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"{expected}\n", "")
