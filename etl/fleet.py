@@ -25,7 +25,7 @@ from multiprocessing.context import SpawnProcess
 from pathlib import Path
 from typing import Any
 
-from etl import db
+from etl import db, signals
 from etl.errors import UsageError
 from etl.fleet_report import Outcome
 from etl.fleet_worker import FleetSettings, Job, worker_main
@@ -148,8 +148,10 @@ def run_fleet(
         dispatch.give(jobs())
         while not dispatch.done():
             dispatch.step()
-    except BaseException:
-        dispatch.stop()
+    except BaseException as error:
+        # A terminal's Ctrl-C reaches the workers by itself; anything else (SIGTERM, a flow's
+        # cancellation, an error here) is passed on to those holding accounts.
+        dispatch.stop(pass_on=signals.terminated() or not isinstance(error, KeyboardInterrupt))
         raise
     dispatch.join()
     return dispatch.outcomes_in_order()
@@ -310,11 +312,15 @@ class Dispatch:
             while True:
                 self.heard(*self.results.get(timeout=0.05))
 
-    def stop(self) -> None:
-        """After Ctrl-C: no new account starts; the runs under way end as interrupted (the
-        workers heard the same Ctrl-C) and their outcomes are taken."""
+    def stop(self, *, pass_on: bool) -> None:
+        """After Ctrl-C (or SIGTERM, or an error): no new account starts; the runs under way
+        end as interrupted (the workers heard the same Ctrl-C, or, with ``pass_on``, are sent
+        SIGTERM) and their outcomes are taken."""
         self.pending.clear()
-        for number, (_, inbox) in self.pool.items():
+        for number, (process, inbox) in self.pool.items():
+            if pass_on and self.holding.get(number) and process.exitcode is None:
+                with contextlib.suppress(OSError):
+                    process.terminate()  # SIGTERM: the worker takes it as Ctrl-C
             if number not in self.stopping:
                 with contextlib.suppress(OSError, ValueError):
                     inbox.put(None)  # a worker between tasks ends
@@ -327,7 +333,7 @@ class Dispatch:
         for process, _ in self.pool.values():
             process.join(timeout=5)
             if process.is_alive():
-                process.terminate()
+                process.kill()
                 process.join(timeout=5)
 
     def join(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import multiprocessing
 import os
+import queue
 import signal
 import sys
 import time
@@ -20,6 +21,7 @@ from etl import db, log
 from etl.account import account_session, accounts_session
 from etl.errors import EtlError, Interrupted, RefusedError
 from etl.fleet_report import Outcome
+from etl.signals import terminate_as_interrupt
 
 
 @dataclass(frozen=True)
@@ -52,42 +54,59 @@ def worker_main(
 ) -> None:
     """A worker: one connection, then one task (an account, or a chunk of small ones) after
     another until the stop sign. It starts with Ctrl-C held back (fleet.ctrl_c_held_back) and
-    lets it through from here on; a Ctrl-C while it waits for a task ends it quietly. A
-    connection it cannot make is said to the parent and logged, not a traceback."""
+    lets it through from here on; a Ctrl-C (or SIGTERM) while it waits for a task ends it
+    quietly, as does its parent's death. A connection it cannot make is said to the parent and
+    logged, not a traceback."""
     # On a terminal the parent shows progress and the summary: the workers keep quiet there.
     quiet = settings.log_format == "console"
     log.configure(verbose=settings.verbose, fmt=settings.log_format, quiet=quiet)
-    try:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-        import_sync()
-        conn = db.connect(settings.url)
-    except EtlError as error:
-        give_up(number, results, f"a worker could not connect: {error}")
-    except KeyboardInterrupt:
-        return
-    except Exception as error:  # etl cannot be imported here (a broken install, say)
-        give_up(number, results, f"a worker could not start: {type(error).__name__}: {error}")
-    try:
-        while (task := tasks.get()) is not None:
-            try:
-                outcomes = sync_task(conn, task, settings)
-            except (KeyboardInterrupt, Interrupted):
-                for job in task:
-                    outcome = Outcome(job.key, "failed", message="interrupted")
+    with terminate_as_interrupt():
+        try:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            import_sync()
+            conn = db.connect(settings.url)
+        except EtlError as error:
+            give_up(number, results, f"a worker could not connect: {error}")
+        except KeyboardInterrupt:
+            return
+        except Exception as error:  # etl cannot be imported here (a broken install, say)
+            give_up(number, results, f"a worker could not start: {type(error).__name__}: {error}")
+        try:
+            while (task := next_task(tasks)) is not None:
+                try:
+                    outcomes = sync_task(conn, task, settings)
+                except (KeyboardInterrupt, Interrupted):
+                    for job in task:
+                        outcome = Outcome(job.key, "failed", message="interrupted")
+                        results.put(("done", number, asdict(outcome)))
+                    return
+                for outcome in outcomes:
+                    outcome.worker_rss_mb = log.peak_rss_kb() // 1024
                     results.put(("done", number, asdict(outcome)))
-                return
-            for outcome in outcomes:
-                outcome.worker_rss_mb = log.peak_rss_kb() // 1024
-                results.put(("done", number, asdict(outcome)))
-            try:
-                conn = connected(conn, settings.url)
-            except EtlError as error:  # what it is handed next goes back, untried
-                give_up(number, results, f"a worker lost its connection: {error}")
-    except KeyboardInterrupt:  # while it waited for a task
-        return
-    finally:
-        db.close(conn)
+                try:
+                    conn = connected(conn, settings.url)
+                except EtlError as error:  # what it is handed next goes back, untried
+                    give_up(number, results, f"a worker lost its connection: {error}")
+        except KeyboardInterrupt:  # while it waited for a task
+            return
+        finally:
+            db.close(conn)
     exit_now(results)
+
+
+def next_task(tasks: multiprocessing.Queue[list[Job] | None]) -> list[Job] | None:
+    """The next task; None for the stop sign, or once the parent is gone (killed: nobody would
+    hand out another task or hear of its outcome)."""
+    parent = multiprocessing.parent_process()
+    while True:
+        try:
+            return tasks.get(timeout=PARENT_CHECKED_EVERY)
+        except queue.Empty:
+            if parent is not None and not parent.is_alive():
+                return None
+
+
+PARENT_CHECKED_EVERY = 1.0  # seconds a worker waits for a task before it looks for its parent
 
 
 def import_sync() -> None:
@@ -111,7 +130,11 @@ def exit_now(results: multiprocessing.Queue[tuple[str, int, Any]]) -> NoReturn:
     flushed, without the interpreter's teardown: unloading polars, pyarrow and the driver takes
     a worker a fifth of a second, which the parent waits for at the end of every fleet."""
     results.close()
-    results.join_thread()
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.is_alive():
+        results.join_thread()
+    else:  # nobody reads the results: sending them could wait for ever
+        results.cancel_join_thread()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)

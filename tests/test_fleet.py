@@ -3,15 +3,30 @@ each account exactly as its own single-account run would."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
+import os
 import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dying_worker
 import pytest
-from conftest import FIXTURES, fresh_database, last_line, rows, state_alone, sync
+from conftest import (
+    FIXTURES,
+    ROOT,
+    fresh_database,
+    last_line,
+    rows,
+    state_alone,
+    sync,
+    wait_until,
+)
 from replay import DUMPED_TABLES, dump_state
 
 from etl import db, fleet_worker, synth
@@ -710,3 +725,95 @@ def test_a_worker_that_cannot_import_etl_says_so_and_exits(
     assert "Traceback" not in capsys.readouterr().err
     reason = "a worker could not start: ImportError: No module named 'polars'"
     assert results.get(timeout=5) == ("gone", 3, reason)
+
+
+# Client sessions of the test's database besides the asking one.
+SESSIONS = (
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+    " AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+)
+
+
+@contextlib.contextmanager
+def fleet_waiting_in_an_apply(
+    url: str, folder: Path, tmp_path: Path
+) -> Iterator[tuple[subprocess.Popen[str], db.Connection, db.Connection]]:
+    """The fleet command of day1 on two workers, as its own process (its output piped,
+    temporary files under ``tmp_path``/tmp), once a worker's apply waits for the groups table,
+    which another session holds until it rolls back; (the process, that session, a session
+    to look with). The process is killed on the way out if still running."""
+    conn, blocker = db.connect(url), db.connect(url)
+    (tmp_path / "tmp").mkdir()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
+    argv = ["sync", "--day", "day1", "--accounts-dir", str(folder), "--workers", "2"]
+    argv += ["--database-url", url, "--log-format", "json"]
+    waiting = (
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE query LIKE 'CALL etl.apply_sync%' AND wait_event_type = 'Lock'"
+    )
+    try:
+        with blocker.cursor() as cur:  # held until the blocker rolls back
+            cur.execute("LOCK TABLE etl.groups IN ACCESS EXCLUSIVE MODE")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "etl", *argv],
+            cwd=ROOT,
+            env={**environment, "TMPDIR": str(tmp_path / "tmp")},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_until(lambda: rows(conn, waiting) != [(0,)], "an apply waiting for its lock")
+            yield process, blocker, conn
+        finally:
+            if process.poll() is None:
+                process.kill()
+            blocker.rollback()  # a worker still waiting goes on: the pipes close as it ends
+            process.communicate(timeout=60)
+    finally:
+        blocker.close()
+        conn.close()
+
+
+def test_sigterm_to_the_fleet_command_ends_every_run_under_way_as_interrupted(
+    database_url: str, fleet_dir: Path, tmp_path: Path
+) -> None:
+    """SIGTERM to the command alone (a scheduler cancelling it, ``kill``) while a worker's apply
+    waits in the server: the command passes it on to its workers, which end their runs as
+    Ctrl-C would (the statement cancelled, the runs 'interrupted', their temporary files
+    gone); the command says how far it got and exits 130, its workers gone with it."""
+    with fleet_waiting_in_an_apply(database_url, fleet_dir, tmp_path) as (process, blocker, conn):
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+        blocker.rollback()
+        assert process.returncode == 130, err
+        assert "Traceback" not in err
+        assert err.splitlines()[-1] == "interrupted: 4 of 4 accounts ended"
+        assert out.splitlines()[1:] == [
+            "  succeeded: 0",
+            "  failed: 4",
+            *(f"    {key}: interrupted" for key in sorted(SIZES)),
+            "next: etl status --account alpha; etl errors --account alpha --day day1",
+        ]
+        ledger = "SELECT entity, status, message, count(*) FROM etl.sync_runs GROUP BY 1, 2, 3"
+        stopped = "stopped by SIGTERM; nothing of it was applied"
+        assert rows(conn, ledger) == [("agents", "interrupted", stopped, 4)]
+        assert rows(conn, SESSIONS) == [(1,)]  # the blocker's: no worker's session is left
+        assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_the_workers_of_a_killed_fleet_command_end(
+    database_url: str, fleet_dir: Path, tmp_path: Path
+) -> None:
+    """SIGKILL to the command (the OOM killer, say) while one worker's apply waits in the server
+    and the other waits for a task: neither is left behind for good. The idle one ends as it
+    finds its parent gone; the busy one finishes its task, then ends too."""
+    with fleet_waiting_in_an_apply(database_url, fleet_dir, tmp_path) as (process, blocker, conn):
+        wait_until(lambda: rows(conn, SESSIONS) == [(3,)], "both workers connected")
+        process.kill()
+        process.wait(timeout=10)
+        wait_until(lambda: rows(conn, SESSIONS) == [(2,)], "the idle worker gone")
+        blocker.rollback()
+        wait_until(lambda: rows(conn, SESSIONS) == [(1,)], "the busy worker gone")
+        by_status = "SELECT status, count(*) FROM etl.sync_runs GROUP BY 1"
+        assert rows(conn, by_status) == [("succeeded", 12)]
