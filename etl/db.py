@@ -28,8 +28,9 @@ from etl.errors import DatabaseError
 from etl.imports import without
 from etl.server import open_database, wrapped
 
-# ADBC's DB-API layer imports polars, when installed, to take polars frames as parameters, which
-# etl never passes: 0.25 s of the start of a command that needs no polars (a fleet's parent).
+# ADBC's DB-API layer imports polars, when installed, to offer polars frames for parameters and
+# results, which etl never asks for (it passes and fetches Arrow): a slow import for a command
+# that needs no polars (a fleet's parent).
 with without("polars"):
     from adbc_driver_manager.dbapi import Connection as Connection
 

@@ -139,8 +139,9 @@ def run_fleet(
     worker that dies is replaced, and each account it held is synced again alone, once (it may
     have died of another account of its chunk, or before it began this one): an account that
     kills its worker again fails alone. Ctrl-C stops handing out accounts, lets the workers end
-    the runs they hold (their ledger rows say so) and raises KeyboardInterrupt; should
-    ``jobs()`` raise, the workers end and its error is raised."""
+    the runs they hold (their ledger rows say so) and raises KeyboardInterrupt; SIGTERM (taken
+    as Ctrl-C by the command) is passed on to them. Should ``jobs()`` raise, the workers end and
+    its error is raised."""
     dispatch = Dispatch(settings, max(1, workers), on_outcome)
     try:
         for _ in range(dispatch.workers):

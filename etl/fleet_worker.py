@@ -5,6 +5,7 @@ the parent as it ends."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import multiprocessing
 import os
@@ -94,6 +95,9 @@ def worker_main(
     exit_now(results)
 
 
+PARENT_CHECKED_EVERY = 1.0  # seconds a worker waits for a task before it looks for its parent
+
+
 def next_task(tasks: multiprocessing.Queue[list[Job] | None]) -> list[Job] | None:
     """The next task; None for the stop sign, or once the parent is gone (killed: nobody would
     hand out another task or hear of its outcome)."""
@@ -104,9 +108,6 @@ def next_task(tasks: multiprocessing.Queue[list[Job] | None]) -> list[Job] | Non
         except queue.Empty:
             if parent is not None and not parent.is_alive():
                 return None
-
-
-PARENT_CHECKED_EVERY = 1.0  # seconds a worker waits for a task before it looks for its parent
 
 
 def import_sync() -> None:
@@ -127,16 +128,17 @@ def give_up(
 
 def exit_now(results: multiprocessing.Queue[tuple[str, int, Any]]) -> NoReturn:
     """End the worker (status 0) once what it put in ``results`` is sent and its output is
-    flushed, without the interpreter's teardown: unloading polars, pyarrow and the driver takes
-    a worker a fifth of a second, which the parent waits for at the end of every fleet."""
+    flushed, without the interpreter's teardown: unloading polars, pyarrow and the driver is
+    slow, and the parent waits for it at the end of every fleet."""
     results.close()
     parent = multiprocessing.parent_process()
     if parent is None or parent.is_alive():
         results.join_thread()
     else:  # nobody reads the results: sending them could wait for ever
         results.cancel_join_thread()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    with contextlib.suppress(OSError, ValueError):  # the reader of the output may be gone
+        sys.stdout.flush()
+        sys.stderr.flush()
     os._exit(0)
 
 

@@ -14,8 +14,8 @@ from typing import Any
 from etl.imports import without
 
 # structlog imports rich, when installed (the prefect extra brings it), for the tracebacks of
-# its console renderer: 0.1 s of every etl process's start, for tracebacks that look as they
-# do where rich is not installed.
+# its console renderer: a slow import at every etl process's start, for tracebacks that look
+# as they do where rich is not installed.
 with without("rich"):
     import structlog
 

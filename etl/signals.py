@@ -25,9 +25,9 @@ _state = {"interrupted": False, "listening": False}  # interrupted: by SIGTERM o
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
     """Inside, SIGTERM is taken as Ctrl-C, once: a SIGTERM after the process was interrupted
-    (by SIGTERM or Ctrl-C) is dropped, as it would cut short the interrupted runs' ending; so is
-    one that comes as the block ends. Only the main thread handles signals: elsewhere (a flow's
-    task thread, say) nothing changes."""
+    (by SIGTERM or Ctrl-C) is dropped, as it would cut short the interrupted runs' ending, also
+    after the block; a signal that comes as the block ends is dropped too. Only the main thread
+    handles signals: elsewhere (a flow's task thread, say) nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -48,7 +48,7 @@ def terminate_as_interrupt() -> Iterator[None]:
     finally:
         with _lock:
             _state["listening"] = False  # from here on, SIGTERM sends no SIGINT
-        signal.signal(signal.SIGTERM, signal.SIG_IGN if _terminated.is_set() else previous)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN if _state["interrupted"] else previous)
         if previous_int is signal.default_int_handler:
             signal.signal(signal.SIGINT, previous_int)
         signal.set_wakeup_fd(previous_wakeup)
@@ -75,8 +75,12 @@ def _sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def _sigint(signum: int, frame: FrameType | None) -> None:
-    """Ctrl-C, as Python's own handler takes it, the process marked interrupted first."""
+    """Ctrl-C, as Python's own handler takes it, the process marked interrupted first; one
+    that comes as the block ends (the listener's, or a person's) is dropped: what the block
+    did is done."""
     with _lock:
+        if not _state["listening"]:
+            return
         _state["interrupted"] = True
     raise KeyboardInterrupt
 

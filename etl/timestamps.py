@@ -21,8 +21,8 @@ RFC3339 = (
     r"|(?:0[13578]|1[02])-31)T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,6})?"
     r"(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)$"
 )
-# Arrow compiles the pattern at every call, which costs as much as matching a few hundred
-# values: fewer are matched by Python's compiled copy (ASCII digits, the whole text), alike.
+# Arrow compiles the pattern at every call, which costs more than matching a small batch's
+# values with Python's compiled copy (ASCII digits, the whole text), which matches alike.
 _RFC3339 = re.compile(RFC3339, re.ASCII)
 _MATCHED_IN_PYTHON = 200
 
@@ -36,7 +36,7 @@ def timestamp_column(values: Sequence[str | datetime | None]) -> tuple[pa.Array,
     except (pa.ArrowTypeError, pa.ArrowInvalid):  # datetimes among the text
         parsed = {i: v for i, v in enumerate(values) if isinstance(v, datetime)}
         texts = pa.array([None if i in parsed else v for i, v in enumerate(values)], pa.string())
-    fast = rfc3339_texts(texts, values)
+    fast = rfc3339_mask(texts, values)
     if not parsed and fast.false_count == 0:  # most batches
         return texts.cast(TIMESTAMP), {}
     column = pc.if_else(fast, texts, pa.scalar(None, pa.string())).cast(TIMESTAMP)
@@ -60,7 +60,7 @@ def timestamp_column(values: Sequence[str | datetime | None]) -> tuple[pa.Array,
     return column, bad
 
 
-def rfc3339_texts(texts: pa.Array, values: Sequence[str | datetime | None]) -> pa.Array:
+def rfc3339_mask(texts: pa.Array, values: Sequence[str | datetime | None]) -> pa.Array:
     """Which of ``texts`` (``values`` as Arrow text, datetimes null) are RFC 3339 text that Arrow
     parses: true, false, or null where the text is."""
     if len(values) > _MATCHED_IN_PYTHON:

@@ -595,7 +595,7 @@ def _rfc3339_variants(count: int) -> list[str]:
         text += rng.choice(["Z", "z", "", offset])
         texts.append(text)
     # Where two regular expression engines could differ: a final newline, digits beyond ASCII.
-    return [*texts, "2024-01-02T03:04:05Z\n", "\u0662\u0660\u0662\u0664-01-02T03:04:05Z"]
+    return [*texts, "2024-01-02T03:04:05Z\n", "2\u0660\u0662\u0664-01-02T03:04:05Z"]
 
 
 @pytest.mark.parametrize("batch_values", [500, 150])  # matched by Arrow; by Python's re
