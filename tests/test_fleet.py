@@ -56,10 +56,17 @@ def fleet(url: str, folder: Path, day: str, *extra: str) -> int:
 
 
 def test_a_fleet_syncs_every_account_as_its_own_run_would(
-    database_url: str, fleet_dir: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    database_url: str,
+    fleet_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Two days of four accounts on two workers: exit 0, a summary, a results file, and each
-    account's tables, errors and ledger exactly those of its single-account runs."""
+    account's tables, errors and ledger exactly those of its single-account runs; no temporary
+    file left behind by the workers, which end without the interpreter's teardown."""
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))  # the workers' temporary folder
     assert fleet(database_url, fleet_dir, "day1", "--workers", "2") == 0
     capsys.readouterr()
     results = tmp_path / "results.json"
@@ -78,6 +85,7 @@ def test_a_fleet_syncs_every_account_as_its_own_run_would(
         conn.close()
     for key in SIZES:
         assert shared[key] == state_alone(fleet_dir / key, "day1", "day2"), key
+    assert list((tmp_path / "tmp").iterdir()) == []
 
 
 def test_a_fleet_range_syncs_each_day_in_turn(
