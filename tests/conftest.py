@@ -186,6 +186,20 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
         time.sleep(0.02)
 
 
+def etl_environment(**settings: str) -> dict[str, str]:
+    """This process's environment for an etl process of a test: no ETL_ variable of the
+    environment the tests run in, ``settings`` added."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
+    return {**environment, **settings}
+
+
+# How many applies wait for a lock another session holds.
+APPLIES_WAITING_FOR_A_LOCK = (
+    "SELECT count(*) FROM pg_stat_activity"
+    " WHERE query LIKE 'CALL etl.apply_sync%' AND wait_event_type = 'Lock'"
+)
+
+
 def default_account(conn: db.Connection) -> int:
     """The id of account ``default``, created if new (for tests that write rows by hand)."""
     return int(rows(conn, "SELECT etl.ensure_account_v1('default')")[0][0])

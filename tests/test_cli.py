@@ -5,13 +5,12 @@ from __future__ import annotations
 import importlib.metadata
 import io
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, ROOT, etl_environment
 
 from etl import log
 from etl.cli import main
@@ -172,8 +171,7 @@ def test_mask_url(url: str, masked: str) -> None:
 def test_python_m_etl_runs_on_the_embedded_server(tmp_path: Path) -> None:
     """No database configured: `python -m etl` starts the embedded server in its folder, syncs,
     logs one summary line per entity as JSON when piped, and exits 0."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
-    env["ETL_HOME"] = str(tmp_path / "home")
+    env = etl_environment(ETL_HOME=str(tmp_path / "home"))
     result = subprocess.run(
         [sys.executable, "-m", "etl", "--day", "day1", "--data-dir", str(FIXTURES)],
         cwd=ROOT,

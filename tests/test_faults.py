@@ -6,7 +6,6 @@ it, breaks its connection, or starts a second run beside it.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -17,9 +16,11 @@ from pathlib import Path
 
 import pytest
 from conftest import (
+    APPLIES_WAITING_FOR_A_LOCK,
     FIXTURES,
     ROOT,
     T,
+    etl_environment,
     last_line,
     of_clean_run,
     rows,
@@ -94,7 +95,7 @@ def start_etl(
     url: str, day: str, *extra: str, pause: tuple[str, Path] | None = None
 ) -> subprocess.Popen[str]:
     """etl as a separate process, its stderr piped, no ETL_ variable set."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
+    clean = etl_environment()
     return subprocess.Popen(
         etl_command(url, day, *extra, pause=pause),
         cwd=ROOT,
@@ -380,7 +381,7 @@ def test_a_run_waiting_past_its_lock_timeout_fails_cleanly(
         second = subprocess.run(
             etl_command(database_url, "day1", "--entity", "agents", "--lock-timeout", "0.5"),
             cwd=ROOT,
-            env={k: v for k, v in os.environ.items() if not k.startswith("ETL_")},
+            env=etl_environment(),
             capture_output=True,
             text=True,
             timeout=60,
@@ -521,10 +522,7 @@ def test_ctrl_c_while_the_server_works_on_a_statement(
         with blocker.cursor() as cur:  # held until the rollback below
             cur.execute("LOCK TABLE etl.agents IN ACCESS EXCLUSIVE MODE")
         with start_etl(database_url, "day2", "--entity", "agents") as process:
-            waiting = (
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE query LIKE 'CALL etl.apply_sync%' AND wait_event_type = 'Lock'"
-            )
+            waiting = APPLIES_WAITING_FOR_A_LOCK
             wait_until(lambda: rows(conn, waiting) != [(0,)], "the apply waiting for its lock")
             assert rows(conn, waiting) == [(1,)]
             process.send_signal(sent)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import multiprocessing
-import os
 import shutil
 import signal
 import subprocess
@@ -18,8 +17,10 @@ from typing import Any
 import dying_worker
 import pytest
 from conftest import (
+    APPLIES_WAITING_FOR_A_LOCK,
     FIXTURES,
     ROOT,
+    etl_environment,
     fresh_database,
     last_line,
     rows,
@@ -752,20 +753,16 @@ def fleet_waiting_in_an_apply(
     to look with). The process is killed on the way out if still running."""
     conn, blocker = db.connect(url), db.connect(url)
     (tmp_path / "tmp").mkdir()
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
     argv = ["sync", "--day", "day1", "--accounts-dir", str(folder), "--workers", "2"]
     argv += ["--database-url", url, "--log-format", "json"]
-    waiting = (
-        "SELECT count(*) FROM pg_stat_activity"
-        " WHERE query LIKE 'CALL etl.apply_sync%' AND wait_event_type = 'Lock'"
-    )
+    waiting = APPLIES_WAITING_FOR_A_LOCK
     try:
         with blocker.cursor() as cur:  # held until the blocker rolls back
             cur.execute("LOCK TABLE etl.groups IN ACCESS EXCLUSIVE MODE")
         process = subprocess.Popen(
             [sys.executable, "-m", "etl", *argv],
             cwd=ROOT,
-            env={**environment, "TMPDIR": str(tmp_path / "tmp")},
+            env=etl_environment(TMPDIR=str(tmp_path / "tmp")),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
