@@ -103,12 +103,25 @@ def _frame(data: pa.RecordBatch | pa.Table) -> pl.DataFrame:
 
 class Table:
     """A table to stage, made of parts in order: frames already computed, and (records, step)
-    pairs whose step runs on one batch at a time when the table is read."""
+    pairs whose step runs on one batch at a time when the table is read; or one day's share
+    of a table planned for several days at once (:meth:`share_of`)."""
 
     def __init__(self, *parts: pl.DataFrame | tuple[Records, Step]) -> None:
         self.parts = parts
+        self.share: tuple[JointTable, int] | None = None
+
+    @classmethod
+    def share_of(cls, joint: JointTable, place: int) -> Table:
+        """The rows of ``joint`` that are the day's at ``place``."""
+        table = cls()
+        table.share = (joint, place)
+        return table
 
     def frames(self) -> Iterator[pl.DataFrame]:
+        if self.share is not None:
+            joint, place = self.share
+            yield joint.part(place)
+            return
         for part in self.parts:
             if isinstance(part, pl.DataFrame):
                 yield part
@@ -118,6 +131,8 @@ class Table:
                 yield step(batch.lazy()).collect(engine=ENGINE)
 
     def schema(self) -> pl.Schema:
+        if self.share is not None:
+            return self.share[0].schema
         first = self.parts[0]
         if isinstance(first, pl.DataFrame):
             return first.schema
@@ -127,6 +142,33 @@ class Table:
     def frame(self) -> pl.DataFrame:
         """Every row in one frame (tests and small tables)."""
         return pl.concat([pl.DataFrame(schema=self.schema()), *self.frames()], rechunk=False)
+
+
+class JointTable:
+    """A table planned for several days at once: its rows, each with the place of its day in
+    column ``place``. Staged whole when its days are staged together (:meth:`rows_of`); split
+    into each day's part only when a part is asked for."""
+
+    def __init__(self, frame: pl.DataFrame, days: int) -> None:
+        self.frame = frame
+        self.days = days
+        self.schema = frame.drop("place").schema
+        self.parts: list[pl.DataFrame] | None = None
+
+    def part(self, place: int) -> pl.DataFrame:
+        if self.parts is None:
+            parts = self.frame.partition_by("place", as_dict=True, include_key=False)
+            empty = self.frame.clear().drop("place")
+            self.parts = [parts.get((n,), empty) for n in range(self.days)]
+        return self.parts[place]
+
+    def rows_of(self, accounts: dict[int, int]) -> pa.Table:
+        """The rows of the days at the places of ``accounts`` (place -> account id), each with
+        its day's account id first."""
+        ids = pl.Series([accounts.get(n) for n in range(self.days)], dtype=pl.Int64)
+        account_id = ids.gather(self.frame.get_column("place")).alias("account_id")
+        rows = self.frame.select(account_id, *self.schema.names())
+        return rows.filter(pl.col("account_id").is_not_null()).to_arrow()
 
 
 class RowBatches:

@@ -10,7 +10,7 @@ import polars as pl
 import pyarrow as pa
 
 from etl import db
-from etl.batches import Table
+from etl.batches import JointTable, Table
 from etl.log import get_logger
 from etl.server import wrapped
 
@@ -48,23 +48,44 @@ def stage_together(
     conn: db.Connection, entity: str, staged: list[tuple[int, dict[str, Table]]]
 ) -> None:
     """Replace the staging rows of the entity of several accounts (account id -> its tables,
-    all small) with one COPY per table, in one transaction committed by the caller. Each
-    account's rows go as its own Arrow batches, its id added; a column that an account's plan
-    left without a type (all null: polars' Null) takes the type the other accounts give it."""
+    all small) with one COPY per table, in one transaction committed by the caller. The
+    accounts' shares of a table planned for them at once go as that table's rows, each with
+    its account's id; any other table of an account goes as its own Arrow batches, its id
+    added. A column that an account's plan left without a type (all null: polars' Null) takes
+    the type the other accounts give it."""
     db.execute(conn, "clear_staging", ([account_id for account_id, _ in staged], entity))
     names = list(dict.fromkeys(name for _, tables in staged for name in tables))
     with wrapped("staging"), conn.cursor() as cur:
         for name in names:
-            parts = [
-                with_account_id(frame.to_arrow(), account_id)
-                for account_id, tables in staged
-                if name in tables
-                for frame in tables[name].frames()
-                if frame.height
-            ]
+            parts = rows_of(name, staged)
             if parts:
                 rows = pa.concat_tables(parts, promote_options="default")  # Null -> the type
                 cur.adbc_ingest(name, rows, mode="append", db_schema_name=SCHEMA)
+
+
+def rows_of(name: str, staged: list[tuple[int, dict[str, Table]]]) -> list[pa.Table]:
+    """The accounts' rows of table ``name``, each with its account's id first, as few Arrow
+    tables as their plans allow; none empty."""
+    parts: list[pa.Table] = []
+    joints: dict[int, tuple[JointTable, dict[int, int]]] = {}  # id -> (table, place -> account)
+    for account_id, tables in staged:
+        table = tables.get(name)
+        if table is None:
+            continue
+        if table.share is not None:
+            joint, place = table.share
+            joints.setdefault(id(joint), (joint, {}))[1][place] = account_id
+            continue
+        parts += [
+            with_account_id(frame.to_arrow(), account_id)
+            for frame in table.frames()
+            if frame.height
+        ]
+    for joint, accounts in joints.values():
+        rows = joint.rows_of(accounts)
+        if rows.num_rows:
+            parts.append(rows)
+    return parts
 
 
 Rows = TypeVar("Rows", pa.Table, pa.RecordBatch)

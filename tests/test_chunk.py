@@ -8,16 +8,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 import pytest
 from conftest import fresh_database, rows, state_alone, sync
 from replay import DUMPED_TABLES, dump_state
 
 from etl import ENTITIES, chunk, db, fleet, fleet_worker, joint_plan, ledger, log, run, synth
-from etl.batches import Table
+from etl.batches import JointTable, Table
 from etl.decode import Decoded, decode_files
 from etl.errors import DatabaseError
-from etl.joint_plan import apart, defined_ids, plans_of
+from etl.joint_plan import apart, day_ids, plans_of
 from etl.migrate import migrate
 from etl.plan import AccountDay, Plan, plan_day
 from etl.records import AGENT, GROUP
@@ -50,8 +51,36 @@ def test_days_that_define_apart_are_planned_together() -> None:
     c = groups_day([{"id": 3, "name": "c", "agent_ids": [10]}], known_agents=[30])  # names a's
     d = groups_day([{"id": 1, "name": "d"}], known_agents=[])  # defines a's group id
     e = groups_day([{"id": 5, "name": "e", "parent_group_id": 2}], known_agents=[])
-    days = [a, b, c, d, e]
-    assert apart(days, [defined_ids(day) for day in days]) == ([0, 1], [2, 3, 4])
+    f = groups_day([{"id": 6, "name": "f", "parent_group_id": 99}], known_agents=[])
+
+    def places(*days: AccountDay) -> tuple[list[int], list[int]]:
+        return apart([day_ids(day) for day in days])
+
+    assert places(a, b, c, d, e) == ([0, 1], [2, 3, 4])
+    assert places(a, b, f) == ([0, 1, 2], [])
+    assert places(c, a) == ([0], [1])
+    assert places(e, b) == ([0], [1])
+    assert places(b) == ([0], [])
+
+
+def test_a_joint_table_stages_the_rows_of_the_days_still_staged() -> None:
+    """Staged together, a joint table's rows go with their day's account id: those of a day
+    left out (failed after its plan) and a row of no day do not go."""
+    frame = pl.DataFrame(
+        {"group_id": [1, 2, 3, 4, 5], "place": [0, 1, 2, 0, None]},
+        schema={"group_id": pl.Int64, "place": pl.Int32},
+    )
+    joint = JointTable(frame, days=3)
+    assert joint.rows_of({0: 100, 2: 300}).to_pylist() == [
+        {"account_id": 100, "group_id": 1},
+        {"account_id": 300, "group_id": 3},
+        {"account_id": 100, "group_id": 4},
+    ]
+    assert [Table.share_of(joint, n).frame().rows() for n in range(3)] == [
+        [(1,), (4,)],
+        [(2,)],
+        [(3,)],
+    ]
 
 
 def test_a_joint_plan_splits_into_each_days_own_plan() -> None:
