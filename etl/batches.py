@@ -30,12 +30,14 @@ ENGINE: Final = "in-memory"
 class Records:
     """The decoded records of one kind, in decode order, as batches with an ``ordinal`` column
     (the record's position in that order). With ``spill``, a second batch sends every batch to
-    that Arrow IPC file, and only one is in memory at a time."""
+    that Arrow IPC file, and only one is in memory at a time. A batch kept in memory stays an
+    Arrow batch until it is first read as a frame: a chunk's small accounts are put together
+    in Arrow, and become one frame."""
 
     def __init__(self, schema: pa.Schema, spill: Path | None = None) -> None:
         self.schema = schema
         self.spill = spill
-        self.frames: list[pl.DataFrame] = []
+        self.in_memory: list[pl.DataFrame | pa.RecordBatch] = []
         self.first: pa.RecordBatch | None = None  # the batch in memory, until a second comes
         self.writer: pa.ipc.RecordBatchFileWriter | None = None
         self.spilled = False
@@ -44,12 +46,12 @@ class Records:
     def of(cls, schema: pa.Schema, frame: pl.DataFrame) -> Records:
         """Records that are one batch in memory: ``frame``."""
         records = cls(schema)
-        records.frames.append(frame)
+        records.in_memory.append(frame)
         return records
 
     def add(self, batch: pa.RecordBatch) -> None:
-        if self.spill is None or (not self.spilled and not self.frames):
-            self.frames.append(_frame(batch))
+        if self.spill is None or (not self.spilled and not self.in_memory):
+            self.in_memory.append(batch)
             self.first = batch if self.spill is not None else None
             return
         if self.writer is None:
@@ -59,7 +61,7 @@ class Records:
             self.writer = pa.ipc.new_file(str(self.spill), self.schema, options=options)
             self.spilled = True
             self.writer.write_batch(self.first)
-            self.frames, self.first = [], None
+            self.in_memory, self.first = [], None
         self.writer.write_batch(batch)
 
     def close(self) -> None:
@@ -71,13 +73,28 @@ class Records:
 
     def batches(self) -> Iterator[pl.DataFrame]:
         if not self.spilled:
-            yield from self.frames
+            for index, batch in enumerate(self.in_memory):
+                if isinstance(batch, pa.RecordBatch):
+                    batch = self.in_memory[index] = _frame(batch)
+                yield batch
+            return
+        for batch in self.arrow_batches():
+            yield _frame(batch)
+
+    def arrow_batches(self) -> Iterator[pa.RecordBatch]:
+        """The batches as Arrow, of ``schema``."""
+        if not self.spilled:
+            for batch in self.in_memory:
+                if isinstance(batch, pl.DataFrame):
+                    yield from batch.to_arrow().cast(self.schema).to_batches()
+                else:
+                    yield batch
             return
         assert self.spill is not None
         with pa.OSFile(str(self.spill)) as file:  # read, not mapped: one batch in memory
             reader = pa.ipc.open_file(file)
             for index in range(reader.num_record_batches):
-                yield _frame(reader.get_batch(index))
+                yield reader.get_batch(index)
 
     def empty(self) -> pl.DataFrame:
         return _frame(self.schema.empty_table())

@@ -74,13 +74,13 @@ def day_ids(day: AccountDay) -> DayIds:
     defined: list[pa.Array] = []
     named: list[pa.Array] = []
     for decoded in day.decoded.values():
-        for frame in decoded.records.batches():
-            defined.append(frame.get_column(frame.columns[0]).to_arrow())
-            for name, dtype in frame.schema.items():
-                if name == "parent_group_id":
-                    named.append(frame.get_column(name).to_arrow())
-                elif dtype == pl.List(pl.Int64):
-                    named.append(pc.list_flatten(frame.get_column(name).to_arrow()))
+        for batch in decoded.records.arrow_batches():
+            defined.append(batch.column(0))
+            for field, column in zip(batch.schema, batch.columns, strict=True):
+                if field.name == "parent_group_id":
+                    named.append(column)
+                elif pa.types.is_list(field.type) or pa.types.is_large_list(field.type):
+                    named.append(pc.list_flatten(column))
         quarantined = [e.record_id for e in decoded.errors if e.record_id is not None]
         defined.append(pa.array(quarantined, pa.int64()))
     for known in (day.known_agents, day.known_roles):
@@ -163,20 +163,16 @@ def joined(days: list[AccountDay]) -> AccountDay:
     with the day's place; the stored ids together."""
     decoded = {}
     for kind in days[0].decoded:
-        frames, errors, offset = [], [], 0
         schema = days[0].decoded[kind].records.schema
+        batches, errors, offset = [], [], 0
         for n, day in enumerate(days):
             one = day.decoded[kind]
-            for frame in one.records.batches():
-                frames.append(
-                    frame.with_columns(
-                        ordinal=pl.col("ordinal") + offset,
-                        source_file=pl.lit(prefix(n)) + pl.col("source_file"),
-                    )
-                )
-                offset += frame.height
+            for batch in one.records.arrow_batches():
+                batches.append(placed_batch(batch, n, offset))
+                offset += batch.num_rows
             errors += [replace(e, source_file=prefix(n) + e.source_file) for e in one.errors]
-        frame = pl.concat(frames) if frames else days[0].decoded[kind].records.empty()
+        frame = pl.from_arrow(pa.Table.from_batches(batches, schema))
+        assert isinstance(frame, pl.DataFrame)
         decoded[kind] = Decoded(records=Records.of(schema, frame), errors=errors)
     return AccountDay(
         decoded,
@@ -188,6 +184,14 @@ def joined(days: list[AccountDay]) -> AccountDay:
             else None
         ),
     )
+
+
+def placed_batch(batch: pa.RecordBatch, place: int, offset: int) -> pa.RecordBatch:
+    """The day's batch with its ordinals moved on by ``offset`` and its file names prefixed."""
+    columns = dict(zip(batch.schema.names, batch.columns, strict=True))
+    columns["ordinal"] = pc.add(columns["ordinal"], offset)
+    columns["source_file"] = pc.binary_join_element_wise(prefix(place), columns["source_file"], "")
+    return pa.RecordBatch.from_arrays(list(columns.values()), schema=batch.schema)
 
 
 def together_arrays(arrays: list[pa.Array | None]) -> pa.Array | None:

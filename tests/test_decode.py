@@ -490,9 +490,9 @@ def test_row_batches_count_mapping_elements_toward_the_batch() -> None:
     rows = RowBatches(ROLE, records, batch_values=10, errors=[])
     with_ids = (1, "a", None, None, None, [1, 2, 3, 4], None, None, "f", 0, "$[0]")
     rows.append(with_ids)
-    assert (len(rows.pending), records.frames) == (1, [])
+    assert (len(rows.pending), list(records.batches())) == (1, [])
     rows.extend([with_ids])  # 2 rows + 8 ids
-    assert (len(rows.pending), [f.height for f in records.frames]) == (0, [2])
+    assert (len(rows.pending), [f.height for f in records.batches()]) == (0, [2])
     rows.extend([(2, "b", None, None, None, None, None, None, "f", 1, "$[1]")])
     rows.close()
     assert [f.get_column("ordinal").to_list() for f in records.batches()] == [[0, 1], [2]]
@@ -540,7 +540,7 @@ def test_spilled_records_are_read_back_one_batch_at_a_time(tmp_path: Path) -> No
     pages = [page([role(id=n, agent_ids=ids)], f"{n}.json") for n in (1, 2, 3)]
     in_memory = decode_files(ROLE, pages)
     spilled = decode_files(ROLE, pages, spill=tmp_path / "roles.arrow")
-    assert spilled.records.frames == []
+    assert spilled.records.in_memory == []
     assert (tmp_path / "roles.arrow").read_bytes().startswith(b"ARROW1")
     assert [b.height for b in spilled.records.batches()] == [1, 1, 1]
     assert spilled.records.frame().equals(in_memory.records.frame())
