@@ -30,6 +30,8 @@ ID_COLUMNS = ("agent_id", "group_id", "record_id")  # how a row without a file n
 def plans_of(entity: str, days: list[AccountDay]) -> list[Plan | Exception]:
     """Each day's plan, in order: those whose ids are apart planned as one. A day whose plan
     fails (a bug) gets its exception instead, and the others their plans."""
+    if not days:
+        return []
     ids = [day_ids(day) for day in days]
     together, alone = apart(ids)
     log.get_logger().debug("chunk_planned", entity=entity, together=len(together), alone=len(alone))
@@ -167,9 +169,11 @@ def joined(days: list[AccountDay]) -> AccountDay:
         batches, errors, offset = [], [], 0
         for n, day in enumerate(days):
             one = day.decoded[kind]
+            rows = 0
             for batch in one.records.arrow_batches():
                 batches.append(placed_batch(batch, n, offset))
-                offset += batch.num_rows
+                rows += batch.num_rows
+            offset += rows  # a day's ordinals run 0.. over all its batches: the next day's after
             errors += [replace(e, source_file=prefix(n) + e.source_file) for e in one.errors]
         frame = pl.from_arrow(pa.Table.from_batches(batches, schema))
         assert isinstance(frame, pl.DataFrame)

@@ -31,6 +31,11 @@ RUNS_BY_ACCOUNT = (
     " JOIN etl.accounts a USING (account_id) ORDER BY a.account_key, r.run_id"
 )
 
+STAGED_AGENTS_OF_ONE = (
+    "SELECT count(*) FROM etl.stg_agents JOIN etl.accounts USING (account_id)"
+    " WHERE account_key = 'one'"
+)
+
 NO_GROUPS = pa.table(
     {"group_id": pa.array([], pa.int64()), "parent_group_id": pa.array([], pa.int64()),
      "present": pa.array([], pa.bool_())}
@@ -61,6 +66,7 @@ def test_days_that_define_apart_are_planned_together() -> None:
     assert places(c, a) == ([0], [1])
     assert places(e, b) == ([0], [1])
     assert places(b) == ([0], [])
+    assert plans_of("groups", []) == []  # every member of the chunk failed before its plan
 
 
 def test_a_joint_table_stages_the_rows_of_the_days_still_staged() -> None:
@@ -81,6 +87,32 @@ def test_a_joint_table_stages_the_rows_of_the_days_still_staged() -> None:
         [(2,)],
         [(3,)],
     ]
+
+
+def agents_day(agents: list[dict[str, object]], batch_values: int) -> AccountDay:
+    page = InputFile("sync-d/agents/1.json", json.dumps(agents).encode())
+    return AccountDay({AGENT.name: decode_files(AGENT, [page], batch_values=batch_values)})
+
+
+def test_a_joint_plan_of_days_in_several_batches_splits_into_each_days_own_plan() -> None:
+    """A day whose records come in several batches keeps its own rows in a joint plan: the next
+    day's ordinals come after all of its batches, so that the next day's losing duplicate does
+    not take one of its records with it."""
+    a = [{"id": n} for n in (101, 102, 103)]  # batches of 2 + 1 rows
+    b = [
+        {"id": 201, "updated_at": "2026-02-01T00:00:00Z"},
+        {"id": 201, "updated_at": "2026-01-01T00:00:00Z"},  # loses
+    ]
+    alone = [plan_day("agents", agents_day(day, batch_values=2)) for day in (a, b)]
+    joint = plans_of("agents", [agents_day(day, batch_values=2) for day in (a, b)])
+    assert [p.tables["stg_agents"].frame().get_column("agent_id").to_list() for p in joint] == [
+        [101, 102, 103],
+        [201],
+    ]
+    for own, split in zip(alone, joint, strict=True):
+        assert split.errors.equals(own.errors)
+        for name, table in own.tables.items():
+            assert split.tables[name].frame().equals(table.frame()), name
 
 
 def test_a_joint_plan_splits_into_each_days_own_plan() -> None:
@@ -295,6 +327,8 @@ def test_a_bug_in_one_accounts_plan_fails_that_account_only(
             ("two", "roles", "succeeded", None),
             ("two", "groups", "succeeded", None),
         ]
+        # planned with the other member's rows, staged without them
+        assert rows(conn, STAGED_AGENTS_OF_ONE) == [(0,)]
         two = dump_state(conn, DUMPED_TABLES, "two")
     finally:
         conn.close()
