@@ -14,7 +14,19 @@ import pytest
 from conftest import fresh_database, rows, state_alone, sync
 from replay import DUMPED_TABLES, dump_state
 
-from etl import ENTITIES, chunk, db, fleet, fleet_worker, joint_plan, ledger, log, run, synth
+from etl import (
+    BATCH_VALUES,
+    ENTITIES,
+    chunk,
+    db,
+    fleet,
+    fleet_worker,
+    joint_plan,
+    ledger,
+    log,
+    run,
+    synth,
+)
 from etl.batches import JointTable, Table
 from etl.decode import Decoded, decode_files
 from etl.errors import DatabaseError
@@ -173,12 +185,13 @@ def two_accounts(folder: Path) -> None:
 
 
 def sync_as_a_chunk(
-    conn: db.Connection, url: str, folder: Path
+    conn: db.Connection, url: str, folder: Path, batch_values: int = BATCH_VALUES
 ) -> dict[str, tuple[str, str | None]]:
     """Day1 of accounts one and two as one task of a fleet worker: account -> (status, message)."""
     log.configure(fmt="json", quiet=True)  # not the stream an earlier test captured
     migrate(conn)
-    options = SyncOptions(data_dir=folder, synced_at=datetime(2026, 1, 1, 6, tzinfo=UTC))
+    synced_at = datetime(2026, 1, 1, 6, tzinfo=UTC)
+    options = SyncOptions(data_dir=folder, synced_at=synced_at, batch_values=batch_values)
     settings = fleet_worker.FleetSettings(url, "day1", ENTITIES, options, 30, "json", False)
     jobs = fleet.weigh(conn, folder, "day1", ["one", "two"])
     return {o.key: (o.status, o.message) for o in fleet_worker.sync_task(conn, jobs, settings)}
@@ -198,11 +211,20 @@ def test_a_chunk_whose_joint_staging_fails_stages_each_account_alone(
     both_land_as_alone(database_url, tmp_path)
 
 
-def both_land_as_alone(database_url: str, tmp_path: Path) -> None:
+def test_members_whose_records_fill_several_batches_land_as_alone(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A chunk's members decoded in batches of a few records each (--batch-size) both land as
+    their single-account runs (made with the default batch size)."""
+    two_accounts(tmp_path)
+    both_land_as_alone(database_url, tmp_path, batch_values=5)
+
+
+def both_land_as_alone(database_url: str, tmp_path: Path, batch_values: int = BATCH_VALUES) -> None:
     """The two accounts, synced as a chunk, both succeed, each as its single-account run."""
     conn = db.connect(database_url)
     try:
-        assert sync_as_a_chunk(conn, database_url, tmp_path) == {
+        assert sync_as_a_chunk(conn, database_url, tmp_path, batch_values) == {
             "one": ("succeeded", None),
             "two": ("succeeded", None),
         }
