@@ -1,4 +1,4 @@
-"""Batches: decoded records kept as frames of bounded size, and staged tables made from them one
+"""Batches: decoded records kept as batches of bounded size, and staged tables made from them one
 batch at a time, so that memory follows the batch size rather than the day's size.
 
 A sync spills batches to an Arrow IPC file as they are decoded and reads them back one at a time,
