@@ -12,6 +12,8 @@ import polars as pl
 import pyarrow as pa
 import pytest
 from conftest import fresh_database, rows, state_alone, sync
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from replay import DUMPED_TABLES, dump_state
 
 from etl import (
@@ -33,7 +35,7 @@ from etl.errors import DatabaseError
 from etl.joint_plan import apart, day_ids, plans_of
 from etl.migrate import migrate
 from etl.plan import AccountDay, Plan, plan_day
-from etl.records import AGENT, GROUP
+from etl.records import AGENT, AGENT_DETAILS, GROUP, ROLE
 from etl.run import EntityRun, SyncOptions
 from etl.source import InputFile
 
@@ -600,3 +602,96 @@ def test_members_whose_files_are_recorded_a_batch_at_a_time_land_as_alone(
         conn.close()
     for key, state in shared.items():
         assert state == state_alone(tmp_path / key, "day1"), key
+
+
+STAMPS = [None, "2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"]
+
+
+@st.composite
+def small_day(draw: st.DrawFn, entity: str, base: int) -> dict[str, Any]:
+    """One account's day of ``entity``, its ids from ``base`` on (a few of each, so that ids
+    repeat), with the ids it stores: duplicates, unknown members and roles, cycles and orphans
+    come by chance."""
+    ids = st.integers(base + 1, base + 6)
+
+    def stamped(record: dict[str, Any]) -> dict[str, Any]:
+        stamp = draw(st.sampled_from(STAMPS))
+        return record if stamp is None else {**record, "updated_at": stamp}
+
+    day: dict[str, Any] = {"known": draw(st.lists(ids, max_size=5, unique=True))}
+    if entity == "agents":
+        day["agent"] = [stamped({"id": draw(ids)}) for _ in range(draw(st.integers(0, 6)))]
+    elif entity == "roles":
+        day["roles"] = draw(st.lists(ids, max_size=4, unique=True))
+        day["role"] = [
+            stamped({"id": draw(ids), "name": "r", "agent_ids": draw(st.lists(ids, max_size=4))})
+            for _ in range(draw(st.integers(0, 4)))
+        ]
+        day["agent_details"] = [
+            stamped({"id": draw(ids), "role_ids": draw(st.lists(ids, max_size=3))})
+            for _ in range(draw(st.integers(0, 6)))
+        ]
+    else:
+        parents = st.one_of(st.none(), ids)
+        day["stored"] = draw(st.lists(ids, max_size=3, unique=True))
+        day["group"] = [
+            stamped(
+                {
+                    "id": draw(ids),
+                    "name": "g",
+                    "parent_group_id": draw(parents),
+                    "agent_ids": draw(st.lists(ids, max_size=4)),
+                }
+            )
+            for _ in range(draw(st.integers(0, 5)))
+        ]
+    return day
+
+
+def planned_day(entity: str, day: dict[str, Any], batch_values: int) -> AccountDay:
+    """The day decoded in batches of ``batch_values`` values, with its stored ids."""
+
+    def decoded(kind: Any) -> Decoded:
+        page = InputFile(f"sync-d/{kind.folder}/1.json", json.dumps(day[kind.name]).encode())
+        return decode_files(kind, [page], batch_values=batch_values)
+
+    known = pa.array(day["known"], pa.int64())
+    if entity == "agents":
+        return AccountDay({AGENT.name: decoded(AGENT)})
+    if entity == "roles":
+        roles = pa.array(day["roles"], pa.int64())
+        both = {ROLE.name: decoded(ROLE), AGENT_DETAILS.name: decoded(AGENT_DETAILS)}
+        return AccountDay(both, known, known_roles=roles)
+    stored = pa.table(
+        {
+            "group_id": pa.array(day["stored"], pa.int64()),
+            "parent_group_id": pa.array([None] * len(day["stored"]), pa.int64()),
+            "present": pa.array([True] * len(day["stored"]), pa.bool_()),
+        }
+    )
+    return AccountDay({GROUP.name: decoded(GROUP)}, known, stored_groups=stored)
+
+
+@st.composite
+def chunk_days(draw: st.DrawFn) -> tuple[str, list[dict[str, Any]], int]:
+    """An entity, two to four accounts' days of it (mostly with ids apart, sometimes on the
+    same ids, which are then planned alone) and a batch size."""
+    entity = draw(st.sampled_from(["agents", "roles", "groups"]))
+    bases = [draw(st.sampled_from([n * 100, 0])) for n in range(draw(st.integers(2, 4)))]
+    return entity, [draw(small_day(entity, base)) for base in bases], draw(st.integers(1, 8))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(chunk_days())
+def test_a_joint_plan_is_each_days_own_plan(case: tuple[str, list[dict[str, Any]], int]) -> None:
+    """Planned as a chunk, in batches of any size, every day's tables and errors are those of
+    the day planned alone."""
+    entity, days, batch_values = case
+    alone = [plan_day(entity, planned_day(entity, day, batch_values)) for day in days]
+    joint = plans_of(entity, [planned_day(entity, day, batch_values) for day in days])
+    for own, split in zip(alone, joint, strict=True):
+        assert isinstance(split, Plan)
+        assert split.errors.equals(own.errors)
+        assert sorted(split.tables) == sorted(own.tables)
+        for name, table in own.tables.items():
+            assert split.tables[name].frame().equals(table.frame()), name
