@@ -30,8 +30,6 @@ ID_COLUMNS = ("agent_id", "group_id", "record_id")  # how a row without a file n
 def plans_of(entity: str, days: list[AccountDay]) -> list[Plan | Exception]:
     """Each day's plan, in order: those whose ids are apart planned as one. A day whose plan
     fails (a bug) gets its exception instead, and the others their plans."""
-    if not days:
-        return []
     ids = [day_ids(day) for day in days]
     together, alone = apart(ids)
     log.get_logger().debug("chunk_planned", entity=entity, together=len(together), alone=len(alone))
@@ -126,7 +124,7 @@ def meet(ids: list[DayIds]) -> bool:
     """Whether an id one day defines is touched by another."""
     owners = owner_table(ids)
     touched = pa.chunked_array([day.touched for day in ids], pa.int64())
-    places = pa.chunked_array([places_of(day.touched, n) for n, day in enumerate(ids)])
+    places = pa.chunked_array([places_of(day.touched, n) for n, day in enumerate(ids)], pa.int32())
     owner = pc.take(owners["place"], pc.index_in(touched, value_set=owners["id"]))
     return pc.any(pc.not_equal(owner, places)).as_py() is True
 
