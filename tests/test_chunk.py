@@ -123,8 +123,15 @@ def test_a_joint_plan_of_days_in_several_batches_splits_into_each_days_own_plan(
         [101, 102, 103],
         [201],
     ]
+    assert_each_as_alone(joint, alone)
+
+
+def assert_each_as_alone(joint: list[Plan | Exception], alone: list[Plan]) -> None:
+    """Each day's part of the joint plan has the tables and errors of the day planned alone."""
     for own, split in zip(alone, joint, strict=True):
+        assert isinstance(split, Plan)
         assert split.errors.equals(own.errors)
+        assert sorted(split.tables) == sorted(own.tables)
         for name, table in own.tables.items():
             assert split.tables[name].frame().equals(table.frame()), name
 
@@ -150,11 +157,7 @@ def test_a_joint_plan_splits_into_each_days_own_plan() -> None:
     )
     alone = [plan_day("groups", day) for day in (a, b)]
     joint = plans_of("groups", [a, b])
-    for own, split in zip(alone, joint, strict=True):
-        assert split.errors.equals(own.errors)
-        assert sorted(split.tables) == sorted(own.tables)
-        for name, table in own.tables.items():
-            assert split.tables[name].frame().equals(table.frame()), name
+    assert_each_as_alone(joint, alone)
     assert [p.errors.select("error_type", "record_id", "error_message").rows() for p in joint] == [
         [
             (
@@ -689,9 +692,4 @@ def test_a_joint_plan_is_each_days_own_plan(case: tuple[str, list[dict[str, Any]
     entity, days, batch_values = case
     alone = [plan_day(entity, planned_day(entity, day, batch_values)) for day in days]
     joint = plans_of(entity, [planned_day(entity, day, batch_values) for day in days])
-    for own, split in zip(alone, joint, strict=True):
-        assert isinstance(split, Plan)
-        assert split.errors.equals(own.errors)
-        assert sorted(split.tables) == sorted(own.tables)
-        for name, table in own.tables.items():
-            assert split.tables[name].frame().equals(table.frame()), name
+    assert_each_as_alone(joint, alone)
