@@ -116,8 +116,12 @@ def test_an_unreadable_folder_or_a_name_not_utf8_is_an_input_error(
     )
 )
 def test_sort_naturally_matches_natural_key(names: list[str]) -> None:
-    """The fast path for plain numbered names sorts exactly as natural_key does."""
+    """The fast paths for plain numbered names sort exactly as natural_key does: in Python for a
+    small folder's names, in Arrow for a bigger folder's (the names and 200 more)."""
     assert sort_naturally(names).to_pylist() == sorted(names, key=natural_key)
+    many = sorted({*names, *(f"{n}.json" for n in range(7, 1500, 7))})
+    assert len(many) > 200
+    assert sort_naturally(many).to_pylist() == sorted(many, key=natural_key)
 
 
 def test_read_whole_reads_small_files_only(tmp_path: Path) -> None:
