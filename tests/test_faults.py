@@ -68,7 +68,7 @@ def paused_run(
     """``python -m etl`` for ``day``, paused at ``at`` (POINT or POINT:ENTITY) until ``gate`` is
     removed; yields once it says it paused. Killed on the way out if still running."""
     gate.touch()
-    with start_etl(url, day, *extra, pause=(at, gate)) as process:
+    with start_etl(url, day, gate.parent / "tmp", *extra, pause=(at, gate)) as process:
         try:
             wait_for_event(process, '"event": "paused"')
             yield process
@@ -92,10 +92,12 @@ def etl_command(
 
 
 def start_etl(
-    url: str, day: str, *extra: str, pause: tuple[str, Path] | None = None
+    url: str, day: str, temp: Path, *extra: str, pause: tuple[str, Path] | None = None
 ) -> subprocess.Popen[str]:
-    """etl as a separate process, its stderr piped, no ETL_ variable set."""
-    clean = etl_environment()
+    """etl as a separate process, its stderr piped, no ETL_ variable set, its temporary files
+    in ``temp`` (a test's own folder: a killed run leaves its spill folder behind)."""
+    temp.mkdir(exist_ok=True)
+    clean = etl_environment(TMPDIR=str(temp))
     return subprocess.Popen(
         etl_command(url, day, *extra, pause=pause),
         cwd=ROOT,
@@ -353,7 +355,9 @@ def test_concurrent_runs_are_serialized(
     gate = tmp_path / "gate"
     with (
         paused_run(database_url, "day1", "stage:agents", gate, "--entity", "agents") as first,
-        start_etl(database_url, "day1", "--entity", second, "--lock-timeout", "60") as waiting,
+        start_etl(
+            database_url, "day1", tmp_path / "tmp", "--entity", second, "--lock-timeout", "60"
+        ) as waiting,
     ):
         wait_for_event(waiting, '"event": "waiting_for_lock"')
         assert rows(conn, "SELECT count(*) FROM etl.sync_runs") == [(1,)]
@@ -477,7 +481,6 @@ def test_ctrl_c_before_anything_is_applied(
     database_url: str,
     conn: db.Connection,
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Ctrl-C while agents decodes: one line saying nothing was applied and how to re-run,
     exit status 130, agents' run 'interrupted' and no later entity started, its temporary
@@ -486,9 +489,7 @@ def test_ctrl_c_before_anything_is_applied(
     sync_days(database_url, "day1")
     before = comparable_state(conn)
     gate = tmp_path / "gate"
-    (tmp_path / "tmp").mkdir()
-    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
-    with paused_run(database_url, "day2", "decode:agents", gate) as process:
+    with paused_run(database_url, "day2", "decode:agents", gate) as process:  # TMPDIR: tmp/
         assert [p.name.startswith("etl-batches-") for p in (tmp_path / "tmp").iterdir()] == [True]
         process.send_signal(sent)
         _, err = process.communicate(timeout=60)
@@ -509,7 +510,7 @@ def test_ctrl_c_before_anything_is_applied(
 
 @pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_while_the_server_works_on_a_statement(
-    sent: signal.Signals, database_url: str, conn: db.Connection
+    sent: signal.Signals, tmp_path: Path, database_url: str, conn: db.Connection
 ) -> None:
     """Ctrl-C while the agents apply waits in the server (another session holds the agents
     table): the driver cancels the statement, and etl still ends the run 'interrupted' with
@@ -521,7 +522,7 @@ def test_ctrl_c_while_the_server_works_on_a_statement(
     try:
         with blocker.cursor() as cur:  # held until the rollback below
             cur.execute("LOCK TABLE etl.agents IN ACCESS EXCLUSIVE MODE")
-        with start_etl(database_url, "day2", "--entity", "agents") as process:
+        with start_etl(database_url, "day2", tmp_path / "tmp", "--entity", "agents") as process:
             waiting = APPLIES_WAITING_FOR_A_LOCK
             wait_until(lambda: rows(conn, waiting) != [(0,)], "the apply waiting for its lock")
             assert rows(conn, waiting) == [(1,)]
