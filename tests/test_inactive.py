@@ -168,6 +168,14 @@ def test_active_member_counts_follow_changes_made_outside_etl(conn: db.Connectio
     assert stored_active_members(conn) == {10: 2}
     rows(conn, "UPDATE etl.agents SET active = true WHERE agent_id = 2")
     assert stored_active_members(conn) == {10: 3, 11: 1}
+    # one statement turning agents both ways: 1 inactive (group 10), 2 inactive (10 and 11),
+    # then 1 and 2 active again while 3 turns inactive
+    rows(conn, "UPDATE etl.agents SET active = false WHERE agent_id IN (1, 2)")
+    assert stored_active_members(conn) == {10: 1}
+    rows(conn, "UPDATE etl.agents SET active = NOT active")
+    assert stored_active_members(conn) == {10: 2, 11: 1}
+    rows(conn, "UPDATE etl.agents SET active = true WHERE agent_id = 3")
+    assert stored_active_members(conn) == {10: 3, 11: 1}
     rows(conn, "UPDATE etl.group_membership SET group_id = 11 WHERE agent_id = 1")
     assert stored_active_members(conn) == {10: 2, 11: 2}
     rows(conn, "DELETE FROM etl.agents WHERE agent_id = 3")

@@ -25,10 +25,14 @@ $$;
 -- the statement's accounts are read, named by value (a parameter the planner sees): without it
 -- the planner may hash every account's agents for one small account's pairs, a cost that grows
 -- with the fleet; with them named by a subquery instead, one big account's first load probed
--- its agents one pair at a time.
+-- its agents one pair at a time. The pairs are counted by group in a hash table: the planner
+-- cannot tell how many a transition table holds, and sorted a first load's 500,000 pairs (in
+-- key order, by agent) by group instead.
 CREATE FUNCTION etl.count_active_members_v1()
 RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET enable_sort = off
+AS $$
 DECLARE
     v_accounts bigint[];
 BEGIN
@@ -80,12 +84,13 @@ CREATE TRIGGER count_cleared_pairs_v1
 
 -- agents: an agent that turns active adds one to each of its groups' counts; one that turns
 -- inactive, or is deleted while active, takes one away. Old and new rows pair by account and
--- agent_id, which never change (agent_ids_never_change_v1). The flipping agents' groups are
--- found by probing group_membership's agent index: the pages it reads were just written or
--- read, which a random_page_cost of 1.1 says better than the default (at which the planner
--- hashed every membership instead).
-CREATE FUNCTION etl.add_to_active_members_v2(p_account_ids bigint[], p_agent_ids bigint[],
-                                             p_change integer)
+-- agent_id, which never change (agent_ids_never_change_v1). A statement's flips, each with its
+-- sign, are counted at once. The flipping agents' groups are found by probing group_membership's
+-- key (account, agent, group): the pages it reads were just written or read, which a
+-- random_page_cost of 1.1 says better than the default (at which the planner hashed every
+-- membership instead).
+CREATE FUNCTION etl.add_to_active_members_v3(p_account_ids bigint[], p_agent_ids bigint[],
+                                             p_changes integer[])
 RETURNS void
 LANGUAGE plpgsql  -- which keeps the plan for the session (a SQL function's body was planned
                   -- again at every call from a trigger)
@@ -93,8 +98,8 @@ SET random_page_cost = 1.1
 AS $$
 BEGIN
     INSERT INTO etl.group_active_members AS c (account_id, group_id, active_members)
-    SELECT m.account_id, m.group_id, p_change * count(*)
-      FROM unnest(p_account_ids, p_agent_ids) f (account_id, agent_id)
+    SELECT m.account_id, m.group_id, sum(f.change)
+      FROM unnest(p_account_ids, p_agent_ids, p_changes) f (account_id, agent_id, change)
       JOIN etl.group_membership m ON m.account_id = f.account_id AND m.agent_id = f.agent_id
      GROUP BY m.account_id, m.group_id
     ON CONFLICT (account_id, group_id)
@@ -108,30 +113,28 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_accounts bigint[];
     v_agents   bigint[];
+    v_changes  integer[];
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         DELETE FROM etl.group_active_members;
         RETURN NULL;
     ELSIF TG_OP = 'INSERT' THEN
-        SELECT array_agg(n.account_id), array_agg(n.agent_id) INTO v_accounts, v_agents
+        SELECT array_agg(n.account_id), array_agg(n.agent_id), array_agg(1)
+          INTO v_accounts, v_agents, v_changes
           FROM new_agents n WHERE n.active;
-        PERFORM etl.add_to_active_members_v2(v_accounts, v_agents, 1);
     ELSIF TG_OP = 'DELETE' THEN
-        SELECT array_agg(o.account_id), array_agg(o.agent_id) INTO v_accounts, v_agents
+        SELECT array_agg(o.account_id), array_agg(o.agent_id), array_agg(-1)
+          INTO v_accounts, v_agents, v_changes
           FROM old_agents o WHERE o.active;
-        PERFORM etl.add_to_active_members_v2(v_accounts, v_agents, -1);
     ELSE
-        SELECT array_agg(n.account_id), array_agg(n.agent_id) INTO v_accounts, v_agents
+        SELECT array_agg(n.account_id), array_agg(n.agent_id),
+               array_agg(CASE WHEN n.active THEN 1 ELSE -1 END)
+          INTO v_accounts, v_agents, v_changes
           FROM new_agents n
           JOIN old_agents o ON o.account_id = n.account_id AND o.agent_id = n.agent_id
-         WHERE n.active AND NOT o.active;
-        PERFORM etl.add_to_active_members_v2(v_accounts, v_agents, 1);
-        SELECT array_agg(n.account_id), array_agg(n.agent_id) INTO v_accounts, v_agents
-          FROM new_agents n
-          JOIN old_agents o ON o.account_id = n.account_id AND o.agent_id = n.agent_id
-         WHERE o.active AND NOT n.active;
-        PERFORM etl.add_to_active_members_v2(v_accounts, v_agents, -1);
+         WHERE n.active IS DISTINCT FROM o.active;
     END IF;
+    PERFORM etl.add_to_active_members_v3(v_accounts, v_agents, v_changes);
     RETURN NULL;
 END
 $$;

@@ -5,8 +5,9 @@
 -- groups present before, those that leave the snapshot or turn inactive.
 --
 -- A first load (no membership of the account stored) inserts the staged memberships as they
--- are, in key order: with nothing stored, every staged pair is added and none leaves, which is
--- what the diff would find, without each pair written to a helper table and deleted again.
+-- are, in key order (by agent, then group): with nothing stored, every staged pair is added and
+-- none leaves, which is what the diff would find, without each pair written to a helper table
+-- and deleted again.
 --
 -- Its helper tables (stg_groups_before, stg_membership_changes) hold the account's rows only
 -- while the step runs: they are deleted before it returns.
@@ -76,7 +77,7 @@ BEGIN
     -- to remove comes with its row's ctid, by which it is deleted below.
     -- (min() reads the first key of the account's index range: one probe in any plan, where
     -- NOT EXISTS took a generic plan's sequential scan through every other account's rows.)
-    v_first_load := (SELECT min(group_id) FROM etl.group_membership
+    v_first_load := (SELECT min(agent_id) FROM etl.group_membership
                       WHERE account_id = v_account) IS NULL;
     IF v_first_load THEN
         v_members_removed := 0;
@@ -162,7 +163,7 @@ BEGIN
         SELECT v_account, s.group_id, s.agent_id, r.synced_at
           FROM etl.stg_group_membership s
          WHERE s.account_id = v_account
-         ORDER BY s.group_id, s.agent_id;
+         ORDER BY s.agent_id, s.group_id;
         GET DIAGNOSTICS v_members_added = ROW_COUNT;
     ELSE
         INSERT INTO etl.group_membership (account_id, group_id, agent_id, synced_at)
