@@ -183,7 +183,7 @@ def test_every_key_leads_with_the_account(conn: db.Connection) -> None:
          ORDER BY 1, 2""",
     )
     exempt = {"accounts", "schema_migrations", "schema_routines"}
-    assert len([k for k in keys if k[0] not in exempt]) == 52  # the query sees them all
+    assert len([k for k in keys if k[0] not in exempt]) == 50  # the query sees them all
     assert [k for k in keys if k[0] not in exempt and k[2] != "account_id"] == []
 
 

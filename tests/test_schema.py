@@ -94,6 +94,7 @@ def test_migrations_and_routines_are_recorded_and_applied_once(conn: db.Connecti
         ("003_interrupted.sql", 64),
         ("004_ledger_lookups.sql", 64),
         ("005_membership_key_by_agent.sql", 64),
+        ("006_role_pairs_one_index.sql", 64),
     ]
     assert rows(conn, "SELECT filename FROM etl.schema_routines ORDER BY 1") == [
         (name,) for name in ROUTINES
@@ -121,7 +122,7 @@ def test_a_migration_of_a_newer_etl_is_refused(conn: db.Connection) -> None:
         r"etl migrated it; use that etl or a newer one$",
     ):
         migrate(conn)
-    assert rows(conn, "SELECT count(*) FROM etl.schema_migrations") == [(6,)]
+    assert rows(conn, "SELECT count(*) FROM etl.schema_migrations") == [(7,)]
 
 
 def copy_of_sql(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -235,6 +236,7 @@ def test_a_database_of_the_etl_before_the_baseline_is_adopted(template_url: str)
             "migrations/003_interrupted.sql",
             "migrations/004_ledger_lookups.sql",
             "migrations/005_membership_key_by_agent.sql",
+            "migrations/006_role_pairs_one_index.sql",
             *[f"routines/{name}" for name in ROUTINES],
         ]
         after = every_row(conn)
@@ -253,6 +255,7 @@ def test_a_database_of_the_etl_before_the_baseline_is_adopted(template_url: str)
             ("003_interrupted.sql",),
             ("004_ledger_lookups.sql",),
             ("005_membership_key_by_agent.sql",),
+            ("006_role_pairs_one_index.sql",),
         ]
         assert describe_schema(conn) == GOLDEN.read_text()
         assert dump_state(conn) == REPLAY.read_text()
