@@ -38,24 +38,24 @@ def day_key(day: str) -> tuple[tuple[str | int, ...], str]:
 
 # A number without leading zeros plus .json, of at most 18 digits (an int64 holds it).
 _PLAIN_NUMBER = r"^[1-9][0-9]{0,17}\.json$"
-# Arrow compiles the pattern at every call, which costs more than Python's compiled copy on a
-# small folder's names (a small account's folders hold a few dozen files).
+# Arrow compiles the pattern at every call, which costs more than matching a small folder's
+# names with Python's compiled copy (the whole name, ASCII digits), which matches alike.
 _PLAIN_NUMBER_RE = re.compile(_PLAIN_NUMBER, re.ASCII)
-_SORTED_IN_PYTHON = 200
+FEW_NAMES = 200  # up to this many names, the plain-number check and sort run in Python
 
 
 def sort_naturally(names: list[str]) -> pa.Array:
     """File names sorted by :func:`natural_key`, as an Arrow array. When every name is a plain
     number plus ``.json`` (one file per agent), that order is the numbers' order: sorted in
     Arrow, far faster than a Python sort by number, or in Python for a few names."""
-    if len(names) <= _SORTED_IN_PYTHON:
-        if all(_PLAIN_NUMBER_RE.match(name) for name in names):
+    if len(names) <= FEW_NAMES:
+        if all(_PLAIN_NUMBER_RE.fullmatch(name) for name in names):
             return pa.array(sorted(names, key=lambda name: int(name[:-5])), pa.string())
-        return pa.array(sorted(names, key=natural_key), pa.string())
-    array = pa.array(names, pa.string())
-    if pc.all(pc.match_substring_regex(array, _PLAIN_NUMBER)).as_py() is not False:
-        numbers = pc.cast(pc.utf8_slice_codeunits(array, 0, -5), pa.int64())
-        return array.take(pc.sort_indices(numbers))
+    else:
+        array = pa.array(names, pa.string())
+        if pc.all(pc.match_substring_regex(array, _PLAIN_NUMBER)).as_py() is not False:
+            numbers = pc.cast(pc.utf8_slice_codeunits(array, 0, -5), pa.int64())
+            return array.take(pc.sort_indices(numbers))
     return pa.array(sorted(names, key=natural_key), pa.string())
 
 

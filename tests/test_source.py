@@ -16,6 +16,7 @@ from etl.errors import InputError
 from etl.pages import FileDigest
 from etl.records import AGENT
 from etl.source import (
+    FEW_NAMES,
     InputFile,
     day_key,
     list_days,
@@ -120,7 +121,7 @@ def test_sort_naturally_matches_natural_key(names: list[str]) -> None:
     small folder's names, in Arrow for a bigger folder's (the names and 200 more)."""
     assert sort_naturally(names).to_pylist() == sorted(names, key=natural_key)
     many = sorted({*names, *(f"{n}.json" for n in range(7, 1500, 7))})
-    assert len(many) > 200
+    assert len(many) > FEW_NAMES
     assert sort_naturally(many).to_pylist() == sorted(many, key=natural_key)
 
 
