@@ -191,7 +191,7 @@ DUMPED_TABLES = (
 
 
 def account_state(conn: db.Connection, key: str) -> list[list[tuple[Any, ...]]]:
-    """The account's tables, each as its rows in key order (the dump queries)."""
+    """The account's tables, each as its rows in the dump queries' order."""
     account_id = db.account_id(conn, key)
     state = [db.execute(conn, f"dump_{table}", (account_id,)) for table in DUMPED_TABLES]
     conn.commit()

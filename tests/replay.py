@@ -61,7 +61,7 @@ def dump_state(
     conn: db.Connection, tables: tuple[str, ...] = DUMPED_TABLES, account: str = "default"
 ) -> str:
     """The account's final tables as text: per table a header and one JSON array per row, in
-    key order."""
+    the dump queries' order."""
     account_id = db.account_id(conn, account)
     lines = []
     for table in tables:

@@ -66,7 +66,8 @@ def paused_run(
     url: str, day: str, at: str, gate: Path, *extra: str
 ) -> Iterator[subprocess.Popen[str]]:
     """``python -m etl`` for ``day``, paused at ``at`` (POINT or POINT:ENTITY) until ``gate`` is
-    removed; yields once it says it paused. Killed on the way out if still running."""
+    removed, its temporary files in ``tmp/`` beside ``gate``; yields once it says it paused.
+    Killed on the way out if still running."""
     gate.touch()
     with start_etl(url, day, gate.parent / "tmp", *extra, pause=(at, gate)) as process:
         try:

@@ -211,3 +211,39 @@ def test_active_member_counts_follow_changes_made_outside_etl(conn: db.Connectio
     assert stored_active_members(conn) == {12: 1}
     rows(conn, "TRUNCATE etl.agents")
     assert stored_active_members(conn) == {}
+
+
+def test_one_statement_over_two_accounts_counts_each_accounts_members(
+    conn: db.Connection,
+) -> None:
+    """Agents of two accounts with the same ids, flipped both ways by one statement: each
+    account's counts follow its own agents and memberships, and equal a recount."""
+    first = default_account(conn)
+    second = int(rows(conn, "SELECT etl.ensure_account_v1('second')")[0][0])
+    for account, one, two in ((first, True, False), (second, False, True)):
+        rows(
+            conn,
+            "INSERT INTO etl.agents (account_id, agent_id, present, active, synced_at,"
+            " ingested_at) VALUES ($1, 1, true, $2, now(), now()), ($1, 2, true, $3, now(), now())",
+            (account, one, two),
+        )
+    rows(
+        conn,
+        "INSERT INTO etl.group_membership VALUES (10, 1, now(), $1), (10, 2, now(), $1),"
+        " (11, 2, now(), $1), (10, 1, now(), $2), (12, 1, now(), $2), (12, 2, now(), $2)",
+        (first, second),
+    )
+    counts = (
+        "SELECT account_id, group_id, active_members FROM etl.group_active_members"
+        " WHERE active_members <> 0 ORDER BY 1, 2"
+    )
+    assert rows(conn, counts) == [(first, 10, 1), (second, 12, 1)]
+    rows(conn, "UPDATE etl.agents SET active = NOT active")
+    after = [(first, 10, 1), (first, 11, 1), (second, 10, 1), (second, 12, 1)]
+    assert rows(conn, counts) == after
+    rows(
+        conn,
+        "SELECT etl.recount_active_members_v2($1), etl.recount_active_members_v2($2)",
+        (first, second),
+    )
+    assert rows(conn, counts) == after

@@ -25,9 +25,9 @@ $$;
 -- the statement's accounts are read, named by value (a parameter the planner sees): without it
 -- the planner may hash every account's agents for one small account's pairs, a cost that grows
 -- with the fleet; with them named by a subquery instead, one big account's first load probed
--- its agents one pair at a time. The pairs are counted by group in a hash table: the planner
--- cannot tell how many a transition table holds, and sorted a first load's 500,000 pairs (in
--- key order, by agent) by group instead.
+-- its agents one pair at a time. The pairs are counted by group in a hash table, not sorted by
+-- group: they come in key order (by agent), and the planner, which cannot tell how many rows a
+-- transition table's join gives, would sort a first load's pairs.
 CREATE FUNCTION etl.count_active_members_v1()
 RETURNS trigger
 LANGUAGE plpgsql
