@@ -238,9 +238,25 @@ def server_settings(memory: int | None = None) -> dict[str, str]:
     and 2 GB: a fleet's tables outgrow the default within a few hundred accounts, and every
     day's apply then reads and writes its accounts' pages through the operating system's cache."""
     if memory is None:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        memory = machine_memory()
     megabytes = min(max(memory // 4 // 2**20, 128), 2048)
     return {"shared_buffers": f"{megabytes}MB"}
+
+
+CGROUP_LIMITS = (
+    Path("/sys/fs/cgroup/memory.max"),
+    Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+)
+
+
+def machine_memory(limits: tuple[Path, ...] = CGROUP_LIMITS) -> int:
+    """Bytes of memory etl's processes may use: the machine's, or a container's limit (a
+    cgroup's, version 2 or 1) if lower."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit in limits:
+        with contextlib.suppress(OSError, ValueError):  # none, or "max": no limit
+            memory = min(memory, int(limit.read_text()))
+    return memory
 
 
 @contextlib.contextmanager

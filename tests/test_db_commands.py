@@ -116,6 +116,15 @@ def test_the_embedded_servers_shared_buffers_follow_the_machines_memory() -> Non
     assert embedded.server_settings(64 * gib) == {"shared_buffers": "2048MB"}
 
 
+def test_a_containers_memory_limit_counts_as_the_machines_memory(tmp_path: Path) -> None:
+    (tmp_path / "v2").write_text("1073741824\n")
+    (tmp_path / "v1").write_text("9223372036854771712\n")  # no limit
+    (tmp_path / "none").write_text("max\n")
+    machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert embedded.machine_memory((tmp_path / "v2", tmp_path / "v1")) == min(machine, 2**30)
+    assert embedded.machine_memory((tmp_path / "none", tmp_path / "gone")) == machine
+
+
 @pytest.mark.database
 def test_the_embedded_server_starts_with_etls_settings(home: Path) -> None:
     """Each start writes etl's settings, a data folder from before them included; a setting
