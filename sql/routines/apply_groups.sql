@@ -29,7 +29,7 @@ DECLARE
     v_to_inactive     bigint;
     v_to_active       bigint;
     v_dangling        text[];
-    v_dangling_count  bigint;
+    v_dangling_count  bigint      := 0;
     v_moved           bigint;
     v_leaving_tids    tid[];
     v_leaving_groups  bigint[];
@@ -129,6 +129,7 @@ BEGIN
     -- stored memberships stay valid): the diff's, or on a first load every staged pair. A first
     -- load first counts what dangles at less cost: groups by their member arrays, the pairs'
     -- agents in one pass (counted, not EXISTS: a plan for the first row probes pair by pair).
+    -- The count and the naming query below check the same rule: they change together.
     -- The pairs are named only then, or on a later load, whose added pairs are few: two anti
     -- joins, not one filter with OR, which probed both sets row by row; and no LIMIT inside
     -- them, under which the planner probed every pair one by one to find ten.
