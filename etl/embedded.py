@@ -230,10 +230,14 @@ def write_settings(folder: Path) -> None:
     )
     owner = folder.stat()
     with tempfile.NamedTemporaryFile("w", dir=folder, prefix=SETTINGS, delete=False) as out:
-        out.write(text)
-        os.fchmod(out.fileno(), 0o644)
-        if os.geteuid() == 0:
-            os.fchown(out.fileno(), owner.st_uid, owner.st_gid)
+        try:
+            out.write(text)
+            os.fchmod(out.fileno(), 0o644)
+            if os.geteuid() == 0:
+                os.fchown(out.fileno(), owner.st_uid, owner.st_gid)
+        except BaseException:
+            os.unlink(out.name)
+            raise
     os.replace(out.name, folder / SETTINGS)
     include = f"include_if_exists = '{SETTINGS}'\n".encode()
     conf = os.open(folder / "postgresql.conf", os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW)

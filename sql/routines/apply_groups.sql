@@ -129,10 +129,10 @@ BEGIN
     -- stored memberships stay valid): the diff's, or on a first load every staged pair. A first
     -- load first counts what dangles at less cost: groups by their member arrays, the pairs'
     -- agents in one pass (counted, not EXISTS: a plan for the first row probes pair by pair).
-    -- The count and the naming query below check the same rule: they change together.
     -- The pairs are named only then, or on a later load, whose added pairs are few: two anti
     -- joins, not one filter with OR, which probed both sets row by row; and no LIMIT inside
-    -- them, under which the planner probed every pair one by one to find ten.
+    -- them, under which the planner probed every pair one by one to find ten. The count and
+    -- the naming query check the same rule: they change together.
     IF v_first_load THEN
         SELECT count(*) INTO v_dangling_count
           FROM (SELECT 1 FROM etl.stg_group_members m
