@@ -322,3 +322,25 @@ def test_staged_member_lists_hold_no_null(conn: db.Connection) -> None:
     """A null member would name no agent: the staging table refuses it."""
     with pytest.raises(dbapi.IntegrityError, match="stg_group_members_agent_ids_check"):
         rows(conn, "INSERT INTO etl.stg_group_members VALUES (1, ARRAY[5, NULL]::bigint[], 1)")
+
+
+def test_a_run_is_small_below_twenty_thousand_staged_rows_of_its_entity(
+    conn: db.Connection,
+) -> None:
+    """What picks the apply's plans: agents, assignment pairs, or memberships (the lengths of
+    the member lists) staged for the account, fewer than 20,000; other accounts' rows apart."""
+    staged = {
+        "agents": "INSERT INTO etl.stg_agents (account_id, agent_id, source_file, record_index) "
+        "SELECT $1, n, 'a.json', n FROM generate_series(1, $2) n",
+        "roles": "INSERT INTO etl.stg_agent_roles (account_id, agent_id, role_id, from_details, "
+        "from_role) SELECT $1, n, 1, true, false FROM generate_series(1, $2) n",
+        "groups": "INSERT INTO etl.stg_group_members (account_id, group_id, agent_ids) "
+        "SELECT $1, g, ARRAY(SELECT generate_series(1, 1000)) FROM generate_series(1, $2 / 1000) g",
+    }
+    small = "SELECT etl.is_small_run_v1($1, $2)"
+    for entity, insert in staged.items():
+        rows(conn, insert, (7, 19_000))
+        rows(conn, insert, (8, 20_000))
+        assert rows(conn, small, (7, entity)) == [(True,)]
+        assert rows(conn, small, (8, entity)) == [(False,)]
+        assert rows(conn, small, (9, entity)) == [(True,)]

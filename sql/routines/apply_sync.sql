@@ -68,21 +68,27 @@ END
 $$;
 
 -- Whether the run staged fewer than 20,000 rows of the entity's snapshot (agents, assignment
--- pairs, memberships): counted no further than that.
+-- pairs, memberships): agents and pairs counted no further than that, memberships by the
+-- lengths of the groups' member arrays. (PL/pgSQL with one query an entity, its plans kept for
+-- the session: a SQL function was planned again at every call, a union of all three.)
 CREATE FUNCTION etl.is_small_run_v1(p_account_id bigint, p_entity text)
 RETURNS boolean
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
+SET plan_cache_mode = force_generic_plan
 AS $$
-    SELECT count(*) < 20000
-      FROM (SELECT 1 FROM etl.stg_agents
-             WHERE p_entity = 'agents' AND account_id = p_account_id
-            UNION ALL
-            SELECT 1 FROM etl.stg_agent_roles
-             WHERE p_entity = 'roles' AND account_id = p_account_id
-            UNION ALL
-            SELECT 1 FROM etl.stg_group_members m CROSS JOIN LATERAL unnest(m.agent_ids)
-             WHERE p_entity = 'groups' AND m.account_id = p_account_id
-            LIMIT 20000) s
+BEGIN
+    IF p_entity = 'agents' THEN
+        RETURN (SELECT count(*) < 20000
+                  FROM (SELECT 1 FROM etl.stg_agents
+                         WHERE account_id = p_account_id LIMIT 20000) s);
+    ELSIF p_entity = 'roles' THEN
+        RETURN (SELECT count(*) < 20000
+                  FROM (SELECT 1 FROM etl.stg_agent_roles
+                         WHERE account_id = p_account_id LIMIT 20000) s);
+    END IF;
+    RETURN (SELECT coalesce(sum(cardinality(agent_ids)), 0) < 20000
+              FROM etl.stg_group_members WHERE account_id = p_account_id);
+END
 $$;
 
 -- The tables a step writes get fresh planner statistics whenever they have grown to more than
@@ -94,10 +100,13 @@ $$;
 -- and join rows by are analyzed (keys, flags, counts): the names, emails, descriptions and times
 -- took most of an analyze's time, and autovacuum's analyzes still cover every column. If another
 -- account's apply is analyzing the same table (its lock held until that apply commits), this one
--- goes on without waiting: one account never waits for another.
+-- goes on without waiting: one account never waits for another. Its checks read the catalog,
+-- not the account's rows: their plans are made once a session, whatever the apply's settings.
 CREATE FUNCTION etl.analyze_outgrown_v1(p_entity text)
 RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+AS $$
 DECLARE
     v_lock_timeout text := current_setting('lock_timeout');
 BEGIN
