@@ -37,7 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="REV",
         help="time this tree beside git revision REV instead, alternating, on fresh databases",
     )
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of each, with --against")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="rounds of each, medians reported (default: 3 with --against, else 1 for --fleet)",
+    )
     parser.add_argument(
         "--history",
         type=int,
@@ -48,11 +52,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.history and not args.fleet:
         parser.error("--history takes --fleet N")
+    if args.rounds is not None and args.rounds < 1:
+        parser.error("--rounds takes a number of 1 or more")
+    if args.rounds is not None and not (args.fleet or args.against):
+        parser.error("--rounds takes --fleet N or --against REV")
     fleet_days = 2 if args.days == 3 else args.days  # a fleet's default is day1 and day2
     if args.against:
         return against(args, fleet_days)
     if args.fleet:
-        report = bench_fleet(args.fleet, fleet_days, args.workers, ROOT / ".bench", args.history)
+        rounds = args.rounds or 1
+        report = bench_fleet(
+            args.fleet, fleet_days, args.workers, ROOT / ".bench", args.history, rounds
+        )
         history = f"-history-{args.history}" if args.history else ""
         write(report, f"fleet-{args.fleet}{history}")
         return 0 if not report["sample_differs"] else 1
@@ -64,14 +75,15 @@ def main(argv: list[str] | None = None) -> int:
 def against(args: argparse.Namespace, fleet_days: int) -> int:
     """``--against REV``: this tree and REV's, alternating."""
     workdir = ROOT / ".bench"
+    rounds = args.rounds or 3
     if args.fleet:
         report = compare_fleet(
-            args.fleet, fleet_days, args.workers, args.against, args.rounds, workdir, args.history
+            args.fleet, fleet_days, args.workers, args.against, rounds, workdir, args.history
         )
         history = f"-history-{args.history}" if args.history else ""
         write(report, f"fleet-{args.fleet}{history}-against")
     else:
-        report = compare_scale(args.scale, args.days, args.against, args.rounds, workdir)
+        report = compare_scale(args.scale, args.days, args.against, rounds, workdir)
         write(report, f"{args.scale}-against")
     return 0
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -266,20 +267,70 @@ def age(url: str, history_days: int) -> float:
 
 
 def bench_fleet(
-    accounts: int, days: int, workers: int, workdir: Path, history_days: int = 0
+    accounts: int,
+    days: int,
+    workers: int,
+    workdir: Path,
+    history_days: int = 0,
+    rounds: int = 1,
 ) -> dict[str, Any]:
     """A fleet's days: the fleet command, the same accounts as a process per account-day
     (``workers`` at a time), and the floor, side by side; a sample of accounts compared. With
-    ``history_days``, both databases get that many days of history after day1."""
+    ``history_days``, both databases get that many days of history after day1. With ``rounds``
+    above one, all of it again on fresh databases each round, and per day the median of each
+    figure over the rounds (of the ratios too, each taken within its round: this machine's
+    speed drifts from minute to minute, and the fleet command runs minutes apart from its
+    process-per-account baseline); peak RSS is the highest of any round."""
     folder = fleet_dir(workdir, accounts, days)
     keys = [synth.fleet_key(n) for n in range(1, accounts + 1)]
-    cores = os.cpu_count() or 1
+    each_round = []
+    differ: set[str] = set()
+    for number in range(1, rounds + 1):
+        if rounds > 1:
+            print(f"round {number} of {rounds}", flush=True)
+        figures, sample_differs = fleet_round(folder, keys, days, workers, history_days)
+        each_round.append(figures)
+        differ.update(sample_differs)
     report: dict[str, Any] = {
         "accounts": accounts,
         "workers": workers,
         "history_days": history_days,
-        "days": {},
+        "rounds": rounds,
+        "days": {day: medians([r[day] for r in each_round]) for day in each_round[0]},
+        "each_round": each_round,
+        "sample_differs": sorted(differ),
     }
+    if rounds > 1:
+        for day, figures in report["days"].items():
+            print_day(f"{day}, median of {rounds} rounds", figures, workers)
+    return report
+
+
+def medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rounds' figures of one day as one: the median of each, the highest peak RSS, and
+    every account that did not succeed in some round."""
+    merged: dict[str, Any] = {}
+    for name, first in rounds[0].items():
+        values = [r[name] for r in rounds]
+        if name == "worker_peak_rss_mb":
+            merged[name] = max(values)
+        elif isinstance(first, list):
+            merged[name] = sorted({key for value in values for key in value})
+        elif all(isinstance(value, int) for value in values):
+            merged[name] = round(statistics.median(values))
+        else:
+            merged[name] = round(statistics.median(values), 3)
+    return merged
+
+
+def fleet_round(
+    folder: Path, keys: list[str], days: int, workers: int, history_days: int
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """One round on fresh databases: each day's figures, and the sampled accounts that differ
+    from their single-account runs."""
+    accounts = len(keys)
+    cores = os.cpu_count() or 1
+    by_day: dict[str, dict[str, Any]] = {}
     with fresh_database() as fleet_url, fresh_database() as alone_url:
         for n in range(1, days + 1):
             day = f"day{n}"
@@ -313,27 +364,31 @@ def bench_fleet(
                 "worker_peak_rss_mb": max(o["worker_rss_mb"] for o in outcomes),
                 "not_succeeded": [o["key"] for o in outcomes if o["status"] != "succeeded"],
             }
-            report["days"][day] = figures
-            print(
-                f"{day}: fleet {figures['fleet_wall_s']} s ({figures['fleet_per_minute']} "
-                f"account-days/min) | a process per account-day, {workers} at a time: "
-                f"{figures['per_process_wall_s']} s ({figures['per_process_per_minute']}/min) "
-                f"| speed-up {figures['speedup']}x | floor {figures['floor_s']} s, fleet/floor "
-                f"{figures['fleet_over_floor']} (a load an account: {figures['floor_each_s']} s,"
-                f" {figures['fleet_over_floor_each']}) | account p50 {figures['account_p50_s']} s, "
-                f"p95 {figures['account_p95_s']} s | worker peak RSS "
-                f"{figures['worker_peak_rss_mb']} MB | not succeeded: "
-                f"{len(figures['not_succeeded'])} | server CPU "
-                f"{figures['server_cpu_ms_per_account']} ms an account-day, the command's "
-                f"{figures['command_cpu_ms_per_account']} ms | cores busy "
-                f"{figures['cpu_busy']:.0%}",
-                flush=True,
-            )
+            by_day[day] = figures
+            print_day(day, figures, workers)
         sample = keys[:: max(1, accounts // 10)]
-        report["sample_differs"] = same_as_alone(fleet_url, alone_url, sample)
+        sample_differs = same_as_alone(fleet_url, alone_url, sample)
         print(
-            f"sample of {len(sample)} accounts: {len(report['sample_differs'])} differ from "
+            f"sample of {len(sample)} accounts: {len(sample_differs)} differ from "
             "their single-account runs (must be 0)",
             flush=True,
         )
-    return report
+    return by_day, sample_differs
+
+
+def print_day(label: str, figures: dict[str, Any], workers: int) -> None:
+    print(
+        f"{label}: fleet {figures['fleet_wall_s']} s ({figures['fleet_per_minute']} "
+        f"account-days/min) | a process per account-day, {workers} at a time: "
+        f"{figures['per_process_wall_s']} s ({figures['per_process_per_minute']}/min) "
+        f"| speed-up {figures['speedup']}x | floor {figures['floor_s']} s, fleet/floor "
+        f"{figures['fleet_over_floor']} (a load an account: {figures['floor_each_s']} s,"
+        f" {figures['fleet_over_floor_each']}) | account p50 {figures['account_p50_s']} s, "
+        f"p95 {figures['account_p95_s']} s | worker peak RSS "
+        f"{figures['worker_peak_rss_mb']} MB | not succeeded: "
+        f"{len(figures['not_succeeded'])} | server CPU "
+        f"{figures['server_cpu_ms_per_account']} ms an account-day, the command's "
+        f"{figures['command_cpu_ms_per_account']} ms | cores busy "
+        f"{figures['cpu_busy']:.0%}",
+        flush=True,
+    )

@@ -12,7 +12,7 @@ from conftest import bare_database, rows
 
 from bench.common import FINAL_TABLES, account_state, etl_env, fetch, load_floor
 from bench.compare import checkout, compare_scale, git
-from bench.fleet import age, children_cpu_seconds, fleet_floor, run_fleet_command
+from bench.fleet import age, children_cpu_seconds, fleet_floor, medians, run_fleet_command
 from bench.scale import STAGES, bench
 from etl import db, synth
 from etl.migrate import migrate
@@ -115,6 +115,23 @@ def test_the_fleet_floor_loads_every_accounts_rows_at_once_and_one_by_one(
     floor = fleet_floor(database_url, tmp_path, "day1", keys)
     assert floor["total_s"] == floor["read_s"] + floor["decode_s"] + floor["load_s"]
     assert floor["total_each_s"] == floor["read_s"] + floor["decode_s"] + floor["load_each_s"]
+
+
+def test_a_fleets_rounds_merge_into_medians_with_the_highest_peak() -> None:
+    """Each figure is the median of the rounds' (ratios too, as each round took them), the
+    peak RSS the highest, and an account that failed in any round is named."""
+    rounds = [
+        {"fleet_wall_s": 9.06, "speedup": 12.8, "worker_peak_rss_mb": 191, "not_succeeded": []},
+        {"fleet_wall_s": 12.43, "speedup": 7.7, "worker_peak_rss_mb": 188, "not_succeeded": ["b"]},
+        {"fleet_wall_s": 10.97, "speedup": 9.4, "worker_peak_rss_mb": 192, "not_succeeded": ["a"]},
+    ]
+    assert medians(rounds) == {
+        "fleet_wall_s": 10.97,
+        "speedup": 9.4,
+        "worker_peak_rss_mb": 192,
+        "not_succeeded": ["a", "b"],
+    }
+    assert medians(rounds[:2])["fleet_wall_s"] == 10.745
 
 
 def test_children_cpu_seconds_count_the_children_of_children() -> None:
