@@ -121,17 +121,22 @@ def test_a_fleets_rounds_merge_into_medians_with_the_highest_peak() -> None:
     """Each figure is the median of the rounds' (ratios too, as each round took them), the
     peak RSS the highest, and an account that failed in any round is named."""
     rounds = [
-        {"fleet_wall_s": 9.06, "speedup": 12.8, "worker_peak_rss_mb": 191, "not_succeeded": []},
-        {"fleet_wall_s": 12.43, "speedup": 7.7, "worker_peak_rss_mb": 188, "not_succeeded": ["b"]},
-        {"fleet_wall_s": 10.97, "speedup": 9.4, "worker_peak_rss_mb": 192, "not_succeeded": ["a"]},
-    ]
+        {"fleet_wall_s": 9.06, "speedup": 12.8, "fleet_per_minute": 1325, "worker_peak_rss_mb": 191,
+         "not_succeeded": []},
+        {"fleet_wall_s": 12.43, "speedup": 7.7, "fleet_per_minute": 966, "worker_peak_rss_mb": 188,
+         "not_succeeded": ["b"]},
+        {"fleet_wall_s": 10.97, "speedup": 9.4, "fleet_per_minute": 1094, "worker_peak_rss_mb": 192,
+         "not_succeeded": ["a"]},
+    ]  # fmt: skip
     assert medians(rounds) == {
         "fleet_wall_s": 10.97,
         "speedup": 9.4,
+        "fleet_per_minute": 1094,
         "worker_peak_rss_mb": 192,
         "not_succeeded": ["a", "b"],
     }
     assert medians(rounds[:2])["fleet_wall_s"] == 10.745
+    assert medians(rounds[:2])["fleet_per_minute"] == 1146  # ints stay whole
 
 
 def test_children_cpu_seconds_count_the_children_of_children() -> None:

@@ -327,20 +327,24 @@ def test_staged_member_lists_hold_no_null(conn: db.Connection) -> None:
 def test_a_run_is_small_below_twenty_thousand_staged_rows_of_its_entity(
     conn: db.Connection,
 ) -> None:
-    """What picks the apply's plans: agents, assignment pairs, or memberships (the lengths of
-    the member lists) staged for the account, fewer than 20,000; other accounts' rows apart."""
+    """What picks the apply's plans: the agents, assignment pairs, or memberships (the lengths
+    of the member lists) the account staged, fewer than 20,000; the other entities' rows and
+    other accounts' rows apart."""
     staged = {
         "agents": "INSERT INTO etl.stg_agents (account_id, agent_id, source_file, record_index) "
         "SELECT $1, n, 'a.json', n FROM generate_series(1, $2) n",
         "roles": "INSERT INTO etl.stg_agent_roles (account_id, agent_id, role_id, from_details, "
         "from_role) SELECT $1, n, 1, true, false FROM generate_series(1, $2) n",
         "groups": "INSERT INTO etl.stg_group_members (account_id, group_id, agent_ids) "
-        "SELECT $1, g, ARRAY(SELECT generate_series(1, 1000)) FROM generate_series(1, $2 / 1000) g",
+        "SELECT $1, g, ARRAY(SELECT generate_series(1, least(1000, $2 - (g - 1) * 1000))) "
+        "FROM generate_series(1, ($2 + 999) / 1000) g",
     }
     small = "SELECT etl.is_small_run_v1($1, $2)"
-    for entity, insert in staged.items():
-        rows(conn, insert, (7, 19_000))
-        rows(conn, insert, (8, 20_000))
-        assert rows(conn, small, (7, entity)) == [(True,)]
-        assert rows(conn, small, (8, entity)) == [(False,)]
-        assert rows(conn, small, (9, entity)) == [(True,)]
+    for n, entity in enumerate(staged, start=1):
+        below, at, none = 10 * n, 10 * n + 1, 10 * n + 2
+        for other, insert in staged.items():
+            rows(conn, insert, (below, 19_999 if other == entity else 20_000))
+        rows(conn, staged[entity], (at, 20_000))
+        assert rows(conn, small, (below, entity)) == [(True,)], entity
+        assert rows(conn, small, (at, entity)) == [(False,)], entity
+        assert rows(conn, small, (none, entity)) == [(True,)], entity

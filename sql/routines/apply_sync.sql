@@ -69,8 +69,8 @@ $$;
 
 -- Whether the run staged fewer than 20,000 rows of the entity's snapshot (agents, assignment
 -- pairs, memberships): agents and pairs counted no further than that, memberships by the
--- lengths of the groups' member arrays. (PL/pgSQL with one query an entity, its plans kept for
--- the session: a SQL function was planned again at every call, a union of all three.)
+-- lengths of the groups' member lists. One query an entity, each kept for the session by the
+-- function's own plan_cache_mode whatever the apply's.
 CREATE FUNCTION etl.is_small_run_v1(p_account_id bigint, p_entity text)
 RETURNS boolean
 LANGUAGE plpgsql STABLE
@@ -85,9 +85,11 @@ BEGIN
         RETURN (SELECT count(*) < 20000
                   FROM (SELECT 1 FROM etl.stg_agent_roles
                          WHERE account_id = p_account_id LIMIT 20000) s);
+    ELSIF p_entity = 'groups' THEN
+        RETURN (SELECT coalesce(sum(cardinality(agent_ids)), 0) < 20000
+                  FROM etl.stg_group_members WHERE account_id = p_account_id);
     END IF;
-    RETURN (SELECT coalesce(sum(cardinality(agent_ids)), 0) < 20000
-              FROM etl.stg_group_members WHERE account_id = p_account_id);
+    RETURN true;
 END
 $$;
 
